@@ -1,0 +1,59 @@
+"""Blocks shared by RESCAN (Li et al., ECCV 2018) and DCSFN (Wang et al., ACM MM 2020).
+
+DCSFN's code base grew out of RESCAN's, and both use the same convolutional GRU gating.
+They differ in what follows the gates (RESCAN: squeeze-excitation then LeakyReLU; DCSFN:
+LeakyReLU only), so only the gate arithmetic lives here; each model adds its own tail.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class ConvGRUCell(nn.Module):
+    """Convolutional GRU gates, returning the new hidden state before any output activation.
+
+    With a previous state h:
+        z = sigmoid(Wxz*x + Whz*h),  r = sigmoid(Wxr*x + Whr*h),
+        n = tanh(Wxn*x + Whn*(r.h)),  h' = (1 - z).h + z.n
+    Without one (first step), both official codes use h' = sigmoid(Wxz*x) . tanh(Wxn*x), which
+    is the formula above with h = 0 except that the state-to-state biases are left out.
+
+    Input-to-state convolutions may be dilated (RESCAN grows the receptive field this way);
+    state-to-state convolutions never are. All six convolutions carry a bias, as in both
+    official codes, so the cell has 3*(k*k*cin*cout + cout) + 3*(k*k*cout*cout + cout) weights.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3, dilation: int = 1) -> None:
+        super().__init__()
+        pad_x = dilation * (kernel_size - 1) // 2
+        pad_h = (kernel_size - 1) // 2
+
+        def conv_x() -> nn.Conv2d:
+            return nn.Conv2d(in_channels, hidden_channels, kernel_size, padding=pad_x, dilation=dilation)
+
+        def conv_h() -> nn.Conv2d:
+            return nn.Conv2d(hidden_channels, hidden_channels, kernel_size, padding=pad_h)
+
+        self.conv_xz, self.conv_xr, self.conv_xn = conv_x(), conv_x(), conv_x()
+        self.conv_hz, self.conv_hr, self.conv_hn = conv_h(), conv_h(), conv_h()
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        if h is None:
+            return torch.sigmoid(self.conv_xz(x)) * torch.tanh(self.conv_xn(x))
+        z = torch.sigmoid(self.conv_xz(x) + self.conv_hz(h))
+        r = torch.sigmoid(self.conv_xr(x) + self.conv_hr(h))
+        n = torch.tanh(self.conv_xn(x) + self.conv_hn(r * h))
+        return (1 - z) * h + z * n
+
+
+def check_rgb_batch(x: torch.Tensor, model: str, min_size: int = 1) -> None:
+    """Fail early, naming the problem, on input the model cannot take (instead of a deep traceback)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{model} expects a [B,3,H,W] tensor, got {shape}")
+    if x.shape[1] != 3:
+        raise ValueError(f"{model} expects 3 (RGB) channels, got {x.shape[1]} in shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if min(h, w) < min_size:
+        raise ValueError(f"{model} needs H and W >= {min_size}, got {h}x{w}")

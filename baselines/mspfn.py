@@ -1,0 +1,282 @@
+"""MSPFN: Multi-Scale Progressive Fusion Network for single image deraining.
+
+Jiang, Wang, Yi, Chen, Huang, Luo, Ma, Jiang; CVPR 2020. Re-implemented in PyTorch from the
+paper and the facts of the official TensorFlow 1.x graph (kuijiang94/MSPFN, ``model/MSPFN.py``
+for training, ``model/TEST_MSPFN_M17N1.py`` for the released weights).
+
+Structure: a 3-level input pyramid (full, 1/2, 1/4 by box averaging); per level a 3->64 conv;
+a coarse-fusion stage (one ConvLSTM step per level, coarse to fine, the coarser result
+upsampled into the finer level); 17 fine-fusion iterations, each running one "unit" per level
+coarse to fine (stride-2 down, N residual channel-attention blocks, concat with the
+down-sampled input, stride-2 transposed conv back, residual add); then a reconstruction that
+merges the levels and predicts the rain layer. Output = input - rain.
+``rcabs=(1, 3, 3)`` (RCABs per unit at 1/4, 1/2, full) is the training graph of Table 1
+(20,995,776 parameters); ``rcabs=(1, 1, 1)`` is the released M17N1 model (15,823,424).
+
+TensorFlow conventions matched (so that a converter of the official checkpoints only has to
+rename and permute tensors):
+* Value range and channels: the official net sees OpenCV BGR scaled to [-1, 1] (x/127.5 - 1)
+  and predicts the rain layer in that space. Our forward takes RGB [0, 1], converts to
+  BGR [-1, 1] inside and converts the result back (``channel_order="rgb"`` skips the flip).
+* Every "conv" of the official graph outside the RCABs is bias-free, and all stride-1 ones
+  are written as ``conv2d_transpose`` with stride 1 and SAME padding. That equals an ordinary
+  3x3 conv (padding 1) with a spatially flipped kernel, so we use ``nn.Conv2d``; convert with
+  ``torch.from_numpy(w_tf[::-1, ::-1].copy()).permute(2, 3, 0, 1)`` (TF transposed filters
+  are [kh, kw, out, in]).
+* Stride-2 SAME conv: TF pads ``total = max((out-1)*2 + 3 - in, 0)`` with the smaller half
+  first, i.e. (0, 1) for even sizes and (1, 1) for odd ones. PyTorch's symmetric padding=1
+  would shift the sampling grid by one pixel, so we pad explicitly the TF way. Weight
+  HWIO -> OIHW: ``permute(3, 2, 0, 1)``.
+* Stride-2 SAME transposed conv with an explicit output size T: output pixel y receives
+  input i through tap k where y = 2i + k - before, ``before = total // 2`` with the same
+  ``total`` as above. We run ``ConvTranspose2d(padding=0)`` (size 2n+1) and crop [before,
+  before+T). No kernel flip: both frameworks define it as the gradient of cross-correlation.
+  TF filter [kh, kw, out, in] -> PyTorch [in, out, kh, kw]: ``permute(3, 2, 0, 1)``.
+* PReLU ``max(0,x) + a*min(0,x)`` with one alpha per channel, initialised to 0 (so it starts
+  as ReLU). Bias-free convs and transposed convs: Xavier/Glorot uniform (TF fan sums are
+  symmetric in in/out, so PyTorch's ``xavier_uniform_`` gives the same bound). RCAB convs
+  (tf.layers defaults): Glorot uniform kernel, zero bias.
+* ConvLSTM (BasicConvLSTMCell): a single 3x3 conv with bias over concat(input, h) gives
+  4*hidden channels split in the order i, j (candidate), f, o; c' = c*sig(f + 1.0) +
+  sig(i)*tanh(j), h' = tanh(c')*sig(o); kernel truncated-normal std 1e-3, bias 0. Our weight
+  is the TF kernel [3, 3, in+hidden, 4*hidden] permuted to OIHW (input channels first, then h).
+  MSPFN runs each cell for one step from the zero state, so the h-part of the kernel and the
+  forget gate cannot influence the output (zero gradient in TF too); we keep those
+  parameters for the count and for checkpoint compatibility but skip computing them.
+* Pyramid: TF convolves with a uniform KxK stride-K kernel (SAME); for sizes divisible by K
+  that is exactly average pooling, which we use.
+
+Sizes: the official graph needs H, W divisible by 4 (1/4 level); below that the stride-2
+ops handle odd sizes as TF does. Other sizes are reflect-padded at the bottom/right up to a
+multiple of 4 and cropped back, so the output always has the input's shape.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmark.losses import charbonnier, stage_outputs
+from benchmark.registry import register_model
+
+MIN_SIZE = 4  # the 1/4 pyramid level must hold at least one pixel
+
+
+def _same_total(n_out: int, n_in: int) -> int:
+    """TF SAME padding total of a 3x3 stride-2 conv mapping n_in -> n_out."""
+    return max((n_out - 1) * 2 + 3 - n_in, 0)
+
+
+class ConvPReLU(nn.Sequential):
+    """3x3 stride-1 bias-free conv + PReLU (the official stride-1 deconv_layer + prelu)."""
+
+    def __init__(self, cin: int, cout: int, act: bool = True) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
+        if act:
+            layers.append(nn.PReLU(cout, init=0.0))
+        super().__init__(*layers)
+
+
+class DownPReLU(nn.Module):
+    """3x3 stride-2 bias-free conv with TF 'SAME' padding, + PReLU."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, stride=2, bias=False)
+        self.act = nn.PReLU(c, init=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        th, tw = _same_total((h + 1) // 2, h), _same_total((w + 1) // 2, w)
+        x = F.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2))
+        return self.act(self.conv(x))
+
+
+class UpPReLU(nn.Module):
+    """3x3 stride-2 bias-free transposed conv to an explicit size, TF 'SAME' alignment, + PReLU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(cin, cout, 3, stride=2, bias=False)
+        self.act = nn.PReLU(cout, init=0.0)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        (h, w), (th, tw) = x.shape[-2:], size
+        y = self.conv(x)  # (2h+1, 2w+1)
+        top, left = _same_total(h, th) // 2, _same_total(w, tw) // 2
+        return self.act(y[..., top:top + th, left:left + tw])
+
+
+class RCAB(nn.Module):
+    """Residual channel-attention block: conv-PReLU-conv, squeeze-excite scaling, skip."""
+
+    def __init__(self, c: int = 64, reduction: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.PReLU(c, init=0.0), nn.Conv2d(c, c, 3, padding=1))
+        self.attn = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // reduction, 1), nn.PReLU(c // reduction, init=0.0),
+                                  nn.Conv2d(c // reduction, c, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.body(x)
+        return x + f * self.attn(f)
+
+
+class ConvLSTMCell(nn.Module):
+    """BasicConvLSTMCell of the official code, run for one step from the zero state."""
+
+    def __init__(self, cin: int, hidden: int) -> None:
+        super().__init__()
+        self.cin, self.hidden = cin, hidden
+        self.weight = nn.Parameter(torch.empty(4 * hidden, cin + hidden, 3, 3))  # gates i, j, f, o
+        self.bias = nn.Parameter(torch.zeros(4 * hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # h = c = 0: only the input columns and the i, j, o gates matter (f multiplies c = 0).
+        gates = [0, 1, 3]
+        w = self.weight.view(4, self.hidden, -1, 3, 3)[gates, :, : self.cin].reshape(-1, self.cin, 3, 3)
+        b = self.bias.view(4, self.hidden)[gates].reshape(-1)
+        i, j, o = F.conv2d(x, w, b, padding=1).chunk(3, dim=1)
+        c = torch.sigmoid(i) * torch.tanh(j)
+        return torch.tanh(c) * torch.sigmoid(o)
+
+
+class CoarseFusion(nn.Module):
+    """One level of the coarse-fusion ("residual memory") stage: 64->32, ConvLSTM, ->64."""
+
+    def __init__(self, hidden: int, c: int = 64) -> None:
+        super().__init__()
+        self.inp = ConvPReLU(c, c // 2)
+        self.lstm = ConvLSTMCell(c // 2, hidden)
+        self.out = ConvPReLU(hidden, c)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        # The skip is the level's plain features, not the input enhanced by coarser levels.
+        return skip + self.out(self.lstm(self.inp(x)))
+
+
+class FusionUnit(nn.Module):
+    """Fine-fusion unit: down by 2, N RCABs, concat with the down-sampled input, up, add."""
+
+    def __init__(self, n_rcab: int, c: int = 64) -> None:
+        super().__init__()
+        self.down = DownPReLU(c)
+        self.body = nn.Sequential(*[RCAB(c) for _ in range(n_rcab)])
+        self.up = UpPReLU(2 * c, c)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        s = self.down(x)
+        return state + self.up(torch.cat([s, self.body(s)], 1), state.shape[-2:])
+
+
+class FineFusion(nn.Module):
+    """One of the M multi-scale iterations: units at 1/4, 1/2, full, coarse to fine."""
+
+    def __init__(self, rcabs: tuple[int, int, int], c: int = 64) -> None:
+        super().__init__()
+        self.unit4, self.unit2, self.unit1 = (FusionUnit(n, c) for n in rcabs)
+        self.up4_2, self.up4_1, self.up2_1 = UpPReLU(c, c), UpPReLU(c, c), UpPReLU(c, c)
+
+    def forward(self, f4: torch.Tensor, f2: torch.Tensor, f1: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f4 = self.unit4(f4, f4)
+        u4_2 = self.up4_2(f4, f2.shape[-2:])
+        f2 = self.unit2(f2 + u4_2, f2)
+        # Full level gets the already-upsampled 1/4 path upsampled once more, plus the 1/2 result.
+        e1 = f1 + self.up4_1(u4_2, f1.shape[-2:]) + self.up2_1(f2, f1.shape[-2:])
+        return f4, f2, self.unit1(e1, f1)
+
+
+class MSPFN(nn.Module):
+    """MSPFN; forward takes RGB [0, 1] and returns the derained RGB image of the same shape."""
+
+    pad_multiple = 4
+
+    def __init__(self, blocks: int = 17, rcabs: tuple[int, int, int] = (1, 3, 3), channels: int = 64,
+                 lstm_hidden: tuple[int, int, int] = (64, 128, 256), channel_order: str = "bgr") -> None:
+        super().__init__()
+        if channel_order not in ("bgr", "rgb"):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+        if len(rcabs) != 3 or len(lstm_hidden) != 3:
+            raise ValueError("rcabs and lstm_hidden need one entry per level (1/4, 1/2, full)")
+        self.channel_order = channel_order
+        c = channels
+        self.head1, self.head2, self.head4 = ConvPReLU(3, c), ConvPReLU(3, c), ConvPReLU(3, c)
+        self.coarse4, self.coarse2, self.coarse1 = (CoarseFusion(h, c) for h in lstm_hidden)
+        self.coarse_up4_2, self.coarse_up4_1, self.coarse_up2_1 = UpPReLU(c, c), UpPReLU(c, c), UpPReLU(c, c)
+        self.fine = nn.ModuleList(FineFusion(tuple(rcabs), c) for _ in range(blocks))
+        self.recon4, self.recon2, self.recon1 = ConvPReLU(2 * c, c), ConvPReLU(2 * c, c), ConvPReLU(2 * c, c)
+        self.rec_up4_2, self.rec_up2_1 = UpPReLU(c, c), UpPReLU(2 * c, c)
+        self.tail = nn.Sequential(ConvPReLU(2 * c, c // 2), ConvPReLU(c // 2, 3, act=False))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, ConvLSTMCell):
+                nn.init.trunc_normal_(m.weight, std=1e-3, a=-2e-3, b=2e-3)
+                nn.init.zeros_(m.bias)
+
+    def _to_net(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * 2 - 1
+        return x.flip(1) if self.channel_order == "bgr" else x
+
+    def _from_net(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flip(1) if self.channel_order == "bgr" else x
+        return (x + 1) / 2
+
+    def rain_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """The predicted rain residual, in the network's space; H, W must be multiples of 4."""
+        x2, x4 = F.avg_pool2d(x, 2), F.avg_pool2d(x, 4)
+        s1, s2, s4 = x.shape[-2:], x2.shape[-2:], x4.shape[-2:]
+        r1, r2, r4 = self.head1(x), self.head2(x2), self.head4(x4)
+        m4 = self.coarse4(r4, r4)
+        u4_2 = self.coarse_up4_2(m4, s2)
+        m2 = self.coarse2(r2 + u4_2, r2)
+        m1 = self.coarse1(r1 + self.coarse_up2_1(m2, s1) + self.coarse_up4_1(u4_2, s1), r1)
+        f4, f2, f1 = m4, m2, m1
+        for it in self.fine:
+            f4, f2, f1 = it(f4, f2, f1)
+        f4 = self.recon4(torch.cat([f4, m4], 1))
+        f2 = self.recon2(torch.cat([f2, m2], 1))
+        f1 = self.recon1(torch.cat([f1, m1], 1))
+        up = self.rec_up2_1(torch.cat([self.rec_up4_2(f4, s2), f2], 1), s1)
+        return self.tail(torch.cat([f1, up], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"MSPFN expects a [B, 3, H, W] RGB tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if min(h, w) < MIN_SIZE:
+            raise ValueError(f"MSPFN needs H, W >= {MIN_SIZE} (1/4 pyramid level), got {h}x{w}")
+        ph, pw = -h % self.pad_multiple, -w % self.pad_multiple
+        xn = self._to_net(F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x)
+        out = self._from_net(xn - self.rain_layer(xn))
+        return out[..., :h, :w]
+
+    def own_loss(self, outputs, rainy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """Official loss: Charbonnier(1e-3) + 0.05 x Charbonnier of 3x3 Laplacian edges.
+
+        Computed in the network's [-1, 1] space, as the official code does, because the
+        Charbonnier epsilon is not scale-invariant. Channel order does not matter here.
+        """
+        out = stage_outputs(outputs)[-1] * 2 - 1
+        ref = clean * 2 - 1
+        return charbonnier(out, ref) + 0.05 * charbonnier(laplacian(out), laplacian(ref))
+
+
+def laplacian(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel 3x3 Laplacian (8 centre, -1 around), zero 'SAME' padding."""
+    k = -torch.ones(3, 3, dtype=x.dtype, device=x.device)
+    k[1, 1] = 8.0
+    c = x.shape[1]
+    return F.conv2d(x, k.expand(c, 1, 3, 3), padding=1, groups=c)
+
+
+@register_model("mspfn")
+def mspfn(blocks: int = 17, rcabs: tuple[int, int, int] = (1, 3, 3), channels: int = 64,
+          lstm_hidden: tuple[int, int, int] = (64, 128, 256), channel_order: str = "bgr") -> MSPFN:
+    """MSPFN as trained for Table 1 (``model/MSPFN.py``); ``rcabs=(1, 1, 1)`` = released M17N1."""
+    return MSPFN(blocks=blocks, rcabs=tuple(rcabs), channels=channels, lstm_hidden=tuple(lstm_hidden),
+                 channel_order=channel_order)

@@ -1,0 +1,249 @@
+"""SPANet: SPatial Attentive Network for single-image deraining.
+
+Wang, Yang, Xu, Chen, Zhang, Lau, "Spatial Attentive Single-Image Deraining with a High
+Quality Real Rain Dataset", CVPR 2019. Official code: github.com/stevewongv/SPANet (read for
+facts only).
+
+A plain residual trunk of 17 bottlenecks; the middle 12 are gated by 1-channel attention maps.
+Each map comes from one spatial attentive module (SAM, weights shared, called four times),
+which gathers context along the four image directions with IRNN scans (ReLU recurrences
+along rows and columns). The official IRNN is a CuPy CUDA kernel without a CPU path; here it
+is plain PyTorch (a loop over one spatial axis, vectorised over batch, channels, the other axis
+and two opposite directions), so the network runs and trains on CPU and GPU alike.
+Default = the released model: 283,716 parameters.
+
+Official-code facts kept on purpose (see the switches):
+* the direction-attention branch of the SAM is computed but its products are discarded, so it
+  has no effect; ``direction_attention=False`` reproduces that (the branch's 7,012 weights stay
+  in the model for weight compatibility), ``True`` applies it as the paper intends;
+* the official network sees OpenCV BGR in [0,1]; ``channel_order="bgr"`` flips RGB input to BGR
+  before the network and the output back, so that RGB tensors reproduce the official BGR
+  computation exactly (``from_official`` sets it). Models trained in this suite use "rgb".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from baselines.common import check_rgb_batch
+from baselines.prenet import ssim_same_padding
+from benchmark.registry import register_model
+
+# Order of the four IRNN outputs, as the official SAM concatenates them. Official names are the
+# direction the recurrence travels ("up" starts at the bottom row and moves up).
+DIRECTIONS = ("from_bottom", "from_left", "from_top", "from_right")
+_OFFICIAL_DIRECTION = {"from_bottom": "up", "from_left": "right", "from_top": "down", "from_right": "left"}
+
+
+def _scan_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Top-to-bottom ReLU recurrence for a stack of direction-specific inputs.
+
+    x: [D,B,C,H,W] (D directions already flipped so each scans top-down), weight/bias: [D,C].
+    h_0 = relu(x_0) (no bias at the border, as in the official kernel),
+    h_t = relu(w * h_{t-1} + b + x_t).
+    """
+    d, _, c, _, _ = x.shape
+    w = weight.reshape(d, 1, c, 1)
+    # Put the scanned axis first so each step reads one contiguous slice.
+    rows = (x + bias.reshape(d, 1, c, 1, 1)).movedim(3, 0)
+    h = F.relu(x[:, :, :, 0])
+    out = [h]
+    for t in range(1, rows.shape[0]):
+        h = F.relu(torch.addcmul(rows[t], w, h))
+        out.append(h)
+    return torch.stack(out, dim=3)
+
+
+class IRNN(nn.Module):
+    """Four-direction identity-initialised RNN: one per-channel weight and bias per direction.
+
+    Returns the four context maps in ``DIRECTIONS`` order, each [B,C,H,W].
+    """
+
+    def __init__(self, channels: int, alpha: float = 0.2) -> None:
+        super().__init__()
+        # Rows follow DIRECTIONS. Recurrent weights start at 0.2 (official); biases use the
+        # default init of a 1x1 depthwise conv (fan-in 1 -> uniform(-1, 1)), as the official
+        # code builds them as such convs.
+        self.weight = nn.Parameter(torch.full((4, channels), alpha))
+        self.bias = nn.Parameter(torch.empty(4, channels).uniform_(-1.0, 1.0))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        w, b = self.weight, self.bias
+        # Vertical pair: from_top scans x as is, from_bottom scans the upside-down image.
+        vert = _scan_rows(torch.stack((x, x.flip(2))), w[[2, 0]], b[[2, 0]])
+        from_top, from_bottom = vert[0], vert[1].flip(2)
+        # Horizontal pair: transpose so columns become rows, then the same scan.
+        xt = x.transpose(2, 3)
+        horiz = _scan_rows(torch.stack((xt, xt.flip(2))), w[[1, 3]], b[[1, 3]])
+        from_left, from_right = horiz[0].transpose(2, 3), horiz[1].flip(2).transpose(2, 3)
+        return from_bottom, from_left, from_top, from_right
+
+
+class SpatialAttentiveModule(nn.Module):
+    """SAM: conv -> IRNN -> conv -> IRNN -> conv -> 1x1 -> sigmoid, a 1-channel attention map."""
+
+    def __init__(self, channels: int = 32, direction_attention: bool = False) -> None:
+        super().__init__()
+        self.direction_attention = direction_attention
+        self.conv_in = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.irnn1 = IRNN(channels)
+        self.conv_mid = nn.Conv2d(4 * channels, channels, 3, padding=1, bias=False)
+        self.irnn2 = IRNN(channels)
+        self.conv_last = nn.Conv2d(4 * channels, channels, 3, padding=1, bias=False)
+        self.to_map = nn.Conv2d(channels, 1, 1, bias=False)
+        half = channels // 2
+        # Per-direction weights (one channel per IRNN direction); only used when switched on.
+        self.dir_weights = nn.Sequential(
+            nn.Conv2d(channels, half, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(half, half, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(half, 4, 1), nn.Sigmoid(),
+        )
+
+    def _context(self, irnn: IRNN, x: torch.Tensor, dir_w: torch.Tensor | None) -> torch.Tensor:
+        dirs = irnn(x)
+        if dir_w is not None:
+            dirs = [d * dir_w[:, k : k + 1] for k, d in enumerate(dirs)]
+        return torch.cat(dirs, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Official code: computed, then multiplied out of place and thrown away -> skip it.
+        dir_w = self.dir_weights(x) if self.direction_attention else None
+        f = self.conv_mid(self._context(self.irnn1, self.conv_in(x), dir_w))
+        f = F.relu(self.conv_last(self._context(self.irnn2, f, dir_w)))
+        return torch.sigmoid(self.to_map(f))
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> ReLU -> 3x3 (dilation 2) -> ReLU -> 1x1, no bias, no norm (the residual branch only)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 1, bias=False), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=2, dilation=2, bias=False), nn.ReLU(),
+            nn.Conv2d(channels, channels, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class SPANet(nn.Module):
+    """Spatial attentive deraining network (RGB [0,1] in and out, any H x W).
+
+    eval(): derained image. train(): {"out": image, "attention": first attention map A_1
+    [B,1,H,W]} (A_1 is what the paper's mask loss supervises).
+    """
+
+    PLAIN_BEFORE, GATED_GROUPS, GROUP_SIZE, PLAIN_AFTER = 3, 4, 3, 2  # 3 + 4*3 + 2 = 17 blocks
+
+    def __init__(self, channels: int = 32, direction_attention: bool = False, channel_order: str = "rgb") -> None:
+        super().__init__()
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        self.channel_order = channel_order
+        self.head = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+        n_blocks = self.PLAIN_BEFORE + self.GATED_GROUPS * self.GROUP_SIZE + self.PLAIN_AFTER
+        self.blocks = nn.ModuleList(Bottleneck(channels) for _ in range(n_blocks))
+        self.sam = SpatialAttentiveModule(channels, direction_attention)
+        # No global skip: the network predicts the clean image directly (official).
+        self.tail = nn.Conv2d(channels, 3, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        check_rgb_batch(x, "SPANet")
+        if self.channel_order == "bgr":
+            x = x.flip(1)
+        f = F.relu(self.head(x))
+        blocks = iter(self.blocks)
+        for _ in range(self.PLAIN_BEFORE):
+            f = F.relu(next(blocks)(f) + f)
+        maps = []
+        for _ in range(self.GATED_GROUPS):
+            a = self.sam(f)  # one map gates the next three blocks
+            maps.append(a)
+            for _ in range(self.GROUP_SIZE):
+                f = F.relu(next(blocks)(f) * a + f)
+        for block in blocks:
+            f = F.relu(block(f) + f)
+        out = self.tail(f)
+        if self.channel_order == "bgr":
+            out = out.flip(1)
+        return {"out": out, "attention": maps[0]} if self.training else out
+
+    def own_loss(self, outputs: dict[str, torch.Tensor], rainy: torch.Tensor, clean: torch.Tensor,
+                 mask_threshold: float = 0.5 / 255) -> torch.Tensor:
+        """Official SPANet loss: L1 + (1 - SSIM) + MSE(A_1, M).
+
+        M is the binary rain mask: 1 where rainy and clean differ in any channel. The official
+        trainer computes it on uint8 images (any non-zero difference); on float tensors a
+        difference above half a uint8 level is the same test for 8-bit data and ignores float
+        noise. SSIM is the official training SSIM (Gaussian 11x11, sigma 1.5, zero padding).
+        """
+        if not isinstance(outputs, dict) or "attention" not in outputs:
+            raise ValueError("SPANet.own_loss needs the train-mode output dict {'out', 'attention'}")
+        out, att = outputs["out"], outputs["attention"]
+        mask = ((rainy - clean).abs() > mask_threshold).any(dim=1, keepdim=True).to(att.dtype)
+        return F.l1_loss(out, clean) + (1 - ssim_same_padding(out, clean)) + F.mse_loss(att, mask)
+
+
+def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an official SPANet state_dict (SPANet.py of stevewongv/SPANet) to this module.
+
+    Raises KeyError for a missing official key and ValueError for keys it does not know.
+    """
+    src = dict(state)
+    take = src.pop
+    out = {"head.weight": take("conv_in.0.weight"), "tail.weight": take("conv_out.0.weight")}
+    for i in range(17):
+        for j, conv in zip((0, 2, 4), ("conv1", "conv2", "conv3")):
+            out[f"blocks.{i}.body.{j}.weight"] = take(f"res_block{i + 1}.group1.{conv}.weight")
+    for ours, theirs in (("conv_in", "conv_in"), ("conv_mid", "conv2"), ("conv_last", "conv3"), ("to_map", "conv_out")):
+        out[f"sam.{ours}.weight"] = take(f"SAM1.{theirs}.weight")
+    for j, conv in zip((0, 2, 4), ("conv1", "conv2", "conv3")):
+        for p in ("weight", "bias"):
+            out[f"sam.dir_weights.{j}.{p}"] = take(f"SAM1.attention_layer.{conv}.{p}")
+    for irnn in ("irnn1", "irnn2"):
+        for p in ("weight", "bias"):
+            # Official: one depthwise 1x1 conv per direction; ours: one [4, C] tensor (DIRECTIONS order).
+            rows = [take(f"SAM1.{irnn}.{_OFFICIAL_DIRECTION[d]}_weight.{p}").reshape(-1) for d in DIRECTIONS]
+            out[f"sam.{irnn}.{p}"] = torch.stack(rows)
+    if src:
+        raise ValueError(f"unexpected keys for an official SPANet state_dict: {sorted(src)}")
+    return out
+
+
+def from_official(path: str | Path, direction_attention: bool = False) -> SPANet:
+    """Build SPANet with channel_order="bgr" and load an official checkpoint (e.g. model/latest).
+
+    The released file is a training checkpoint {"net": state_dict, "clock": 40000, "opt": Adam
+    state} holding CUDA tensors (loaded onto the CPU here); a bare state_dict and a ``module.``
+    prefix (nn.DataParallel) are accepted too. Loading is strict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"official SPANet checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, not a torch checkpoint
+        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    state = ckpt.get("net", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state_dict or a dict with key 'net', got {type(ckpt).__name__}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        mapped = official_to_ours(state)
+    except KeyError as exc:
+        raise ValueError(f"{path}: not an official SPANet state_dict (missing key {exc})") from exc
+    model = SPANet(direction_attention=direction_attention, channel_order="bgr")
+    model.load_state_dict(mapped, strict=True)
+    return model
+
+
+@register_model("spanet")
+def spanet(channels: int = 32, direction_attention: bool = False, channel_order: str = "rgb") -> SPANet:
+    """SPANet as released (283,716 parameters). ``direction_attention=True``: paper's intent."""
+    return SPANet(channels=channels, direction_attention=direction_attention, channel_order=channel_order)

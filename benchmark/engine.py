@@ -1,0 +1,263 @@
+"""One training loop and one evaluator for all nine models.
+
+``fit`` is iteration based (the deraining norm): ``iters`` steps of random paired patches. All
+state that decides the rest of a run — weights, optimiser, scheduler, AMP scaler, step and every
+RNG — is in ``last.pt``, and the data stream is a pure function of the step (see
+``benchmark.data``), so a run resumed after SIGKILL continues on exactly the same batches.
+Per-model quirks never live here: a model's own loss is its ``own_loss`` method, its padding
+need is its ``pad_multiple`` attribute, MSGNN's exemplar is an extra input the data provides.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from benchmark import io, metrics
+from benchmark.config import EvalCfg, TrainCfg
+from benchmark.losses import build_loss, stage_outputs
+
+LogFn = Callable[[dict, int], None]
+
+
+def total_iters(cfg: TrainCfg, n_train: int) -> int:
+    """``iters``, or ``epochs`` × batches per epoch (one random crop per training image per epoch)."""
+    if cfg.iters is not None:
+        return int(cfg.iters)
+    return max(1, int(round(cfg.epochs * math.ceil(n_train / cfg.batch))))
+
+
+def lr_factor(step: int, total: int, cfg: TrainCfg) -> float:
+    """Learning-rate multiplier at ``step`` (0-based) of a ``total``-step run."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(step >= int(round(m * total)) for m in cfg.milestones)
+    if cfg.schedule == "exp":  # MSPFN: lr·decay^(step/decay_every), plus a floor added on top
+        return cfg.decay ** (step / cfg.decay_every) + cfg.min_lr / cfg.lr
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: multistep, exp, constant")
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainCfg) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    match cfg.optimizer:
+        case "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        case "adamw":
+            return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw")
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor, exemplar: torch.Tensor | None = None):
+    """Call a model with its exemplar when it takes one (MSGNN), plainly otherwise."""
+    if getattr(model, "needs_exemplar", False):
+        if exemplar is None:
+            raise ValueError(f"{type(model).__name__} needs an exemplar image but none was given")
+        return model(x, exemplar=exemplar)
+    return model(x)
+
+
+def make_loss(model: torch.nn.Module, cfg: TrainCfg) -> Callable:
+    """``loss(outputs, rainy, clean)``: the shared criterion, or the model's own paper loss."""
+    if cfg.loss == "own":
+        if not hasattr(model, "own_loss"):
+            raise ValueError(f"{type(model).__name__} has no own_loss; use a pixel loss instead")
+        return model.own_loss
+    crit = build_loss(cfg.loss, cfg.stage_reduction)
+    return lambda out, rainy, clean: crit(out, clean)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+
+def _cfg_fingerprint(cfg: TrainCfg) -> dict:
+    d = dataclasses.asdict(cfg)
+    for k in ("log_every", "val_every", "ckpt_every", "val_images", "threads", "source"):
+        d.pop(k)  # bookkeeping that may change between a run and its resume
+    return d
+
+
+def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, log: LogFn | None = None,
+        validate: Callable[[torch.nn.Module], dict] | None = None, device: str | torch.device = "cpu",
+        num_workers: int = 0, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train ``model`` on ``train_ds`` (a ``TrainPatches``); writes ``model.pt``, ``last.pt``, ``train_log.csv``.
+
+    Resumes from ``out_dir/last.pt`` when it exists and was written with the same settings.
+    ``stop_after`` ends the process-local loop early (for tests of resumption); the run is then
+    incomplete and ``model.pt`` is not written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    log = log or (lambda m, s: None)
+    total = total_iters(cfg, len(train_ds.pairs))
+    model.to(device).train()
+    opt = build_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    loss_fn = make_loss(model, cfg)
+    start, fingerprint = 0, _cfg_fingerprint(cfg)
+    ckpt_path, log_path = out_dir / "last.pt", out_dir / "train_log.csv"
+    if ckpt_path.exists():
+        ck = io.load_torch(ckpt_path)
+        if ck.get("fingerprint") == fingerprint:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            scaler.load_state_dict(ck["scaler"])
+            io.set_rng_state(ck["rng"])
+            start = ck["step"]
+            print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr)
+        else:
+            print(f"{ckpt_path}: written with other settings; starting from scratch", file=sys.stderr)
+    rows = _read_log(log_path, upto=start)
+    train_ds.length = total * cfg.batch
+    loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(start * cfg.batch, total * cfg.batch),
+                        num_workers=num_workers, drop_last=True, persistent_workers=False)
+    bar = _progress(total, start, enabled=progress, desc=out_dir.name)
+    step, t0, window = start, time.perf_counter(), []
+    for batch in loader:
+        rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
+        ex = batch.get("exemplar")
+        with _autocast(device, cfg.amp):
+            out = forward(model, rainy, ex.to(device) if ex is not None else None)
+            loss = loss_fn(out, rainy, clean)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{out_dir.name}: loss became {loss.item()} at step {step}; "
+                                     "lower the learning rate or enable grad_clip")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        window.append(loss.item())
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == total:
+            row = {"step": step, "loss": sum(window) / len(window), "lr": opt.param_groups[0]["lr"],
+                   "sec_per_step": (time.perf_counter() - t0) / len(window)}
+            window, t0 = [], time.perf_counter()
+            if validate is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == total):
+                model.eval()
+                row.update({f"val_{k}": v for k, v in validate(model).items()})
+                model.train()
+            rows.append(row)
+            log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if step % cfg.ckpt_every == 0 or step == total:
+            io.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                                      "rng": io.rng_state(), "step": step, "fingerprint": fingerprint})
+            io.write_csv(log_path, rows)
+        if stop_after is not None and step >= stop_after and step < total:
+            bar.close()
+            return {"step": step, "total": total, "finished": False}
+    bar.close()
+    io.write_csv(log_path, rows)
+    return {"step": step, "total": total, "finished": True, "final_loss": rows[-1]["loss"] if rows else None}
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if upto == 0 or not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
+                for r in csv.DictReader(f) if float(r["step"]) <= upto]
+
+
+class _NoBar:
+    def update(self, n): pass
+    def set_postfix(self, **kw): pass
+    def close(self): pass
+
+
+def _progress(total: int, start: int, enabled: bool, desc: str):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad H, W up to a multiple (replicate where the image is too small to reflect)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, exemplar: torch.Tensor | None = None,
+            device: str | torch.device = "cpu") -> torch.Tensor:
+    """Derain one full image ``x`` [3,H,W] or [1,3,H,W] → float [1,3,H,W] (not clamped)."""
+    device = torch.device(device)
+    x = x[None] if x.dim() == 3 else x
+    xp, (h, w) = pad_to_multiple(x.to(device), int(getattr(model, "pad_multiple", 1)))
+    ex = exemplar[None] if exemplar is not None and exemplar.dim() == 3 else exemplar
+    out = forward(model, xp, ex.to(device) if ex is not None else None)
+    out = stage_outputs(out)[-1]
+    return out[..., :h, :w].float().cpu()
+
+
+def evaluate(model: torch.nn.Module, dataset, cfg: EvalCfg, device: str | torch.device = "cpu",
+             exemplar: torch.Tensor | None = None, save_dir: str | Path | None = None,
+             lpips_metric=None, progress: bool = True) -> dict:
+    """Full-image evaluation: predict, clamp, quantise to uint8, then Y/RGB PSNR/SSIM (and LPIPS)."""
+    model.to(device).eval()
+    per_image = []
+    bar = _progress(len(dataset), 0, enabled=progress, desc="evaluate")
+    for i in range(len(dataset)):
+        item = dataset[i]
+        t = time.perf_counter()
+        out = predict(model, item.input, exemplar, device)[0]
+        sec = time.perf_counter() - t
+        out8 = metrics.to_uint8(out, mode=cfg.quantise)
+        row: dict = {"name": item.name, "seconds": sec}
+        if item.target is not None:
+            tgt8 = metrics.to_uint8(item.target, mode="round")
+            if cfg.crop_border:
+                b = cfg.crop_border
+                out8c, tgt8c = out8[b:-b, b:-b], tgt8[b:-b, b:-b]
+            else:
+                out8c, tgt8c = out8, tgt8
+            row.update(metrics.image_metrics(out8c, tgt8c))
+            if lpips_metric is not None:
+                row["lpips"] = lpips_metric(out8c, tgt8c)
+        if save_dir is not None and i < (cfg.save_images if item.target is not None else len(dataset)):
+            _save_png(Path(save_dir) / f"{item.name}.png", out8)
+        per_image.append(row)
+        bar.update(1)
+    bar.close()
+    keys = [k for k in per_image[0] if k not in ("name",)]
+    mean = {k: _mean([r[k] for r in per_image]) for k in keys}
+    return {"n_images": len(per_image), "mean": mean, "per_image": per_image}
+
+
+def _mean(vals: list[float]) -> float:
+    # identical images give PSNR = inf; a mean over finite values would hide them, so inf stays inf
+    return float(sum(vals) / len(vals)) if vals else float("nan")
+
+
+def _save_png(path: Path, arr) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    Image.fromarray(arr).save(tmp)
+    tmp.replace(path)

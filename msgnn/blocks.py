@@ -1,0 +1,150 @@
+"""Convolutional building blocks of MSGNN (Wang, Wang, Yu, Mu, "Explore Internal and External
+Similarity for Single Image Deraining with Graph Neural Networks", IJCAI 2024).
+
+Layer sizes are the facts of the official code (supersupercong/MSGNN, ``model.py``): 32 channels,
+LeakyReLU(0.2), CTResBlock = channel attention on the input of a conv-LReLU-conv residual branch
+whose skip uses the *un-gated* input. The channel attentions SE and ECA exist only for the
+paper's ablation (Table 2); the official code never wires SE, and ECA not at all.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def conv(cin: int, cout: int, k: int, act: bool) -> nn.Sequential | nn.Conv2d:
+    """Same-padded conv with bias, optionally followed by LeakyReLU(0.2) (the paper's activation)."""
+    c = nn.Conv2d(cin, cout, k, padding=k // 2)
+    return nn.Sequential(c, nn.LeakyReLU(0.2)) if act else c
+
+
+class GCT(nn.Module):
+    """Gated Channel Transformation (Yang et al., CVPR 2020), 'l2' mode as in the official code.
+
+    s_c = alpha_c * sqrt(sum_hw x_c^2 + eps)      (spatial *sum*, not mean)
+    n_c = gamma_c / sqrt(mean_c' s_c'^2 + eps)
+    y   = x * (1 + tanh(s_c * n_c + beta_c))
+    gamma = beta = 0 at init, so the gate starts as the identity.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (x.pow(2).sum((2, 3), keepdim=True) + self.eps).sqrt() * self.alpha
+        n = self.gamma / (s.pow(2).mean(1, keepdim=True) + self.eps).sqrt()
+        return x * (1.0 + torch.tanh(s * n + self.beta))
+
+
+class SE(nn.Module):
+    """Squeeze-and-excitation (Hu et al., CVPR 2018) for the Table 2 ablation (M4).
+
+    The MSGNN sources give no reduction ratio; 16 is the SE paper's default.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.fc(x.mean((2, 3), keepdim=True))
+
+
+class ECA(nn.Module):
+    """Efficient channel attention (Wang et al., CVPR 2020) for the Table 2 ablation (M3).
+
+    Kernel 5 and no bias, as in the unused ``eca_layer_avg`` of the official code.
+    """
+
+    def __init__(self, k: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.mean((2, 3))  # b, c
+        y = torch.sigmoid(self.conv(y.unsqueeze(1))).squeeze(1)
+        return x * y[:, :, None, None]
+
+
+CHANNEL_ATTENTIONS = ("ct", "se", "eca", "none")
+
+
+def channel_attention(kind: str, channels: int) -> nn.Module:
+    if kind == "ct":
+        return GCT(channels)
+    if kind == "se":
+        return SE(channels)
+    if kind == "eca":
+        return ECA()
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown channel_attention {kind!r}; valid: {', '.join(CHANNEL_ATTENTIONS)}")
+
+
+class ResBlock(nn.Module):
+    """x + Conv3x3(LReLU(Conv3x3(att(x)))): a CTResBlock when att is GCT, the plain block of the stems
+    when att is the identity. The skip carries the un-gated x (official ``Residual_Block``)."""
+
+    def __init__(self, channels: int, attention: str = "none") -> None:
+        super().__init__()
+        self.att = channel_attention(attention, channels)
+        self.body = nn.Sequential(conv(channels, channels, 3, act=True), conv(channels, channels, 3, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(self.att(x))
+
+
+class DenseChain(nn.Module):
+    """M residual blocks with dense 1x1 connections.
+
+    Block j sees ``cur`` (plus the incoming fusion map, if any); after it, ``cur`` becomes
+    LReLU(Conv1x1(concat(input, t_0..t_j))). Used twice in the official code:
+
+    * as a sub-network (``DenseConnection``): returns (t_{M-1}, fus), the output of the *last block*
+      and the fusion connection LReLU(Conv1x1(concat(t_0..t_{M-1}))). The last dense 1x1 is built but
+      its output is never read, so with ``keep_unused`` it is built (official parameter count) and
+      simply not run; the same holds for the last sub-network's fusion conv (``compute_fusion``).
+    * as a value stem (``Dense(4)``, plain blocks, no fusion): returns the last dense 1x1 output.
+    """
+
+    def __init__(self, channels: int, blocks: int, attention: str = "none", fusion_connection: bool = False,
+                 stem: bool = False, keep_unused: bool = True) -> None:
+        super().__init__()
+        self.stem = stem
+        self.units = nn.ModuleList(ResBlock(channels, attention) for _ in range(blocks))
+        # a sub-network never reads the last dense 1x1; a stem returns it
+        n_dense = blocks if (stem or keep_unused) else blocks - 1
+        self.dense = nn.ModuleList(conv((j + 2) * channels, channels, 1, act=True) for j in range(n_dense))
+        self.fusion = conv(blocks * channels, channels, 1, act=True) if fusion_connection else None
+
+    def forward(self, x: torch.Tensor, fus_in: torch.Tensor | None = None,
+                compute_fusion: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        feats = [x]
+        cur = x
+        last = len(self.units) - 1
+        for j, unit in enumerate(self.units):
+            t = unit(cur if fus_in is None else cur + fus_in)
+            feats.append(t)
+            if j < last or self.stem:
+                cur = self.dense[j](torch.cat(feats, 1))
+        if self.stem:
+            return cur, None
+        fus = self.fusion(torch.cat(feats[1:], 1)) if (self.fusion is not None and compute_fusion) else None
+        return feats[-1], fus
+
+
+class ValueStem(nn.Module):
+    """Conv3x3(3->C)+LReLU, then Dense(4): the trainable features whose patches the GCN aggregates."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.head = conv(3, channels, 3, act=True)
+        self.chain = DenseChain(channels, 4, stem=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.chain(self.head(x))[0]

@@ -1,0 +1,49 @@
+"""DVC stage ``prepare@<dataset>``: make ``data/<dataset>`` exist in the normalised layout.
+
+``rain-synth`` is generated offline from params; every other key goes through the dataset
+registry (download, verify, extract, normalise — or the exact manual step to take). Datasets
+that a training set is also evaluated on (``eval_sets``, e.g. Rain12 with the Rain200H model)
+are obtained here too.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmark import config, runs, synth
+
+
+def prepare(dataset: str, params: dict) -> None:
+    cfg = config.resolve("input", dataset, params)
+    for name in [dataset, *[e for e in cfg.dataset_cfg.get("eval_sets", []) if e != dataset]]:
+        if name == "rain-synth":
+            dcfg = config.resolve("input", name, params).dataset_cfg
+            known = {f for f in synth.SynthParams.__dataclass_fields__}
+            bad = sorted(set(dcfg) - known - {"eval_sets"})
+            if bad:
+                raise config.ConfigError(f"params.yaml: unknown key(s) {bad} in datasets.rain-synth")
+            sp = synth.SynthParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in dcfg.items()
+                                      if k in known})
+            counts = synth.generate(runs.data_dir(name), sp)
+            print(f"rain-synth: {counts['train']} train / {counts['test']} test pairs in {runs.data_dir(name)}")
+        else:
+            from benchmark import datasets
+
+            path = datasets.ensure_dataset(name, root=str(runs.DATA))
+            print(f"{name}: ready in {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", required=True)
+    args = ap.parse_args(argv)
+    try:
+        prepare(args.dataset, config.load_params())
+    except (config.ConfigError, ValueError, OSError) as exc:
+        print(f"prepare {args.dataset}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
