@@ -44,7 +44,9 @@ rename and permute tensors):
   forget gate cannot influence the output (zero gradient in TF too); we keep those
   parameters for the count and for checkpoint compatibility but skip computing them.
 * Pyramid: TF convolves with a uniform KxK stride-K kernel (SAME); for sizes divisible by K
-  that is exactly average pooling, which we use.
+  that is exactly average pooling, which we use by default. The paper's text speaks of a
+  Gaussian pyramid without giving the kernel; ``pyramid="gaussian"`` builds one the classic
+  (OpenCV ``pyrDown``) way: 5x5 binomial blur, reflect-101 border, keep every second pixel.
 
 Sizes: the official graph needs H, W divisible by 4 (1/4 level); below that the stride-2
 ops handle odd sizes as TF does. Other sizes are reflect-padded at the bottom/right up to a
@@ -60,6 +62,17 @@ from benchmark.losses import charbonnier, stage_outputs
 from benchmark.registry import register_model
 
 MIN_SIZE = 4  # the 1/4 pyramid level must hold at least one pixel
+
+
+def _pyr_down(x: torch.Tensor) -> torch.Tensor:
+    """One Gaussian pyramid step: separable [1, 4, 6, 4, 1]/16 blur, then every second pixel."""
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=x.dtype, device=x.device) / 16
+    c = x.shape[1]
+    # reflect = OpenCV's BORDER_REFLECT_101; a 2-pixel-wide map (4-pixel input) cannot reflect 2.
+    x = F.pad(x, (2, 2, 2, 2), mode="reflect" if min(x.shape[-2:]) > 2 else "replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
+    x = F.conv2d(x, k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c)
+    return x[..., ::2, ::2]
 
 
 def _same_total(n_out: int, n_in: int) -> int:
@@ -113,8 +126,9 @@ class RCAB(nn.Module):
     def __init__(self, c: int = 64, reduction: int = 4) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.PReLU(c, init=0.0), nn.Conv2d(c, c, 3, padding=1))
-        self.attn = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // reduction, 1), nn.PReLU(c // reduction, init=0.0),
-                                  nn.Conv2d(c // reduction, c, 1), nn.Sigmoid())
+        r = c // reduction
+        self.attn = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, r, 1), nn.PReLU(r, init=0.0),
+                                  nn.Conv2d(r, c, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.body(x)
@@ -191,13 +205,16 @@ class MSPFN(nn.Module):
     pad_multiple = 4
 
     def __init__(self, blocks: int = 17, rcabs: tuple[int, int, int] = (1, 3, 3), channels: int = 64,
-                 lstm_hidden: tuple[int, int, int] = (64, 128, 256), channel_order: str = "bgr") -> None:
+                 lstm_hidden: tuple[int, int, int] = (64, 128, 256), channel_order: str = "bgr",
+                 pyramid: str = "box") -> None:
         super().__init__()
         if channel_order not in ("bgr", "rgb"):
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+        if pyramid not in ("box", "gaussian"):
+            raise ValueError(f"pyramid must be 'box' or 'gaussian', got {pyramid!r}")
         if len(rcabs) != 3 or len(lstm_hidden) != 3:
             raise ValueError("rcabs and lstm_hidden need one entry per level (1/4, 1/2, full)")
-        self.channel_order = channel_order
+        self.channel_order, self.pyramid = channel_order, pyramid
         c = channels
         self.head1, self.head2, self.head4 = ConvPReLU(3, c), ConvPReLU(3, c), ConvPReLU(3, c)
         self.coarse4, self.coarse2, self.coarse1 = (CoarseFusion(h, c) for h in lstm_hidden)
@@ -228,7 +245,11 @@ class MSPFN(nn.Module):
 
     def rain_layer(self, x: torch.Tensor) -> torch.Tensor:
         """The predicted rain residual, in the network's space; H, W must be multiples of 4."""
-        x2, x4 = F.avg_pool2d(x, 2), F.avg_pool2d(x, 4)
+        if self.pyramid == "box":
+            x2, x4 = F.avg_pool2d(x, 2), F.avg_pool2d(x, 4)
+        else:
+            x2 = _pyr_down(x)
+            x4 = _pyr_down(x2)
         s1, s2, s4 = x.shape[-2:], x2.shape[-2:], x4.shape[-2:]
         r1, r2, r4 = self.head1(x), self.head2(x2), self.head4(x4)
         m4 = self.coarse4(r4, r4)
@@ -276,7 +297,8 @@ def laplacian(x: torch.Tensor) -> torch.Tensor:
 
 @register_model("mspfn")
 def mspfn(blocks: int = 17, rcabs: tuple[int, int, int] = (1, 3, 3), channels: int = 64,
-          lstm_hidden: tuple[int, int, int] = (64, 128, 256), channel_order: str = "bgr") -> MSPFN:
+          lstm_hidden: tuple[int, int, int] = (64, 128, 256), channel_order: str = "bgr",
+          pyramid: str = "box") -> MSPFN:
     """MSPFN as trained for Table 1 (``model/MSPFN.py``); ``rcabs=(1, 1, 1)`` = released M17N1."""
     return MSPFN(blocks=blocks, rcabs=tuple(rcabs), channels=channels, lstm_hidden=tuple(lstm_hidden),
-                 channel_order=channel_order)
+                 channel_order=channel_order, pyramid=pyramid)

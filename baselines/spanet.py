@@ -38,23 +38,50 @@ DIRECTIONS = ("from_bottom", "from_left", "from_top", "from_right")
 _OFFICIAL_DIRECTION = {"from_bottom": "up", "from_left": "right", "from_top": "down", "from_right": "left"}
 
 
-def _scan_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Top-to-bottom ReLU recurrence for a stack of direction-specific inputs.
+class _ReluScan(torch.autograd.Function):
+    """h_0 = relu(x_0), h_t = relu(w * h_{t-1} + b + x_t) along dim 0 of x [L,D,B,C,K].
 
-    x: [D,B,C,H,W] (D directions already flipped so each scans top-down), weight/bias: [D,C].
-    h_0 = relu(x_0) (no bias at the border, as in the official kernel),
-    h_t = relu(w * h_{t-1} + b + x_t).
+    w, b: [D,C] (one recurrence per direction D and channel C). The border step has no bias,
+    as in the official CUDA kernel. Forward and backward are explicit loops over L that write
+    into preallocated buffers: two tensor ops per step and no autograd graph per step, which
+    is what makes the scan usable for training on CPU.
     """
-    d, _, c, _, _ = x.shape
-    w = weight.reshape(d, 1, c, 1)
-    # Put the scanned axis first so each step reads one contiguous slice.
-    rows = (x + bias.reshape(d, 1, c, 1, 1)).movedim(3, 0)
-    h = F.relu(x[:, :, :, 0])
-    out = [h]
-    for t in range(1, rows.shape[0]):
-        h = F.relu(torch.addcmul(rows[t], w, h))
-        out.append(h)
-    return torch.stack(out, dim=3)
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        d, c = w.shape
+        w5, b5 = w.reshape(d, 1, c, 1), b.reshape(1, d, 1, c, 1)
+        xb = x + b5
+        h = torch.empty_like(x)
+        torch.clamp_min(x[0], 0, out=h[0])
+        for t in range(1, x.shape[0]):
+            torch.addcmul(xb[t], w5, h[t - 1], out=h[t])
+            h[t].relu_()
+        ctx.save_for_backward(h, w)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor):
+        h, w = ctx.saved_tensors
+        d, c = w.shape
+        w5 = w.reshape(d, 1, c, 1)
+        active = (h > 0).to(h.dtype)  # a float mask multiplies much faster than a bool one
+        # grad_x[t] = dL/d(pre-activation at t) = (grad_h[t] + w * grad_x[t+1]) * [h_t > 0]
+        grad_x = torch.empty_like(grad_h)
+        last = h.shape[0] - 1
+        torch.mul(grad_h[last], active[last], out=grad_x[last])
+        for t in range(last - 1, -1, -1):
+            torch.addcmul(grad_h[t], w5, grad_x[t + 1], out=grad_x[t])
+            grad_x[t].mul_(active[t])
+        # Weights and biases act from step 1 on: reduce over everything but (direction, channel).
+        grad_w = (grad_x[1:] * h[:-1]).sum(dim=(0, 2, 4)) if last else torch.zeros_like(w)
+        grad_b = grad_x[1:].sum(dim=(0, 2, 4)) if last else torch.zeros_like(w)
+        return grad_x, grad_w, grad_b
+
+
+def relu_scan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Differentiable ReLU recurrence along dim 0 of x [L,D,B,C,K]; weight, bias [D,C]."""
+    return _ReluScan.apply(x.contiguous(), weight, bias)
 
 
 class IRNN(nn.Module):
@@ -72,15 +99,21 @@ class IRNN(nn.Module):
         self.bias = nn.Parameter(torch.empty(4, channels).uniform_(-1.0, 1.0))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        w, b = self.weight, self.bias
-        # Vertical pair: from_top scans x as is, from_bottom scans the upside-down image.
-        vert = _scan_rows(torch.stack((x, x.flip(2))), w[[2, 0]], b[[2, 0]])
-        from_top, from_bottom = vert[0], vert[1].flip(2)
-        # Horizontal pair: transpose so columns become rows, then the same scan.
-        xt = x.transpose(2, 3)
-        horiz = _scan_rows(torch.stack((xt, xt.flip(2))), w[[1, 3]], b[[1, 3]])
-        from_left, from_right = horiz[0].transpose(2, 3), horiz[1].flip(2).transpose(2, 3)
-        return from_bottom, from_left, from_top, from_right
+        # Scanned axis first: columns-as-sequence [H,B,C,W] and rows-as-sequence [W,B,C,H];
+        # the opposite direction scans the same sequence reversed.
+        down = x.permute(2, 0, 1, 3)  # from_top
+        right = x.permute(3, 0, 1, 2)  # from_left
+        seqs = {"from_top": down, "from_bottom": down.flip(0), "from_left": right, "from_right": right.flip(0)}
+        idx = {name: k for k, name in enumerate(DIRECTIONS)}
+        groups = [DIRECTIONS] if x.shape[2] == x.shape[3] else [("from_bottom", "from_top"), ("from_left", "from_right")]
+        out = {}
+        for names in groups:  # square inputs scan all four directions in one loop
+            rows = [idx[n] for n in names]
+            h = relu_scan(torch.stack([seqs[n] for n in names], 1), self.weight[rows], self.bias[rows])
+            for k, n in enumerate(names):
+                y = h[:, k].flip(0) if n in ("from_bottom", "from_right") else h[:, k]
+                out[n] = y.permute(1, 2, 0, 3) if n in ("from_top", "from_bottom") else y.permute(1, 2, 3, 0)
+        return tuple(out[n] for n in DIRECTIONS)
 
 
 class SpatialAttentiveModule(nn.Module):

@@ -149,12 +149,16 @@ def _spec_from_dict(key: str, d: dict, where: Path) -> DatasetSpec:
         if count is not None and (not isinstance(count, int) or count <= 0):
             raise bad(f"split {name}: count must be a positive integer or null")
         rng = s.get("id_range")
+        if rng is not None and not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, int) for v in rng)):
+            raise bad(f"split {name}: id_range must be [lo, hi]")
         splits[name] = SplitSpec(name, count, bool(s.get("optional", False)), tuple(s.get("locate") or ()),
                                  tuple(rng) if rng else None)
     if not splits:
         raise bad("no splits")
     archives = []
     for a in d.get("archives") or ():
+        if not isinstance(a, dict) or not a.get("file"):
+            raise bad("every archive needs a 'file' name")
         unknown = set(a.get("splits") or ()) - set(splits)
         if unknown:
             raise bad(f"archive {a.get('file')}: splits {sorted(unknown)} not declared")
@@ -246,7 +250,6 @@ def http_download(url: str, dest: Path, *, size: int | None = None, retries: int
     A ``.part`` left by an earlier run is resumed too. Raises OfflineError when the server
     cannot be reached at all and DatasetError for HTTP errors or repeated failures.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     responded = False  # any HTTP response in this call: later failures are drops, not offline
     last: BaseException | None = None
@@ -272,6 +275,7 @@ def http_download(url: str, dest: Path, *, size: int | None = None, retries: int
                 expected = int(length) if length is not None else None
                 total = start + expected if expected is not None else size
                 got = 0
+                dest.parent.mkdir(parents=True, exist_ok=True)
                 with open(part, "ab" if start else "wb") as fh, \
                         tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=dest.name,
                              disable=None if progress else True, file=sys.stderr, leave=False) as bar:
@@ -389,6 +393,7 @@ class _Tree:
     origin: str
     archive: Path | None = None
     spec: ArchiveSpec | None = None
+    digest: str | None = None
 
 
 def _check_file(path: Path, a: ArchiveSpec) -> str:
@@ -454,10 +459,12 @@ def _extract_checked(spec: DatasetSpec, a: ArchiveSpec | None, path: Path, work:
             target.rmdir()
             return safe_extract(path, target), path, digest
         except (ChecksumError, CorruptArchiveError) as exc:
-            if from_user or a is None or not a.urls or attempt:
+            if from_user or a is None or not a.urls:
+                raise
+            path.unlink()  # a bad download never stays under the archive's name
+            if attempt:
                 raise
             _say(f"warning: {exc}; downloading {a.file} again")
-            path.unlink()
             path = _fetch_archive(spec, a, downloads, progress)
     raise AssertionError("unreachable")
 
@@ -492,8 +499,12 @@ def _in_range(stem: str, rng: tuple[int, int] | None) -> bool:
 
 
 def _fetch_files(spec: DatasetSpec, rows: dict[str, tuple[str, int]], wanted: list[SplitSpec],
-                 downloads: Path, progress: bool) -> Path:
-    """Download (or reuse) the listed files the wanted splits need, each checked by sha256."""
+                 downloads: Path, work: Path, progress: bool) -> Path:
+    """Download (or reuse) the listed files the wanted splits need, each checked by sha256.
+
+    Returns a folder holding links to exactly those files, so that files left by an interrupted
+    earlier run for other splits cannot disturb the pairing.
+    """
     assert spec.files is not None
     root = downloads / "files"
     need = [r for r in sorted(rows) if any(_in_range(Path(r).stem, s.id_range) for s in wanted)]
@@ -515,7 +526,11 @@ def _fetch_files(spec: DatasetSpec, rows: dict[str, tuple[str, int]], wanted: li
             dest.unlink()
             if attempt:
                 raise ChecksumError(f"{url}: sha256 differs from the published list twice")
-    return root
+    view = work / "files"
+    for rel in need:
+        (view / rel).parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(root / rel, view / rel)
+    return view
 
 
 def _gather(spec: DatasetSpec, wanted: list[SplitSpec], downloads: Path, work: Path, source: Path | None,
@@ -529,12 +544,12 @@ def _gather(spec: DatasetSpec, wanted: list[SplitSpec], downloads: Path, work: P
         if source.is_file():
             match = next((a for a in spec.archives if source.name in (a.file, *a.aliases)), None)
             root, path, digest = _extract_checked(spec, match, source, work, downloads, True, progress)
-            return [_Tree(root, match.splits if match else (), f"{source} (sha256 {digest})", path, match)]
+            return [_Tree(root, match.splits if match else (), f"{source} (sha256 {digest})", path, match, digest)]
         for a in spec.archives:
             placed = _placed_archive(source, a)
             if placed is not None and set(a.splits or names) & names:
                 root, path, digest = _extract_checked(spec, a, placed, work, downloads, True, progress)
-                trees.append(_Tree(root, a.splits, f"{placed} (sha256 {digest})", path, a))
+                trees.append(_Tree(root, a.splits, f"{placed} (sha256 {digest})", path, a, digest))
         return trees or [_Tree(source, (), str(source))]
     missing, optional_missing = [], []
     for a in spec.archives:
@@ -555,14 +570,14 @@ def _gather(spec: DatasetSpec, wanted: list[SplitSpec], downloads: Path, work: P
             (optional_missing if all(s.optional for s in relevant) else missing).append(a.file)
             continue
         root, path, digest = _extract_checked(spec, a, path, work, downloads, False, progress)
-        trees.append(_Tree(root, a.splits, f"{path} (sha256 {digest})", path, a))
+        trees.append(_Tree(root, a.splits, f"{path} (sha256 {digest})", path, a, digest))
     if spec.files is not None:
         rows = _checksum_list(spec)
         if rows is None:
             raise ManualDownloadRequired(
                 f"dataset {spec.key!r}: the per-file checksum list {spec.files.list} was not found (looked "
                 f"beside {REGISTRY_PATH.name} and in {', '.join(map(str, CHECKSUM_DIRS))}).\n{spec.manual}")
-        root = _fetch_files(spec, rows, wanted, downloads, progress)
+        root = _fetch_files(spec, rows, wanted, downloads, work, progress)
         trees.append(_Tree(root, (), f"{spec.files.base_url} (per-file sha256 list {spec.files.list})"))
     if missing:
         raise ManualDownloadRequired(_manual_message(spec, downloads, missing))
@@ -586,8 +601,12 @@ def _locate(root: Path, patterns: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _assign(spec: DatasetSpec, trees: list[_Tree], wanted: list[SplitSpec]) -> dict[str, tuple[Path, _Tree]]:
-    """Which folder of which source holds each wanted split."""
+def _assign(spec: DatasetSpec, trees: list[_Tree], wanted: list[SplitSpec],
+            lenient: bool = False) -> dict[str, tuple[Path, _Tree]]:
+    """Which folder of which source holds each wanted split.
+
+    ``lenient`` (a --from source without --split): build the splits found, skip the others.
+    """
     plan: dict[str, tuple[Path, _Tree]] = {}
     required = [s.name for s in wanted if not s.optional]
     for s in wanted:
@@ -602,10 +621,13 @@ def _assign(spec: DatasetSpec, trees: list[_Tree], wanted: list[SplitSpec]) -> d
                 if t.provides == (s.name,) or (not t.provides and (len(wanted) == 1 or required == [s.name])):
                     plan[s.name] = (t.root, t)
                     break
-        if s.name not in plan and not s.optional:
-            where = ", ".join(t.origin for t in trees) or "nothing"
-            raise DatasetError(f"dataset {spec.key!r}: cannot find the {s.name!r} split in {where}; "
-                               f"pass --split {s.name} if the source holds only that split")
+    missing = [s.name for s in wanted if s.name not in plan and not s.optional]
+    if missing and not (lenient and plan):
+        where = ", ".join(t.origin for t in trees) or "nothing"
+        raise DatasetError(f"dataset {spec.key!r}: cannot find the {missing[0]!r} split in {where}; "
+                           f"pass --split {missing[0]} if the source holds only that split")
+    for name in missing:
+        _say(f"note: {spec.key}: the source holds no {name!r} split; add it later with --from <its archive>")
     return plan
 
 
@@ -646,14 +668,14 @@ def normalise_split(spec: DatasetSpec, split: SplitSpec, folder: Path, out: Path
         _say(f"note: {spec.key}/{split.name}: layout {layout!r} found in {folder} "
              f"(the official release uses {spec.layout!r})")
     if split.count is not None and len(items) != split.count:
+        hint = " (does the source hold this split? --split picks the splits to build)" if not items else ""
         raise DatasetError(f"dataset {spec.key!r} split {split.name!r}: found {len(items)} "
-                           f"{'pairs' if spec.paired else 'images'} in {folder}, expected {split.count}")
+                           f"{'pairs' if spec.paired else 'images'} in {folder}, expected {split.count}{hint}")
     if file_rows:
         _check_sources(spec, items, file_rows)
     (out / "input").mkdir(parents=True)
     if spec.paired:
         (out / "target").mkdir()
-    shared_targets: dict[Path, Path] = {}
     first_use = {}
     for p in items:  # DDN: one clean image serves 14 pairs; write it once, link the rest
         if p.target is not None and p.rainy_side is None:
@@ -681,22 +703,45 @@ def normalise_split(spec: DatasetSpec, split: SplitSpec, folder: Path, out: Path
         if "target" in e and e["target"]["transform"].startswith("same-as-target-of-"):
             src = out / "target" / f"{first_use[p.target]}.png"
             _link_or_copy(src, out / "target" / f"{p.id}.png")
+    return _finish_manifest(out, entries, dataset=spec.key, split=split.name, layout=layout, source=origin,
+                            paired=spec.paired)
+
+
+def _finish_manifest(out: Path, entries: list[dict], **meta) -> dict:
+    """Add sha256 and size of every written file, check pair sizes, write manifest.json."""
     for e in entries:
         inp = out / "input" / f"{e['id']}.png"
-        e["input"]["sha256"] = sha256_file(inp)
-        size = _size(inp)
+        e["input"]["sha256"], size = sha256_file(inp), _size(inp)
         e["size"] = list(size)
         if "target" in e:
             tgt = out / "target" / f"{e['id']}.png"
             e["target"]["sha256"] = sha256_file(tgt)
             if _size(tgt) != size:
-                raise DatasetError(f"dataset {spec.key!r}: size mismatch for id {e['id']!r}: input "
+                raise DatasetError(f"dataset {meta['dataset']!r}: size mismatch for id {e['id']!r}: input "
                                    f"{e['input']['from']} is {size}, target {e['target']['from']} is {_size(tgt)}")
-    manifest = {"dataset": spec.key, "split": split.name, "layout": layout, "source": origin,
-                "paired": spec.paired, "count": len(entries), "created_by": "benchmark.datasets",
-                "items": entries}
+    manifest = {**meta, "count": len(entries), "created_by": "benchmark.datasets", "items": entries}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def write_manifest(folder: Path | str, dataset: str, split: str, source: str = "") -> dict:
+    """Record ids, sizes and sha256 of a split folder already in the normalised layout.
+
+    For data written by other code (the rain-synth generator), so that ``verify`` can check it.
+    """
+    folder = Path(folder)
+    paired = (folder / "target").is_dir()
+    items = layouts.find_pairs(folder) if paired else layouts.find_images(folder / "input")
+    entries = []
+    for p in items:
+        if p.input != folder / "input" / f"{p.id}.png":
+            raise DatasetError(f"{p.input}: not in the normalised layout input/<id>.png")
+        entry = {"id": p.id, "input": {"from": _rel(p.input, folder), "transform": "as-is"}}
+        if p.target is not None:
+            entry["target"] = {"from": _rel(p.target, folder), "transform": "as-is"}
+        entries.append(entry)
+    return _finish_manifest(folder, entries, dataset=dataset, split=split,
+                            layout="input/target" if paired else "images", source=source, paired=paired)
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -773,14 +818,15 @@ def download(name: str, root: Path | str = "data", source: Path | str | None = N
     root = Path(root)
     dest, downloads = root / name, root / "downloads" / name
     wanted = _wanted(spec, splits)
-    if source is None and not force and all(_split_ready(dest / s.name, s) for s in wanted):
+    needed = wanted if splits else [s for s in wanted if not s.optional]
+    if source is None and not force and all(_split_ready(dest / s.name, s) for s in needed):
         _say(f"{name}: already present in {dest}")
         return dest
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".work-", dir=downloads) as tmp:
         work = Path(tmp)
         trees = _gather(spec, wanted, downloads, work, Path(source) if source else None, progress)
-        plan = _assign(spec, trees, wanted)
+        plan = _assign(spec, trees, wanted, lenient=source is not None and not splits)
         rows = _checksum_list(spec) if spec.files is not None and source is not None else None
         built, counts = {}, {}
         for split_name, (folder, tree) in plan.items():
@@ -797,9 +843,9 @@ def download(name: str, root: Path | str = "data", source: Path | str | None = N
             _install(out, dest / split_name)
         for t in trees:  # only now is the first-download checksum worth keeping
             if t.archive is not None and t.spec is not None and t.spec.sha256 is None and source is None:
-                _record_sha256(t.archive, sha256_file(t.archive))
+                _record_sha256(t.archive, t.digest)
     for s in wanted:
-        if s.name not in built:
+        if s.name not in built and s.optional:
             _say(f"note: optional split {s.name!r} of {name} not obtained")
     _say(f"{name}: " + ", ".join(f"{k} {n}" for k, n in counts.items()) + f" -> {dest}")
     return dest
@@ -825,14 +871,18 @@ def verify(name: str, root: Path | str = "data", registry: dict | Path | str | N
             problems.append(str(exc))
             continue
         manifest_path = folder / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        try:
+            manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        except json.JSONDecodeError as exc:
+            problems.append(f"{manifest_path}: unreadable ({exc})")
+            continue
         expected = s.count if s.count is not None else (manifest or {}).get("count")
         if expected is not None and len(items) != expected:
             problems.append(f"{folder}: {len(items)} {'pairs' if spec.paired else 'images'}, "
                             f"expected {expected}{'' if s.count is not None else ' (recorded)'}")
-        if manifest is None:
+        if manifest is None and spec.source != "embedded":
             problems.append(f"{manifest_path}: missing; the folder was not written by `datasets download`")
-        else:
+        elif manifest is not None:
             known = {e["id"]: e for e in manifest["items"]}
             for p in items:
                 e = known.get(p.id)
@@ -916,7 +966,8 @@ def build_parser(prog: str = "msgnn-bench datasets") -> argparse.ArgumentParser:
     common.add_argument("--root", default="data", help="data folder (default: data)")
     common.add_argument("--registry", default=None, help="dataset registry yaml (default: benchmark/datasets.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", parents=[common], help="list datasets and whether they are present").set_defaults(fn=_cmd_list)
+    listing = sub.add_parser("list", parents=[common], help="list datasets and whether they are present")
+    listing.set_defaults(fn=_cmd_list)
     p = sub.add_parser("download", parents=[common], help="download (or take --from), check and normalise")
     p.add_argument("name")
     p.add_argument("--from", dest="source", default=None, help="a manually obtained archive or extracted folder")

@@ -174,8 +174,11 @@ def _read_log(path: Path, upto: int) -> list[dict]:
     if upto == 0 or not path.exists():
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
-                for r in csv.DictReader(f) if float(r["step"]) <= upto]
+        rows = [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
+                for r in csv.DictReader(f) if int(r["step"]) <= upto]
+    for r in rows:
+        r["step"] = int(r["step"])
+    return rows
 
 
 class _NoBar:

@@ -163,7 +163,8 @@ def to_uint8(img: torch.Tensor | np.ndarray, mode: str = "round") -> np.ndarray:
     if mode not in ("round", "truncate"):
         raise ValueError(f"unknown quantisation mode {mode!r}; valid: round, truncate")
     if isinstance(img, torch.Tensor):
-        arr = img.detach().cpu().numpy()
+        t = img.detach().cpu()
+        arr = (t if t.dtype in (torch.float32, torch.float64) else t.float()).numpy()
         if arr.ndim == 3:
             arr = arr.transpose(1, 2, 0)
         elif arr.ndim == 4:
@@ -174,6 +175,8 @@ def to_uint8(img: torch.Tensor | np.ndarray, mode: str = "round") -> np.ndarray:
         arr = np.asarray(img)
     if not np.issubdtype(arr.dtype, np.floating):
         raise ValueError(f"to_uint8 expects float data in [0, 1], got dtype {arr.dtype}")
+    if np.isnan(arr).any():  # clipping would silently turn a diverged output into black pixels
+        raise ValueError("to_uint8: image contains NaN values")
     scaled = np.clip(arr, 0.0, 1.0) * arr.dtype.type(255)
     if mode == "truncate":
         return scaled.astype(np.uint8)

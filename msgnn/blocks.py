@@ -15,7 +15,8 @@ import torch.nn as nn
 def conv(cin: int, cout: int, k: int, act: bool) -> nn.Sequential | nn.Conv2d:
     """Same-padded conv with bias, optionally followed by LeakyReLU(0.2) (the paper's activation)."""
     c = nn.Conv2d(cin, cout, k, padding=k // 2)
-    return nn.Sequential(c, nn.LeakyReLU(0.2)) if act else c
+    # in place: the conv output is fresh, and LeakyReLU's backward can use its own result
+    return nn.Sequential(c, nn.LeakyReLU(0.2, inplace=True)) if act else c
 
 
 class GCT(nn.Module):
@@ -124,6 +125,8 @@ class DenseChain(nn.Module):
 
     def forward(self, x: torch.Tensor, fus_in: torch.Tensor | None = None,
                 compute_fusion: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not torch.is_grad_enabled():
+            return self._forward_buffered(x, fus_in, compute_fusion)
         feats = [x]
         cur = x
         last = len(self.units) - 1
@@ -136,6 +139,26 @@ class DenseChain(nn.Module):
             return cur, None
         fus = self.fusion(torch.cat(feats[1:], 1)) if (self.fusion is not None and compute_fusion) else None
         return feats[-1], fus
+
+    def _forward_buffered(self, x: torch.Tensor, fus_in: torch.Tensor | None,
+                          compute_fusion: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference without autograd: block outputs are written once into one preallocated tensor and
+        every dense 1x1 reads a channel prefix of it, instead of re-concatenating a growing list
+        (same arithmetic; for a single NCHW image the prefixes are contiguous, so nothing is copied)."""
+        c = x.shape[1]
+        n = len(self.units)
+        buf = x.new_empty(x.shape[0], (n + 1) * c, *x.shape[2:])
+        buf[:, :c] = x
+        cur = x
+        for j, unit in enumerate(self.units):
+            t = unit(cur if fus_in is None else cur + fus_in)
+            buf[:, (j + 1) * c:(j + 2) * c] = t
+            if j < n - 1 or self.stem:
+                cur = self.dense[j](buf[:, :(j + 2) * c])
+        if self.stem:
+            return cur, None
+        fus = self.fusion(buf[:, c:]) if (self.fusion is not None and compute_fusion) else None
+        return t, fus
 
 
 class ValueStem(nn.Module):

@@ -53,7 +53,7 @@ def im2patch(x: torch.Tensor, patch: int, stride: int) -> tuple[torch.Tensor, tu
     xp = F.pad(x, (left, right, top, bottom))
     n1, n2 = grid_size(h, patch, stride), grid_size(w, patch, stride)
     if stride == patch:  # non-overlapping: a pure reshape, much cheaper than unfold
-        cols = xp.view(b, c, n1, patch, n2, patch).permute(0, 2, 4, 1, 3, 5).reshape(b, n1 * n2, c * patch * patch)
+        cols = xp.reshape(b, c, n1, patch, n2, patch).permute(0, 2, 4, 1, 3, 5).reshape(b, n1 * n2, c * patch * patch)
     else:
         cols = F.unfold(xp, patch, stride=stride).transpose(1, 2)
     return cols, (n1, n2), (top, bottom, left, right)

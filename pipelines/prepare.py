@@ -37,9 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", required=True)
     args = ap.parse_args(argv)
+    from benchmark.datasets import DatasetError
+
     try:
         prepare(args.dataset, config.load_params())
-    except (config.ConfigError, ValueError, OSError) as exc:
+    except (config.ConfigError, DatasetError, ValueError, OSError) as exc:
         print(f"prepare {args.dataset}: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -140,6 +140,8 @@ def test_to_uint8_round_vs_truncate():
         M.to_uint8(x, "floor")
     with pytest.raises(ValueError, match="float"):
         M.to_uint8(np.zeros(3, np.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        M.to_uint8(np.array([0.5, np.nan], np.float32))
 
 
 @pytest.fixture
@@ -189,8 +191,10 @@ def test_lpips_loads_backbone_from_explicit_file(tmp_path, no_download):
     torch.save(state, path)
     m = M.LPIPSMetric(weights_path=path)
     assert m.available and m.weights_file == path
-    assert torch.equal(m.model.net.slice1[0].weight, state["features.0.weight"])
-    assert torch.equal(m.model.net.slice5[10].bias, state["features.10.bias"])
+    trunk = m.model.net.state_dict()
+    for idx, sl in ((0, 1), (3, 2), (6, 3), (8, 4), (10, 5)):
+        assert torch.equal(trunk[f"slice{sl}.{idx}.weight"], state[f"features.{idx}.weight"])
+        assert torch.equal(trunk[f"slice{sl}.{idx}.bias"], state[f"features.{idx}.bias"])
 
 
 def test_count_params_total_and_trainable():

@@ -91,7 +91,7 @@ def test_rejects_wrong_channel_count() -> None:
 def test_few_steps_reduce_loss_on_rain_synth(loss_name: str) -> None:
     torch.manual_seed(0)
     model = build_model("rescan").train()
-    rainy, clean = make_batch(2, 48, seed=3)
+    rainy, clean = make_batch(2, 32, seed=3)
     shared = build_loss("neg_ssim", reduce="last")
 
     def loss_fn() -> torch.Tensor:
@@ -100,7 +100,7 @@ def test_few_steps_reduce_loss_on_rain_synth(loss_name: str) -> None:
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(12):
+    for _ in range(8):
         opt.zero_grad()
         loss = loss_fn()
         loss.backward()

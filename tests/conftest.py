@@ -1,0 +1,46 @@
+"""Shared fixtures: the ../shared folder, a tiny generated rain-synth dataset, tiny params."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark import synth
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"{SHARED} not present (fixtures live beside the repository)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A generated rain-synth dataset small enough for unit tests (12 train, 3 test pairs)."""
+    root = tmp_path_factory.mktemp("data") / "rain-synth"
+    synth.generate(root, synth.SynthParams(seed=1, n_train=12, n_test=3, train_size=48, test_size=(40, 56)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def tiny_params(repo_params, tmp_path) -> dict:
+    """The repository's params switched to the ci profile, tracking into a temporary SQLite file."""
+    p = copy.deepcopy(repo_params)
+    p["profile"] = "ci"
+    p["run_datasets"] = list(p["profiles"]["ci"]["datasets"])
+    p["tracking"] = {"enabled": True, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test"}
+    p["profiles"]["ci"]["train"].update({"iters": 3, "patch": 24, "batch": 2, "ckpt_every": 2, "log_every": 1})
+    p["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update(
+        {"n_train": 6, "n_test": 2, "train_size": 48, "test_size": [40, 56]})
+    return p

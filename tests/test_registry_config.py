@@ -1,0 +1,101 @@
+"""Registry and params.yaml: names, paper defaults, profiles, unknown keys."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from benchmark import config
+from benchmark.registry import build_model, list_models
+
+
+def test_params_axes_match_the_registry(repo_params):
+    names = set(list_models())
+    assert set(repo_params["trained_models"]) | {"input"} == names
+    assert set(repo_params["baselines"]) == names - {"msgnn", "input"}
+    assert set(repo_params["models"]) == names
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(KeyError, match="valid names: .*prenet"):
+        build_model("prenett")
+
+
+def test_unknown_builder_argument_names_model():
+    with pytest.raises(ValueError, match="cannot build model 'prenet'"):
+        build_model("prenet", no_such_switch=1)
+
+
+def test_input_is_identity():
+    import torch
+
+    x = torch.rand(1, 3, 9, 7)
+    assert torch.equal(build_model("input")(x), x)
+
+
+def test_every_model_builds_from_params(repo_params):
+    for name in repo_params["trained_models"]:
+        cfg = config.resolve(name, "rain-synth", repo_params)
+        assert build_model(name, **cfg.model_args) is not None
+
+
+def test_shared_settings_are_the_papers(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["profile"], p["run_datasets"] = "paper", p["profiles"]["paper"]["datasets"]
+    t = config.resolve("prenet", "rain200h", p).train
+    assert (t.patch, t.batch, t.lr, t.epochs, t.milestones, t.gamma, t.loss) == (
+        64, 8, 5e-4, 500, (0.6, 0.8), 0.1, "neg_ssim")
+
+
+def test_quick_profile_budget_and_own_recipe(repo_params):
+    q = config.resolve("prenet", "rain-synth", repo_params).train
+    assert q.iters is not None and q.epochs is None
+    p = copy.deepcopy(repo_params)
+    p["models"]["prenet"].setdefault("train", {})["recipe"] = "own"
+    own = config.resolve("prenet", "rain-synth", p).train
+    assert (own.patch, own.batch, own.lr) == (100, 18, 1e-3)
+    assert own.iters == q.iters  # outside the paper profile the budget stays the profile's
+
+
+@pytest.mark.parametrize("section,key", [("train", "lrr"), ("eval", "quantize"), ("tracking", "url")])
+def test_unknown_keys_are_errors(repo_params, tmp_path, section, key):
+    p = copy.deepcopy(repo_params)
+    p[section][key] = 1
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(p))
+    with pytest.raises(config.ConfigError, match=f"unknown key.*{key}.*{section}"):
+        config.load_params(f)
+
+
+def test_unknown_top_level_and_model_keys(repo_params, tmp_path):
+    for mutate, msg in ((lambda p: p.update(trian={}), "trian"),
+                        (lambda p: p["models"]["prenet"].update(arg={}), "models.prenet"),
+                        (lambda p: p["models"]["prenet"].update(train={"batchsize": 4}), "batchsize")):
+        p = copy.deepcopy(repo_params)
+        mutate(p)
+        f = tmp_path / "params.yaml"
+        f.write_text(yaml.safe_dump(p))
+        with pytest.raises(config.ConfigError, match=msg):
+            config.load_params(f)
+
+
+def test_profile_switch_rewrites_axis_and_keeps_comments(repo_params, tmp_path):
+    from benchmark import cli
+
+    f = tmp_path / "params.yaml"
+    f.write_text((config.Path("params.yaml")).read_text())
+    assert cli.main(["profile", "paper", "--params", str(f)]) == 0
+    p = config.load_params(f)
+    assert p["profile"] == "paper" and p["run_datasets"] == p["profiles"]["paper"]["datasets"]
+    assert "# msgnn-bench parameters" in f.read_text()
+    assert cli.main(["profile", "nope", "--params", str(f)]) == 1
+
+
+def test_mismatched_axis_is_explained(repo_params, tmp_path):
+    p = copy.deepcopy(repo_params)
+    p["profile"] = "paper"
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(p))
+    with pytest.raises(config.ConfigError, match="msgnn-bench profile paper"):
+        config.load_params(f)
