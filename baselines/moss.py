@@ -6,8 +6,9 @@ Re-implementation of the released inference generator (github.com/hhb072/MOSS, `
 memory items): 2,855,939 parameters. Sub-module names follow the official state dict
 (``head``, ``enc.enc{i}.{j}.conv1/conv2/translation``, ``memory.units``, ``dec.dec{i}``,
 ``fuse.fuse{i}.{norm,alpha,gamma,beta,affine_gamma,affine_beta}``, ``tail``), so the released
-``ddn_ssir.pth`` loads with ``load_state_dict``. The repository's ``train/`` folder builds a
-different generator (2,493,140 parameters); only its recipe facts are used here.
+``ddn_ssir.pth`` (a plain state dict, as ``test.py`` loads it; not available here to check)
+should load with ``load_state_dict``. The repository's ``train/`` folder builds a different
+generator (2,493,140 parameters); only its recipe facts are used here.
 
 Conventions: the network works on RGB in [-1, 1] (mean/std 0.5) and ends in tanh; we convert
 from and to the suite's [0, 1]. The encoder halves the resolution three times, so H and W are
@@ -27,7 +28,8 @@ gets no gradient (the official code reads ``.data``); it still counts as a param
 Training. Default in this suite: supervised on synthetic pairs with the shared settings.
 Own recipe (``own_loss``): 10 x L1 in the [-1, 1] space (``weight_pixel`` of
 ``train/config.yaml``), Adam 2e-4, batch 32, 256x256 crops, 500 epochs, no schedule; with
-``pretrain_epochs = total_epochs = 500`` the official loop is supervised except its last epoch.
+``pretrain_epochs = total_epochs = 500`` the official loop (epochs 0..500) is supervised in all
+but its final epoch.
 The semi-supervised part (EMA teacher pseudo-labels + TV on unlabeled real images) is provided
 as ``semi_supervised_loss`` and ``ema_teacher_update`` for a loop that feeds real images; the
 shared engine does not, and the official rain-transfer augmentation is not implemented.

@@ -10,13 +10,13 @@ residual. Default = the published PReNet6 (6 stages, LSTM): 168,963 parameters.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmark.losses import ssim
 from benchmark.registry import register_model
 
 
@@ -93,35 +93,7 @@ class PReNet(nn.Module):
     def own_loss(self, outputs, rainy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """PReNet's paper loss: negative SSIM of the final stage only (no per-stage terms)."""
         final = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
-        return -ssim_same_padding(final, clean)
-
-
-@functools.lru_cache(maxsize=4)
-def _window(size: int, sigma: float, channels: int, dtype: torch.dtype, device: str) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g).to(dtype).expand(channels, 1, size, size).contiguous().to(device)
-
-
-def ssim_same_padding(x: torch.Tensor, y: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """SSIM as PReNet trains with it: Gaussian 11x11 (sigma 1.5), per channel, data range 1.
-
-    Unlike the shared 'valid'-window ssim in benchmark.losses, the official training SSIM
-    zero-pads by size//2 so border pixels count too; the own recipe keeps that.
-    """
-    ch = x.shape[1]
-    w = _window(size, sigma, ch, x.dtype, str(x.device))
-    pad = size // 2
-    mu_x = F.conv2d(x, w, padding=pad, groups=ch)
-    mu_y = F.conv2d(y, w, padding=pad, groups=ch)
-    var_x = F.conv2d(x * x, w, padding=pad, groups=ch) - mu_x**2
-    var_y = F.conv2d(y * y, w, padding=pad, groups=ch) - mu_y**2
-    cov = F.conv2d(x * y, w, padding=pad, groups=ch) - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    return (num / den).mean()
+        return -ssim(final, clean)  # zero-padded 11x11 Gaussian windows, as the official SSIM.py
 
 
 _GATE_ORDER = ("i", "f", "g", "o")  # chunk order in ConvLSTMCell.forward

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.common import check_rgb_batch
-from baselines.prenet import ssim_same_padding
+from benchmark.losses import ssim
 from benchmark.registry import register_model
 
 # Order of the four IRNN outputs, as the official SAM concatenates them. Official names are the
@@ -220,7 +220,7 @@ class SPANet(nn.Module):
             raise ValueError("SPANet.own_loss needs the train-mode output dict {'out', 'attention'}")
         out, att = outputs["out"], outputs["attention"]
         mask = ((rainy - clean).abs() > mask_threshold).any(dim=1, keepdim=True).to(att.dtype)
-        return F.l1_loss(out, clean) + (1 - ssim_same_padding(out, clean)) + F.mse_loss(att, mask)
+        return F.l1_loss(out, clean) + (1 - ssim(out, clean)) + F.mse_loss(att, mask)
 
 
 def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -68,7 +68,7 @@ def cmd_evaluate(args) -> int:
 
     model = _load(args)
     ds = data.EvalImages(args.data, split="test")
-    cfg = config.EvalCfg(quantise=args.quantise, save_images=0, lpips=False)
+    cfg = config.EvalCfg(quantise=args.quantise, y_mode=args.y_mode, save_images=0, lpips=False)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     res = engine.evaluate(model, ds, cfg, device=device, exemplar=_exemplar(model, args), progress=not args.json)
     out = {"model": args.model, "n_images": res["n_images"],
@@ -175,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None)
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder in any supported paired layout")
-            p.add_argument("--quantise", choices=["round", "truncate"], default="round")
+            p.add_argument("--quantise", choices=["round", "truncate"], default="round",
+                           help="uint8 conversion of the output (PReNet's official test script truncates)")
+            p.add_argument("--y-mode", choices=["uint8", "float"], default="uint8",
+                           help="Y channel: rounded like MATLAB rgb2ycbcr on uint8 (default), or unrounded "
+                                "as PReNet's MATLAB statistic scripts compute it")
             p.add_argument("--json", action="store_true")
         else:
             p.add_argument("inputs", nargs="+")

@@ -45,7 +45,7 @@ class TrainCfg:
     loss: str = "neg_ssim"  # neg_ssim | l1 | mse | charbonnier | own (the model's own_loss)
     stage_reduction: str = "last"  # last | sum
     recipe: str = "shared"  # shared | own
-    hflip: bool = True
+    hflip: bool = False
     amp: bool = False
     grad_clip: float = 0.0
     seed: int = 0
@@ -61,6 +61,7 @@ class TrainCfg:
 class EvalCfg:
     quantise: str = "round"  # round | truncate (PReNet's official test script truncates)
     crop_border: int = 0
+    y_mode: str = "uint8"  # uint8: MATLAB rgb2ycbcr on uint8 (rounded Y) | float: PReNet's statistic scripts
     save_images: int = 4  # derained samples written and logged as artifacts
     lpips: bool = True
     lpips_weights: str | None = None  # AlexNet ImageNet weights; None → TORCH_HOME lookup

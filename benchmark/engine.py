@@ -239,7 +239,7 @@ def evaluate(model: torch.nn.Module, dataset, cfg: EvalCfg, device: str | torch.
                 out8c, tgt8c = out8[b:-b, b:-b], tgt8[b:-b, b:-b]
             else:
                 out8c, tgt8c = out8, tgt8
-            row.update(metrics.image_metrics(out8c, tgt8c))
+            row.update(metrics.image_metrics(out8c, tgt8c, y_mode=cfg.y_mode))
             if lpips_metric is not None:
                 row["lpips"] = lpips_metric(out8c, tgt8c)
         if save_dir is not None and i < (cfg.save_images if item.target is not None else len(dataset)):

@@ -31,20 +31,23 @@ def _gauss_window(size: int, sigma: float, channels: int, device: str, dtype: to
     return w.to(device)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
-    """Differentiable mean SSIM over channels (Gaussian 11x11, sigma 1.5, 'valid' windows).
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0,
+         zero_pad: bool = True) -> torch.Tensor:
+    """Differentiable mean SSIM over pixels, channels and batch (Gaussian 11x11, sigma 1.5).
 
-    This is the training criterion used by PReNet, DCSFN and MSGNN (-SSIM); evaluation uses the
-    MATLAB-exact implementation in ``benchmark.metrics`` on uint8 Y instead.
+    The training criterion of PReNet, DCSFN and MSGNN (-SSIM). Their official code filters with
+    zero padding of window//2 (so border pixels count too); ``zero_pad=False`` uses only 'valid'
+    windows. Evaluation uses the MATLAB-exact implementation in ``benchmark.metrics`` instead.
     """
     c = x.shape[1]
     w = _gauss_window(window, sigma, c, str(x.device), x.dtype)
+    pad = window // 2 if zero_pad else 0
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x = F.conv2d(x, w, groups=c)
-    mu_y = F.conv2d(y, w, groups=c)
-    sxx = F.conv2d(x * x, w, groups=c) - mu_x**2
-    syy = F.conv2d(y * y, w, groups=c) - mu_y**2
-    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+    mu_x = F.conv2d(x, w, groups=c, padding=pad)
+    mu_y = F.conv2d(y, w, groups=c, padding=pad)
+    sxx = F.conv2d(x * x, w, groups=c, padding=pad) - mu_x**2
+    syy = F.conv2d(y * y, w, groups=c, padding=pad) - mu_y**2
+    sxy = F.conv2d(x * y, w, groups=c, padding=pad) - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
     return (num / den).mean()

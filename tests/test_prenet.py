@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from baselines.prenet import PReNet, from_official, official_to_ours, ours_to_official, ssim_same_padding
+from baselines.prenet import PReNet, from_official, official_to_ours, ours_to_official
+from benchmark.losses import ssim as ssim_same_padding
 from benchmark.metrics import count_params, effective_params, psnr_y, ssim_y, to_uint8
 from benchmark.registry import build_model
 from benchmark.synth import make_batch
