@@ -80,8 +80,12 @@ class _ReluScan(torch.autograd.Function):
 
 
 def relu_scan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Differentiable ReLU recurrence along dim 0 of x [L,D,B,C,K]; weight, bias [D,C]."""
-    return _ReluScan.apply(x.contiguous(), weight, bias)
+    """Differentiable ReLU recurrence along dim 0 of x [L,D,B,C,K]; weight, bias [D,C].
+
+    Runs in the parameters' dtype: under autocast the features may arrive in half precision,
+    and a long recurrence is better accumulated in float32 anyway.
+    """
+    return _ReluScan.apply(x.to(weight.dtype).contiguous(), weight, bias)
 
 
 class IRNN(nn.Module):
@@ -220,7 +224,7 @@ class SPANet(nn.Module):
             raise ValueError("SPANet.own_loss needs the train-mode output dict {'out', 'attention'}")
         out, att = outputs["out"], outputs["attention"]
         mask = ((rainy - clean).abs() > mask_threshold).any(dim=1, keepdim=True).to(att.dtype)
-        return F.l1_loss(out, clean) + (1 - ssim(out, clean)) + F.mse_loss(att, mask)
+        return F.l1_loss(out, clean) + (1 - ssim(out, clean, zero_pad=True)) + F.mse_loss(att, mask)
 
 
 def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -255,6 +259,10 @@ def from_official(path: str | Path, direction_attention: bool = False) -> SPANet
     The released file is a training checkpoint {"net": state_dict, "clock": 40000, "opt": Adam
     state} holding CUDA tensors (loaded onto the CPU here); a bare state_dict and a ``module.``
     prefix (nn.DataParallel) are accepted too. Loading is strict.
+
+    The official test script feeds cv2.imread's BGR bytes /255 (float32, full image, no channel
+    swap) and writes the output clipped to [0,1], x255, rounded to uint8. With the returned
+    model, pass the RGB image /255 and quantise the same way to get the official numbers.
     """
     path = Path(path)
     if not path.is_file():

@@ -294,13 +294,14 @@ def effective_params(model: nn.Module, probe: Callable[[nn.Module], object] | in
     same size for models with ``needs_exemplar``), or a callable ``probe(model) -> outputs``.
     The derained estimates (``stage_outputs``) are summed and back-propagated; parameters left with
     ``grad is None`` are dead weight (built but unused in the forward pass). The model's mode,
-    gradients, buffers (e.g. BatchNorm statistics) and the global RNG are restored afterwards.
+    gradients, state (BatchNorm statistics, in-place weight updates) and the global RNG are restored.
     """
     was_training = model.training
     params = list(model.parameters())
     old_grads = [p.grad for p in params]
-    buffers = {k: v.detach().clone() for k, v in model.state_dict().items()
-               if k not in dict(model.named_parameters())}
+    # the whole state, parameters included: some models update weights in place in a train-mode
+    # forward (MOSS's memory table moves towards the features by EMA)
+    buffers = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
         with torch.random.fork_rng(devices=[]):
             model.train()

@@ -96,8 +96,24 @@ class ResBlock(nn.Module):
         self.att = channel_attention(attention, channels)
         self.body = nn.Sequential(conv(channels, channels, 3, act=True), conv(channels, channels, 3, act=False))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(self.att(x))
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body[0](self.att(x))  # written out so the gated copy is freed before the second conv
+        r = self.body[1](h)
+        del h
+        return x + r if out is None else torch.add(x, r, out=out)
+
+
+def conv1x1_lrelu(layer: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layer`` (Conv1x1 + in-place LReLU) applied as one GEMM on the NCHW tensor ``x``.
+
+    Used without autograd on channel slices of the dense buffer: the matmul reads the strided
+    slice as it is, where a convolution would first copy or reorder all its input channels.
+    """
+    conv_, act = layer[0], layer[1]
+    b, c, h, w = x.shape
+    y = torch.matmul(conv_.weight.view(conv_.out_channels, c), x.flatten(2))
+    y += conv_.bias[:, None]
+    return act(y.view(b, -1, h, w))
 
 
 class DenseChain(nn.Module):
@@ -147,18 +163,21 @@ class DenseChain(nn.Module):
         (same arithmetic; for a single NCHW image the prefixes are contiguous, so nothing is copied)."""
         c = x.shape[1]
         n = len(self.units)
-        buf = x.new_empty(x.shape[0], (n + 1) * c, *x.shape[2:])
+        buf = x.new_empty(x.shape[0], (n + 1) * c, *x.shape[2:]).contiguous()
         buf[:, :c] = x
         cur = x
         for j, unit in enumerate(self.units):
-            t = unit(cur if fus_in is None else cur + fus_in)
-            buf[:, (j + 1) * c:(j + 2) * c] = t
+            # cur is our own dense output after the first block, so the fusion map can be added in place
+            inp = cur if fus_in is None else (cur + fus_in if j == 0 else cur.add_(fus_in))
+            slot = buf[:, (j + 1) * c:(j + 2) * c]
+            unit(inp, out=slot)
+            del inp
             if j < n - 1 or self.stem:
-                cur = self.dense[j](buf[:, :(j + 2) * c])
+                cur = conv1x1_lrelu(self.dense[j], buf[:, :(j + 2) * c])
         if self.stem:
             return cur, None
-        fus = self.fusion(buf[:, c:]) if (self.fusion is not None and compute_fusion) else None
-        return t, fus
+        fus = conv1x1_lrelu(self.fusion, buf[:, c:]) if (self.fusion is not None and compute_fusion) else None
+        return slot.clone(), fus  # a copy, so the buffer is freed when this returns
 
 
 class ValueStem(nn.Module):
