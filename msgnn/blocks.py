@@ -111,8 +111,9 @@ def conv1x1_lrelu(layer: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """
     conv_, act = layer[0], layer[1]
     b, c, h, w = x.shape
-    y = torch.matmul(conv_.weight.view(conv_.out_channels, c), x.flatten(2))
-    y += conv_.bias[:, None]
+    weight = conv_.weight.view(1, conv_.out_channels, c).expand(b, -1, -1)
+    # bias-add fused into the GEMM; (b, out, c) @ (b, c, h*w) writes NCHW directly, no transpose
+    y = torch.baddbmm(conv_.bias.view(1, -1, 1).expand(b, -1, h * w), weight, x.flatten(2))
     return act(y.view(b, -1, h, w))
 
 
