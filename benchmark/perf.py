@@ -103,7 +103,7 @@ def measure(case: str, device: torch.device, repeats: int, model_args: dict, see
     else:
         peak, kind = _rss_kib("VmHWM") * 1024 - base, "peak RSS growth"
     return {"case": case, "median_ms": statistics.median(times), "times_ms": times, "peak_bytes": peak,
-            "memory": kind, "device": _device_name(device)}
+            "memory": kind, "device": _device_name(device), "model_args": model_args}
 
 
 def _device_name(device: torch.device) -> str:
@@ -124,7 +124,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| device | case | median ms | peak memory |", "|---|---|---:|---:|"]
     for r in rows:
         mem = f"{r['peak_bytes'] / 2**30:.2f} GiB ({r['memory']})"
-        lines.append(f"| {r['device']} | {CASES[r['case']]} | {r['median_ms']:.0f} | {mem} |")
+        label = CASES[r["case"]] + (f" {json.dumps(r['model_args'])}" if r.get("model_args") else "")
+        lines.append(f"| {r['device']} | {label} | {r['median_ms']:.0f} | {mem} |")
     return "\n".join(lines)
 
 

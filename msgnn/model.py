@@ -48,14 +48,20 @@ def pyr_down(x: torch.Tensor) -> torch.Tensor:
 
 
 class MSGNN(nn.Module):
-    """MSGNN; forward(x, exemplar) with x [B,3,H,W] RGB in [0,1] and the exemplar [B or 1,3,h,w]."""
+    """MSGNN; forward(x, exemplar) with x [B,3,H,W] RGB in [0,1] and the exemplar [B or 1,3,h,w].
+
+    ``needs_exemplar`` (set per instance: False without the exemplar branch or the graph) tells the
+    engine to pass the exemplar, a rainy image of any size from another file; its ground truth is never used.
+    """
+
+    needs_exemplar: bool = True
 
     def __init__(self, n_subnets: int = 4, blocks: int = 12, channels: int = 32, exemplar: bool = True,
                  fusion: str = "1x1", channel_attention: str = "ct", fusion_connection: bool = True,
                  graph: bool = True, k: int = 5, patch: int = 3, stride: int = 3, window: int = 30,
                  scales: Sequence[float] = (1, 0.5, 0.25), window_align: str = "centered",
                  shared_embedding: bool = True, train_embedding: bool = True, keep_unused: bool = True,
-                 knn_budget: int = 1 << 24) -> None:
+                 knn_budget: int | None = None) -> None:
         super().__init__()
         self.graph = graph
         self.needs_exemplar = bool(graph and exemplar)  # tells the engine to pass an exemplar
@@ -101,7 +107,7 @@ class MSGNN(nn.Module):
         if exemplar.dim() != 4 or exemplar.shape[1] != 3 or exemplar.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"exemplar must be [B,3,h,w] or [1,3,h,w] for input {tuple(x.shape)}, "
                              f"got {tuple(exemplar.shape)}")
-        return exemplar.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+        return exemplar.to(device=x.device, dtype=x.dtype).expand(x.shape[0], -1, -1, -1)
 
     def graph_maps(self, x: torch.Tensor, exemplar: torch.Tensor | None) -> list[torch.Tensor]:
         """The aggregated 32-channel map of every graph, at the full resolution of x."""
@@ -155,7 +161,7 @@ def msgnn(n_subnets: int = 4, blocks: int = 12, exemplar: bool = True, fusion: s
           channel_attention: str = "ct", fusion_connection: bool = True, graph: bool = True, k: int = 5,
           patch: int = 3, stride: int = 3, window: int = 30, scales: Sequence[float] = (1, 0.5, 0.25),
           window_align: str = "centered", shared_embedding: bool = True, train_embedding: bool = True,
-          keep_unused: bool = True, channels: int = 32, knn_budget: int = 1 << 24) -> MSGNN:
+          keep_unused: bool = True, channels: int = 32, knn_budget: int | None = None) -> MSGNN:
     """MSGNN with the paper's method (exemplar branch on) and the released code's layer sizes.
 
     ``fusion=None`` picks the official pairing: two 1x1 convs with the exemplar (released default,
