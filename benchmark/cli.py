@@ -198,8 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "check-metrics": cmd_check_metrics}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASSTHROUGH:  # these parse their own options (argparse REMAINDER drops leading flags)
+        args = argparse.Namespace(cmd=argv[0], rest=argv[1:], func=PASSTHROUGH[argv[0]])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except EXPECTED_ERRORS as exc:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .dense import DenseGrads, dense_op
+
 
 def conv(cin: int, cout: int, k: int, act: bool) -> nn.Sequential | nn.Conv2d:
     """Same-padded conv with bias, optionally followed by LeakyReLU(0.2) (the paper's activation)."""
@@ -130,6 +132,8 @@ class DenseChain(nn.Module):
     * as a value stem (``Dense(4)``, plain blocks, no fusion): returns the last dense 1x1 output.
     """
 
+    fused_grads = True  # dense.py's per-feature gradient sums; False = plain autograd (same numbers)
+
     def __init__(self, channels: int, blocks: int, attention: str = "none", fusion_connection: bool = False,
                  stem: bool = False, keep_unused: bool = True) -> None:
         super().__init__()
@@ -147,15 +151,28 @@ class DenseChain(nn.Module):
         feats = [x]
         cur = x
         last = len(self.units) - 1
+        state = DenseGrads() if self.fused_grads else None
+        if state is not None:
+            state.write(0, x, last + 2)
         for j, unit in enumerate(self.units):
             t = unit(cur if fus_in is None else cur + fus_in)
             feats.append(t)
+            if state is not None:
+                state.write(j + 1, t, last + 2)
             if j < last or self.stem:
-                cur = self.dense[j](torch.cat(feats, 1))
+                cur = self._dense(state, self.dense[j], list(range(j + 2)), feats)
         if self.stem:
             return cur, None
-        fus = self.fusion(torch.cat(feats[1:], 1)) if (self.fusion is not None and compute_fusion) else None
+        fus = None
+        if self.fusion is not None and compute_fusion:
+            fus = self._dense(state, self.fusion, list(range(1, last + 2)), feats[1:])
         return feats[-1], fus
+
+    @staticmethod
+    def _dense(state: DenseGrads | None, layer: nn.Sequential, ids: list[int], tensors: list[torch.Tensor]) -> torch.Tensor:
+        if state is None:  # plain autograd (reference for the tests)
+            return layer(torch.cat(tensors, 1))
+        return dense_op(state, layer, ids, tensors)
 
     def _forward_buffered(self, x: torch.Tensor, fus_in: torch.Tensor | None,
                           compute_fusion: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -8,6 +8,7 @@ import torch
 from benchmark.losses import neg_ssim
 from benchmark.registry import build_model
 from benchmark.synth import make_batch
+from msgnn.blocks import DenseChain
 from msgnn.model import pyr_down
 
 OFFICIAL_GRAPH = dict(window_align="official", shared_embedding=False, train_embedding=False)
@@ -94,6 +95,30 @@ def test_inference_path_equals_the_autograd_path():
     with torch.no_grad():
         fast = model(x, exemplar=ex)
     torch.testing.assert_close(fast, model(x, exemplar=ex), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("stem", [False, True])
+def test_dense_gradient_sums_equal_plain_autograd(layout, stem):
+    # msgnn/dense.py reorders the backward of the dense 1x1 connections; it must give autograd's numbers
+    torch.manual_seed(2)
+    chain = DenseChain(8, 4, "none" if stem else "ct", fusion_connection=not stem, stem=stem).double()
+    for p in chain.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.randn(2, 8, 7, 9, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    f = None if stem else torch.randn(2, 8, 7, 9, dtype=torch.float64, requires_grad=True)
+    inputs = [x] + ([] if stem else [f]) + list(chain.parameters())
+    results = []
+    for fused in (True, False):
+        chain.fused_grads = fused
+        out, fus = chain(x, f)
+        loss = out.sin().sum() + (0 if fus is None else fus.cos().sum())
+        results.append((out, torch.autograd.grad(loss, inputs, allow_unused=True)))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        assert (a is None) == (b is None)  # the last dense 1x1 of a sub-network is never run
+        if a is not None:
+            torch.testing.assert_close(a, b)
 
 
 def test_same_seed_same_output():
