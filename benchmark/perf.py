@@ -6,13 +6,14 @@ Cases (the issue's anchors, measured for the official code on an H100 and a 2-co
   infer720  one 1280x720 image (plus a 1280x720 exemplar), eval mode, no autograd
 Reported: the median wall time over ``--repeats`` runs after one warm-up run, and the peak memory of
 the case: on GPU ``torch.cuda.max_memory_allocated`` (reset before the case), on CPU the growth of
-the process's peak resident set over its size before the case (the kernel's high-water mark is
-reset through /proc/self/clear_refs where allowed; otherwise each case runs in a fresh process).
+the process's peak resident set over its size before the case's first run (each case runs in a
+fresh process whose high-water mark is reset through /proc/self/clear_refs).
 GPU runs use true fp32 math (TF32 off) unless ``--tf32`` is given.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import statistics
 import subprocess
@@ -46,6 +47,17 @@ def _reset_peak_rss() -> bool:
             fh.write("5")  # resets VmHWM (peak RSS) to the current RSS
         return True
     except OSError:
+        return False
+
+
+def retain_freed_memory() -> bool:
+    """Keep freed memory inside the process (glibc only): by default every tensor above the mmap
+    threshold is returned to the OS when freed and page-faulted back on the next step, which costs
+    ~10 % of a CPU training step here. Returns whether the setting took effect."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-4, 0) and libc.mallopt(-1, 1 << 30))  # M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB
+    except (OSError, AttributeError):
         return False
 
 
@@ -83,15 +95,16 @@ def _make_case(case: str, device: torch.device, model_args: dict, seed: int) -> 
 def measure(case: str, device: torch.device, repeats: int, model_args: dict, seed: int = 0) -> dict:
     """Median ms and peak memory (bytes) of one case in this process."""
     fn = _make_case(case, device, model_args, seed)
+    if device.type == "cpu":
+        # the baseline is taken before the warm-up run: freed memory may stay in the heap afterwards
+        if not _reset_peak_rss():
+            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs)")
+        base = _rss_kib("VmRSS") * 1024
     fn()  # warm-up: allocator pools, oneDNN/cuDNN kernel selection
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    else:
-        if not _reset_peak_rss():
-            raise RuntimeError("cannot reset the peak RSS")
-        base = _rss_kib("VmRSS") * 1024
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -115,9 +128,12 @@ def _device_name(device: torch.device) -> str:
 def _in_subprocess(case: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-c", "import sys; from benchmark.perf import perf_main; sys.exit(perf_main(sys.argv[1:]))",
            "--device", args.device, "--repeats", str(args.repeats), "--cases", case, "--json", "--no-subprocess",
-           "--model-args", json.dumps(args.model_args), "--threads", str(args.threads)] + (["--tf32"] if args.tf32 else [])
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])[0]
+           "--model-args", json.dumps(args.model_args), "--threads", str(args.threads)] + (["--tf32"] if args.tf32 else []) \
+        + (["--no-retain"] if args.no_retain else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"perf case {case!r} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])[0]
 
 
 def table(rows: list[dict]) -> str:
@@ -138,6 +154,8 @@ def perf_main(argv: list[str] | None = None) -> int:
     p.add_argument("--tf32", action="store_true", help="allow TF32 on GPU (default: true fp32 math)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a markdown table")
+    p.add_argument("--no-retain", action="store_true",
+                   help="CPU: leave glibc's default of returning freed large tensors to the OS")
     p.add_argument("--no-subprocess", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -151,10 +169,12 @@ def perf_main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     device = torch.device(args.device)
+    if device.type == "cpu" and not args.no_retain:
+        retain_freed_memory()
     rows = []
     for case in cases:
-        # a CPU peak-RSS reading needs its own process unless the high-water mark can be reset
-        if device.type == "cpu" and not args.no_subprocess and not _reset_peak_rss():
+        # on CPU every case gets a fresh process, so that no case reuses heap memory freed by another
+        if device.type == "cpu" and not args.no_subprocess:
             rows.append(_in_subprocess(case, args))
         else:
             rows.append(measure(case, device, args.repeats, args.model_args))

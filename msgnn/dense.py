@@ -55,21 +55,25 @@ class DenseGrads:
             self.first_reader.setdefault(i, k)
         return k
 
-    def put(self, k: int, dy: torch.Tensor) -> None:
-        """Store op k's output gradient ([P, O] for NHWC, [B, O, HW] for NCHW)."""
-        o = dy.shape[-1] if dy.dim() == 2 else dy.shape[1]
+    def slot(self, k: int, b: int, o: int, hw: int, like: torch.Tensor) -> torch.Tensor:
+        """Op k's block of the gradient stack, [P, O] (NHWC) or [B, O, HW] (NCHW), to be written by op k."""
         if self.stack is None:
             n = len(self.inputs)
-            # zeros: an op whose output does not reach the loss never stores a gradient
-            shape = (dy.shape[0], o * n) if dy.dim() == 2 else (dy.shape[0], o * n, dy.shape[2])
-            self.stack = dy.new_zeros(shape)
-        self.stack[:, o * k:o * (k + 1)] = dy
+            shape = (b * hw, o * n) if _is_nhwc(self.buffer) else (b, o * n, hw)
+            self.stack = like.new_empty(shape)
+            self.stored: set[int] = set()
+        self.stored.add(k)
+        return self.stack[:, o * k:o * (k + 1)]
 
     def feature_grad(self, i: int, c: int, o: int) -> torch.Tensor:
         """sum over the readers k of feature i of dY_k @ W_k[:, slot of i]: one matmul."""
         readers = [k for k, feats in enumerate(self.inputs) if i in feats]
         lo, hi = readers[0], readers[-1]
         assert readers == list(range(lo, hi + 1)), "a feature's readers must be consecutive ops"
+        for k in readers:  # an op whose output does not reach the loss never stored a gradient
+            if k not in self.stored:
+                self.stack[:, o * k:o * (k + 1)] = 0
+                self.stored.add(k)
         w = torch.cat([self.weights[k][:, self.inputs[k].index(i) * c:(self.inputs[k].index(i) + 1) * c]
                        for k in readers], 0)  # (O*F, c)
         s = self.stack[:, o * lo:o * (hi + 1)]
@@ -108,17 +112,17 @@ class _DenseLinear(torch.autograd.Function):
         state, k, x = ctx.state, ctx.k, ctx.x
         b, c, h, w = x.shape
         o = weight.shape[0]
-        d = torch.ops.aten.leaky_relu_backward(dy, y, _SLOPE, True)  # from LReLU's (in-place) output
-        if _is_nhwc(state.buffer):
-            d2 = d.permute(0, 2, 3, 1).reshape(-1, o)
-            dw = d2.t() @ x.permute(0, 2, 3, 1).reshape(-1, c)
-            db = d2.sum(0)
-            state.put(k, d2)
+        # LReLU's gradient (from its in-place output) written straight into this op's stack block
+        d = state.slot(k, b, o, h * w, dy)
+        nhwc = _is_nhwc(state.buffer)
+        d4 = d.view(b, h, w, o).permute(0, 3, 1, 2) if nhwc else d.view(b, o, h, w)
+        torch.ops.aten.leaky_relu_backward.grad_input(dy, y, _SLOPE, True, grad_input=d4)
+        if nhwc:
+            dw = d.t() @ x.permute(0, 2, 3, 1).reshape(-1, c)
+            db = d.sum(0)
         else:
-            d3 = d.reshape(b, o, h * w)
-            dw = torch.bmm(d3, x.reshape(b, c, h * w).transpose(1, 2)).sum(0)
-            db = d3.sum((0, 2))
-            state.put(k, d3)
+            dw = torch.bmm(d, x.reshape(b, c, h * w).transpose(1, 2)).sum(0)
+            db = d.sum((0, 2))
         grads = []
         for i, ci in zip(state.inputs[k], ctx.feat_c):
             if state.first_reader[i] != k:

@@ -8,7 +8,7 @@ import torch
 from benchmark.losses import neg_ssim
 from benchmark.registry import build_model
 from benchmark.synth import make_batch
-from msgnn.blocks import DenseChain
+from msgnn.blocks import GCT, DenseChain
 from msgnn.model import pyr_down
 
 OFFICIAL_GRAPH = dict(window_align="official", shared_embedding=False, train_embedding=False)
@@ -121,6 +121,29 @@ def test_dense_gradient_sums_equal_plain_autograd(layout, stem):
             torch.testing.assert_close(a, b)
 
 
+def test_gct_matches_its_formula_with_the_hand_written_backward():
+    torch.manual_seed(3)
+    gct = GCT(6).double()
+    for p in gct.parameters():
+        p.data.normal_()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+
+    def formula(x):  # reference/msgnn.md 2.3, written out with plain autograd
+        s = gct.alpha * (x.pow(2).sum((2, 3), keepdim=True) + 1e-5).sqrt()
+        n = gct.gamma / (s.pow(2).mean(1, keepdim=True) + 1e-5).sqrt()
+        return x * (1 + torch.tanh(s * n + gct.beta))
+
+    inputs = [x, *gct.parameters()]
+    ours, ref = gct(x), formula(x)
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(torch.autograd.grad(ours.sin().sum(), inputs), torch.autograd.grad(ref.sin().sum(), inputs)):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(gct(x), ref)
+    zero = GCT(6)  # at init (gamma = beta = 0) the gate is the identity
+    torch.testing.assert_close(zero(x.float()), x.float())
+
+
 def test_same_seed_same_output():
     x, ex = torch.rand(1, 3, 30, 26), torch.rand(1, 3, 26, 30)
     outs = []
@@ -231,3 +254,12 @@ def test_pyr_down_is_cv2_pyrdown(hw):
     out = pyr_down(x)[0].numpy()
     assert out.shape == (2, (hw[0] + 1) // 2, (hw[1] + 1) // 2)
     np.testing.assert_allclose(out, np.stack(ref), atol=1e-12)
+
+
+@pytest.mark.slow
+def test_perf_command_prints_a_table(capsys):
+    from benchmark.perf import perf_main
+
+    assert perf_main(["--device", "cpu", "--cases", "train", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| device | case | median ms | peak memory |" in out and "train step b8 64x64" in out
