@@ -74,8 +74,10 @@ class GCT(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.eps = eps
 
+    fused_backward = True  # _GCTFunction; False = plain autograd of the same formula
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and self.fused_backward:
             return _GCTFunction.apply(x, self.alpha, self.gamma, self.beta, self.eps)
         return x * _gct_gate(x.pow(2).sum((2, 3), keepdim=True), self.alpha, self.gamma, self.beta, self.eps)
 
