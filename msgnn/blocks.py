@@ -21,43 +21,6 @@ def conv(cin: int, cout: int, k: int, act: bool) -> nn.Sequential | nn.Conv2d:
     return nn.Sequential(c, nn.LeakyReLU(0.2, inplace=True)) if act else c
 
 
-def _gct_gate(ss: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-              eps: float) -> torch.Tensor:
-    s = (ss + eps).sqrt() * alpha
-    n = gamma / (s.pow(2).mean(1, keepdim=True) + eps).sqrt()
-    return 1.0 + torch.tanh(s * n + beta)
-
-
-class _GCTFunction(torch.autograd.Function):
-    """x * gate(sum_hw x^2) with a hand-written backward for the full-size part.
-
-    Autograd would write five full-size tensors in the backward pass (x*g, 2*x, x*..., g*gate and
-    their sum); here it is one reduction and one fused pass: dx = g*gate + x * 2*d(sum x^2).
-    The per-channel part (a few hundred numbers) is still differentiated by autograd.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-                eps: float) -> torch.Tensor:
-        ss = torch.linalg.vector_norm(x, dim=(2, 3), keepdim=True).square()  # one fused reduction
-        gate = _gct_gate(ss, alpha, gamma, beta, eps)
-        ctx.eps = eps
-        ctx.save_for_backward(x, ss, alpha, gamma, beta, gate)
-        return x * gate
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor):
-        x, ss, alpha, gamma, beta, gate = ctx.saved_tensors
-        d_gate = (g * x).sum((2, 3), keepdim=True)
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_() for t in (ss, alpha, gamma, beta)]
-            d_ss, d_alpha, d_gamma, d_beta = torch.autograd.grad(_gct_gate(*leaves, ctx.eps), leaves, d_gate)
-        dx = g * gate
-        dx.addcmul_(x, 2 * d_ss)
-        return dx, d_alpha, d_gamma, d_beta, None
-
-
 class GCT(nn.Module):
     """Gated Channel Transformation (Yang et al., CVPR 2020), 'l2' mode as in the official code.
 
@@ -74,12 +37,10 @@ class GCT(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.eps = eps
 
-    fused_backward = True  # _GCTFunction; False = plain autograd of the same formula
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and self.fused_backward:
-            return _GCTFunction.apply(x, self.alpha, self.gamma, self.beta, self.eps)
-        return x * _gct_gate(x.pow(2).sum((2, 3), keepdim=True), self.alpha, self.gamma, self.beta, self.eps)
+        s = (x.pow(2).sum((2, 3), keepdim=True) + self.eps).sqrt() * self.alpha
+        n = self.gamma / (s.pow(2).mean(1, keepdim=True) + self.eps).sqrt()
+        return x * (1.0 + torch.tanh(s * n + self.beta))
 
 
 class SE(nn.Module):
