@@ -8,7 +8,8 @@ Reported: the median wall time over ``--repeats`` runs after one warm-up run, an
 the case: on GPU ``torch.cuda.max_memory_allocated`` (reset before the case), on CPU the growth of
 the process's peak resident set over its size before the case's first run (each case runs in a
 fresh process whose high-water mark is reset through /proc/self/clear_refs).
-GPU runs use true fp32 math (TF32 off) unless ``--tf32`` is given.
+GPU runs use true fp32 math (TF32 off) unless ``--tf32`` is given. The CPU train case keeps freed
+memory in the process (``retain_freed_memory``), as a CPU training loop should.
 """
 from __future__ import annotations
 
@@ -128,8 +129,8 @@ def _device_name(device: torch.device) -> str:
 def _in_subprocess(case: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-c", "import sys; from benchmark.perf import perf_main; sys.exit(perf_main(sys.argv[1:]))",
            "--device", args.device, "--repeats", str(args.repeats), "--cases", case, "--json", "--no-subprocess",
-           "--model-args", json.dumps(args.model_args), "--threads", str(args.threads)] + (["--tf32"] if args.tf32 else []) \
-        + (["--no-retain"] if args.no_retain else [])
+           "--model-args", json.dumps(args.model_args), "--threads", str(args.threads)]
+    cmd += (["--tf32"] if args.tf32 else []) + (["--no-retain"] if args.no_retain else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"perf case {case!r} failed:\n{proc.stderr[-4000:]}")
@@ -150,12 +151,13 @@ def perf_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case, after one warm-up run")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
-    p.add_argument("--model-args", type=json.loads, default={}, help='builder overrides as JSON, e.g. \'{"stride": 1}\'')
+    p.add_argument("--model-args", type=json.loads, default={},
+                   help='builder overrides as JSON, e.g. \'{"stride": 1}\'')
     p.add_argument("--tf32", action="store_true", help="allow TF32 on GPU (default: true fp32 math)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a markdown table")
     p.add_argument("--no-retain", action="store_true",
-                   help="CPU: leave glibc's default of returning freed large tensors to the OS")
+                   help="CPU train case: leave glibc's default of returning freed large tensors to the OS")
     p.add_argument("--no-subprocess", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -169,7 +171,8 @@ def perf_main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     device = torch.device(args.device)
-    if device.type == "cpu" and not args.no_retain:
+    # a training loop repeats the same allocations every step; one-shot inference does not profit
+    if device.type == "cpu" and not args.no_retain and cases == ["train"]:
         retain_freed_memory()
     rows = []
     for case in cases:

@@ -169,7 +169,8 @@ class DenseChain(nn.Module):
         return feats[-1], fus
 
     @staticmethod
-    def _dense(state: DenseGrads | None, layer: nn.Sequential, ids: list[int], tensors: list[torch.Tensor]) -> torch.Tensor:
+    def _dense(state: DenseGrads | None, layer: nn.Sequential, ids: list[int],
+               tensors: list[torch.Tensor]) -> torch.Tensor:
         if state is None:  # plain autograd (reference for the tests)
             return layer(torch.cat(tensors, 1))
         return dense_op(state, layer, ids, tensors)

@@ -55,6 +55,7 @@ class MSGNN(nn.Module):
     """
 
     needs_exemplar: bool = True
+    cpu_channels_last: bool = True  # layout of CPU training (see _layout); False = the NCHW path GPUs take
 
     def __init__(self, n_subnets: int = 4, blocks: int = 12, channels: int = 32, exemplar: bool = True,
                  fusion: str = "1x1", channel_attention: str = "ct", fusion_connection: bool = True,
@@ -80,17 +81,19 @@ class MSGNN(nn.Module):
             self.stems = nn.ModuleDict({b: ValueStem(channels) for b in self.branches})
             if not exemplar and keep_unused:  # the official code builds ``convert_guide`` whenever graph=True
                 self.stems["exemplar"] = ValueStem(channels)
-            self.graphs = nn.ModuleDict({b: KNNGraph(channels, window=window, scale=factor[b], window_align=window_align,
-                                                     shared_embedding=shared_embedding, train_embedding=train_embedding,
-                                                     knn_budget=knn_budget, **common) for b in self.branches})
+            self.graphs = nn.ModuleDict({
+                b: KNNGraph(channels, window=window, scale=factor[b], window_align=window_align,
+                            shared_embedding=shared_embedding, train_embedding=train_embedding,
+                            knn_budget=knn_budget, **common) for b in self.branches})
             self.gcns = nn.ModuleDict({b: GCNBlock(channels, scale=factor[b], keep_unused=keep_unused,
                                                    budget=knn_budget, **common) for b in self.branches})
             kf = 1 if fusion == "1x1" else 5
             n_in = channels * (1 + len(self.branches))
             # the fuse after the last sub-network is built by the official code, its output discarded
             n_fuse = n_subnets if keep_unused else n_subnets - 1
-            self.fuse = nn.ModuleList(nn.Sequential(conv(n_in, channels, kf, act=True), conv(channels, channels, kf, act=False))
-                                      for _ in range(n_fuse))
+            self.fuse = nn.ModuleList(
+                nn.Sequential(conv(n_in, channels, kf, act=True), conv(channels, channels, kf, act=False))
+                for _ in range(n_fuse))
         self.tail = nn.Sequential(conv(channels, channels, 3, act=True), conv(channels, 3, 1, act=False))
 
     def _check(self, x: torch.Tensor, exemplar: torch.Tensor | None) -> torch.Tensor | None:
@@ -129,29 +132,37 @@ class MSGNN(nn.Module):
         maps = self.graph_maps(xin, exemplar) if self.graph else []
         feat, fus = self.head(xin), None
         last = len(self.subnets) - 1
-        fuse_in = None
+        graph_terms = None
+        if self.graph and maps and not torch.is_grad_enabled():
+            graph_terms = self._graph_terms(maps)
+            del maps[:]
         for i, subnet in enumerate(self.subnets):
             body, fus = subnet(feat, fus, compute_fusion=i < last)
             if i == last:
                 break
             if not self.graph:
                 feat = body
-            elif torch.is_grad_enabled():
+            elif graph_terms is None:
                 feat = self.fuse[i](torch.cat([body, *maps], 1))
-            else:  # inference: the graph maps are copied into the fuse input once, not after every sub-network
-                if fuse_in is None:
-                    fuse_in = torch.cat([body, *maps], 1)
-                    del maps[:]
-                else:
-                    fuse_in[:, :body.shape[1]] = body
-                feat = self.fuse[i](fuse_in)
+            else:
+                first, act, second = self.fuse[i][0][0], self.fuse[i][0][1], self.fuse[i][1]
+                feat = second(act(first._conv_forward(body, first.weight[:, :body.shape[1]], None) + graph_terms[i]))
         return x - self.tail(body)
+
+    def _graph_terms(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Inference: the graph maps' share of every fuse's first conv (which is linear in its input
+        channels), computed once. Only these 32-channel maps are then kept across the sub-networks,
+        not the four graph maps plus a concatenation of them with each body."""
+        g = torch.cat(maps, 1)
+        c = self.head.out_channels
+        firsts = [f[0][0] for f in self.fuse[:len(self.subnets) - 1]]
+        return [conv_._conv_forward(g, conv_.weight[:, c:], conv_.bias) for conv_ in firsts]
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
     """channels_last for CPU training: oneDNN's convolutions and their backward run markedly faster in
     NHWC there. Inference stays NCHW, where the dense-connection buffer's channel prefixes are contiguous."""
-    if x.device.type == "cpu" and torch.is_grad_enabled():
+    if x.device.type == "cpu" and torch.is_grad_enabled() and MSGNN.cpu_channels_last:
         return torch.channels_last
     return torch.contiguous_format
 
@@ -188,4 +199,5 @@ def msgnn(n_subnets: int = 4, blocks: int = 12, exemplar: bool = True, fusion: s
         raise ValueError(f"need 1 <= stride <= patch, k >= 1 and window >= 1; got stride={stride}, patch={patch}, "
                          f"k={k}, window={window}")
     return MSGNN(n_subnets, blocks, channels, exemplar, fusion, channel_attention, fusion_connection, graph, k, patch,
-                 stride, window, tuple(scales), window_align, shared_embedding, train_embedding, keep_unused, knn_budget)
+                 stride, window, tuple(scales), window_align, shared_embedding, train_embedding, keep_unused,
+                 knn_budget)

@@ -9,7 +9,7 @@ from benchmark.losses import neg_ssim
 from benchmark.registry import build_model
 from benchmark.synth import make_batch
 from msgnn.blocks import GCT, DenseChain
-from msgnn.model import pyr_down
+from msgnn.model import MSGNN, pyr_down
 
 OFFICIAL_GRAPH = dict(window_align="official", shared_embedding=False, train_embedding=False)
 SMALL = dict(n_subnets=2, blocks=2)  # a two-sub-network, two-block model keeps the switch tests fast
@@ -86,15 +86,16 @@ def test_train_mode_returns_the_derained_image():
     assert y.shape == x.shape
 
 
-def test_inference_path_equals_the_autograd_path():
-    # without autograd, dense connections read a preallocated buffer and the graph maps are copied into
-    # the fuse input once; with it, everything is concatenated (and channels_last on CPU)
+@pytest.mark.parametrize("overrides", [{}, {"exemplar": False}, {"graph": False}])
+def test_inference_path_equals_the_autograd_path(overrides):
+    # without autograd, dense connections read a preallocated buffer (1x1 convs as GEMMs) and the graph
+    # maps' share of each fuse conv is computed once; with it, the training path (channels_last on CPU)
     torch.manual_seed(1)
-    model = build_model("msgnn", n_subnets=3, blocks=3).eval()
+    model = build_model("msgnn", n_subnets=3, blocks=3, **overrides).eval()
     x, ex = torch.rand(2, 3, 29, 35), torch.rand(1, 3, 35, 29)
     with torch.no_grad():
-        fast = model(x, exemplar=ex)
-    torch.testing.assert_close(fast, model(x, exemplar=ex), rtol=1e-5, atol=1e-5)
+        fast = run(model, x, ex)
+    torch.testing.assert_close(fast, run(model, x, ex), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
@@ -131,6 +132,23 @@ def test_gct_starts_as_the_identity_and_gates_per_channel():
     ratio = gct(x) / x
     assert torch.allclose(ratio, ratio[:, :, :1, :1].expand_as(ratio), atol=1e-5)  # one gate per (image, channel)
     assert ((ratio >= 0) & (ratio <= 2)).all()  # 1 + tanh
+
+
+def test_training_layouts_agree(monkeypatch):
+    # CPU training runs channels_last; GPUs take the NCHW path: same numbers, gradients included
+    torch.manual_seed(4)
+    model = build_model("msgnn", n_subnets=2, blocks=2).train()
+    x, ex = torch.rand(2, 3, 22, 19), torch.rand(2, 3, 19, 22)
+    results = []
+    for channels_last in (True, False):
+        monkeypatch.setattr(MSGNN, "cpu_channels_last", channels_last)
+        model.zero_grad()
+        y = model(x, exemplar=ex)
+        neg_ssim(y, x).backward()
+        results.append((y.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_same_seed_same_output():

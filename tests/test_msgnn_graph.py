@@ -7,8 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from msgnn.graph import Edges, GCNBlock, KNNGraph
-from msgnn.knn import (gather_rows, im2patch, neighbour_l1, patch2im, weighted_gather, window_shape, window_starts,
-                       windowed_knn)
+from msgnn.knn import (
+    gather_rows,
+    im2patch,
+    neighbour_l1,
+    patch2im,
+    weighted_gather,
+    window_shape,
+    window_starts,
+    windowed_knn,
+)
 
 
 def reference_knn(query, db, q_grid, db_grid, k, window, align, scale):
