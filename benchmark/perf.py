@@ -8,6 +8,9 @@ Reported: the median wall time over ``--repeats`` runs after one warm-up run, an
 the case: on GPU ``torch.cuda.max_memory_allocated`` (reset before the case), on CPU the growth of
 the process's peak resident set over its size before the case's first run (each case runs in a
 fresh process whose high-water mark is reset through /proc/self/clear_refs).
+The work of a case is counted once, during its warm-up run, by ``torch.utils.flop_counter`` (matmuls
+and convolutions, forward and backward; elementwise ops are not counted), so that the table also
+gives the attained GFLOP/s, which compares across machines where wall times do not.
 GPU runs use true fp32 math (TF32 off) unless ``--tf32`` is given. The CPU train case keeps freed
 memory in the process (``retain_freed_memory``), as a CPU training loop should.
 """
@@ -23,6 +26,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.losses import neg_ssim
 from benchmark.registry import build_model
@@ -101,7 +105,8 @@ def measure(case: str, device: torch.device, repeats: int, model_args: dict, see
         if not _reset_peak_rss():
             raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs)")
         base = _rss_kib("VmRSS") * 1024
-    fn()  # warm-up: allocator pools, oneDNN/cuDNN kernel selection
+    with FlopCounterMode(display=False) as counter:
+        fn()  # warm-up: allocator pools, oneDNN/cuDNN kernel selection
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -117,7 +122,7 @@ def measure(case: str, device: torch.device, repeats: int, model_args: dict, see
     else:
         peak, kind = _rss_kib("VmHWM") * 1024 - base, "peak RSS growth"
     return {"case": case, "median_ms": statistics.median(times), "times_ms": times, "peak_bytes": peak,
-            "memory": kind, "device": _device_name(device), "model_args": model_args}
+            "gflop": counter.get_total_flops() / 1e9, "memory": kind, "device": _device_name(device), "model_args": model_args}
 
 
 def _device_name(device: torch.device) -> str:
@@ -138,11 +143,12 @@ def _in_subprocess(case: str, args: argparse.Namespace) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| device | case | median ms | peak memory |", "|---|---|---:|---:|"]
+    lines = ["| device | case | median ms | peak memory | GFLOP | GFLOP/s |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         mem = f"{r['peak_bytes'] / 2**30:.2f} GiB ({r['memory']})"
         label = CASES[r["case"]] + (f" {json.dumps(r['model_args'])}" if r.get("model_args") else "")
-        lines.append(f"| {r['device']} | {label} | {r['median_ms']:.0f} | {mem} |")
+        rate = r["gflop"] / (r["median_ms"] / 1e3)
+        lines.append(f"| {r['device']} | {label} | {r['median_ms']:.0f} | {mem} | {r['gflop']:.1f} | {rate:.0f} |")
     return "\n".join(lines)
 
 

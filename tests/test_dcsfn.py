@@ -13,6 +13,7 @@ from baselines.dcsfn import DCSFN
 from benchmark.losses import build_loss
 from benchmark.registry import build_model
 from benchmark.synth import make_batch
+from tests.training import assert_loss_falls, loss_curve
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -110,27 +111,15 @@ def test_own_loss_is_negative_zero_padded_ssim() -> None:
 
 
 def _train_steps(model: DCSFN, steps: int) -> list[float]:
-    model.train()
-    rainy, clean = make_batch(1, 32, seed=3)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)  # official learning rate
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = model.own_loss(model(rainy), rainy, clean)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    return loss_curve(model, steps, lr=5e-4, batch=1, seed=3)  # official learning rate
 
 
 def test_few_steps_reduce_own_loss_on_rain_synth() -> None:
     torch.manual_seed(0)
-    losses = _train_steps(build_model("dcsfn", blocks=2), 6)
-    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+    assert_loss_falls(_train_steps(build_model("dcsfn", blocks=2), 6), window=2)
 
 
 @pytest.mark.slow
 def test_few_steps_reduce_own_loss_official_size(official: DCSFN) -> None:
     torch.manual_seed(0)
-    losses = _train_steps(official, 6)
-    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+    assert_loss_falls(_train_steps(official, 6), window=2)

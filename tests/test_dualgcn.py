@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from baselines.dualgcn import DualGCN
-from benchmark.losses import build_loss
 from benchmark.metrics import count_params, effective_params
 from benchmark.registry import build_model
-from benchmark.synth import make_batch
+from tests.training import assert_loss_falls, loss_curve, shared_loss
 
 OFFICIAL_PARAMS = 2_731_071  # official model.py, = the 326 variables of model-Rain200H.index
 
@@ -151,15 +150,4 @@ def test_load_tf_variables_reproduces_the_tf_graph():
 
 def test_few_training_steps_reduce_shared_loss_on_rain_synth():
     torch.manual_seed(0)
-    rainy, clean = make_batch(2, 32, seed=0)
-    model = build_model("dualgcn").train()
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)  # shared settings
-    loss_fn = build_loss("neg_ssim")
-    losses = []
-    for _ in range(8):
-        loss = loss_fn(model(rainy), clean)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert_loss_falls(loss_curve(build_model("dualgcn"), 8, loss=shared_loss()))  # shared settings

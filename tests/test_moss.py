@@ -1,16 +1,14 @@
 """MOSS (Huang, Yu, He, CVPR 2021): size, shapes, memory-read semantics, losses, training signal."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from baselines.moss import MOSS, MemoryBlock
-from benchmark.losses import build_loss
 from benchmark.metrics import count_params, effective_params
 from benchmark.registry import build_model
-from benchmark.synth import make_batch
+from tests.training import assert_loss_falls, loss_curve, shared_loss
 
 OFFICIAL_PARAMS = 2_855_939  # released NetG with test.yaml
 MEMORY_TABLE = 512 * 96  # updated by EMA only, never by gradient
@@ -115,15 +113,4 @@ def test_semi_supervised_term_trains_student_and_ema_moves_teacher():
 
 def test_few_training_steps_reduce_shared_loss_on_rain_synth():
     torch.manual_seed(0)
-    rainy, clean = make_batch(2, 32, seed=0)
-    model = build_model("moss").train()
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)  # shared settings
-    loss_fn = build_loss("neg_ssim")
-    losses = []
-    for _ in range(8):
-        loss = loss_fn(model(rainy), clean)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert_loss_falls(loss_curve(build_model("moss"), 8, loss=shared_loss()))  # shared settings

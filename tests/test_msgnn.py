@@ -7,9 +7,9 @@ import torch
 
 from benchmark.losses import neg_ssim
 from benchmark.registry import build_model
-from benchmark.synth import make_batch
 from msgnn.blocks import GCT, DenseChain
 from msgnn.model import MSGNN, pyr_down
+from tests.training import assert_loss_falls, loss_curve, shared_loss
 
 OFFICIAL_GRAPH = dict(window_align="official", shared_embedding=False, train_embedding=False)
 SMALL = dict(n_subnets=2, blocks=2)  # a two-sub-network, two-block model keeps the switch tests fast
@@ -215,18 +215,8 @@ def test_stride_one_on_a_64px_crop_trains_on_cpu():
 
 def test_a_few_steps_reduce_the_loss_on_rain_synth():
     torch.manual_seed(0)
-    model = build_model("msgnn", n_subnets=1, blocks=2).train()
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
-    rainy, clean = make_batch(2, 32, seed=0)
-    ex, _ = make_batch(2, 32, seed=1)
-    losses = []
-    for _ in range(12):
-        loss = neg_ssim(model(rainy, exemplar=ex), clean)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    model = build_model("msgnn", n_subnets=1, blocks=2)
+    assert_loss_falls(loss_curve(model, 12, loss=shared_loss(), exemplar=True))
 
 
 def test_bad_input_is_named():
@@ -270,3 +260,14 @@ def test_perf_command_prints_a_table(capsys):
     assert perf_main(["--device", "cpu", "--cases", "train", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "| device | case | median ms | peak memory |" in out and "train step b8 64x64" in out
+
+
+def test_perf_counts_the_work_of_a_case():
+    # graph off, one sub-network of one block: head 3->32, two 3x3 32->32 convs, tail 3x3 + 1x1 32->3
+    # (the last dense 1x1 and fusion conv are built but never run)
+    from benchmark.perf import measure, table
+
+    row = measure("infer321", torch.device("cpu"), 1, {"graph": False, "n_subnets": 1, "blocks": 1})
+    macs = 321 * 481 * (3 * 32 * 9 + 3 * 32 * 32 * 9 + 32 * 3)
+    assert row["gflop"] == pytest.approx(2 * macs / 1e9, rel=1e-9)
+    assert "| GFLOP | GFLOP/s |" in table([row])
