@@ -9,7 +9,8 @@ Flow of ``download``: find the archives (``--from``, a file already placed in
 retries), check size/sha256/git blob id, extract safely into a temporary folder (absolute paths,
 ``..``, links and devices are refused), pair the files with ``benchmark.layouts``, write the
 normalised split into a temporary folder, check pairs, sizes and counts, and only then move it
-into place. Sources without a public direct link stop with the exact manual step.
+into place. Sources without a public direct link stop with the exact manual step. The byte-level
+parts (HTTP, extraction, hashes) are ``benchmark.transfer``.
 
 Normalisation: PNG sources are copied byte for byte. JPEG sources and side-by-side files are
 decoded and written as lossless PNG (these files are marked as derived in the manifest).
@@ -17,23 +18,15 @@ decoded and written as lossless PNG (these files are marked as derived in the ma
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
 import os
 import re
 import shutil
-import socket
-import stat
 import sys
-import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -45,6 +38,16 @@ from tqdm import tqdm
 
 from benchmark import layouts
 from benchmark.layouts import LayoutError, Pair
+from benchmark.transfer import (
+    CorruptArchiveError,
+    DatasetError,
+    OfflineError,
+    git_blob_sha1,
+    http_download,
+    safe_extract,
+    say,
+    sha256_file,
+)
 
 REGISTRY_PATH = Path(__file__).with_name("datasets.yaml")
 # Per-file checksum lists: shipped beside the registry, else the shared reference folder that
@@ -52,35 +55,13 @@ REGISTRY_PATH = Path(__file__).with_name("datasets.yaml")
 CHECKSUM_DIRS = (Path(__file__).with_name("checksums"),
                  Path(__file__).resolve().parents[2] / "shared" / "data" / "checksums")
 SPLITS = ("train", "test")
-USER_AGENT = "msgnn-bench-datasets/1.0 (+urllib)"
-TIMEOUT_S = 60.0
-RETRIES = 4
-RETRY_DELAY_S = 1.0
-CHUNK = 1 << 20
-
-
-class DatasetError(Exception):
-    """Any failure to obtain or check a dataset; the message is meant for the user."""
 
 
 class ManualDownloadRequired(DatasetError):
     """The dataset has no public direct link; the message holds the manual step."""
 
-
-class OfflineError(DatasetError):
-    """A download URL could not be reached at all."""
-
-
 class ChecksumError(DatasetError):
     """A file's size, sha256 or git blob id differs from the expected value."""
-
-
-class UnsafeArchiveError(DatasetError):
-    """An archive entry would escape the extraction folder or is a link/device."""
-
-
-class CorruptArchiveError(DatasetError):
-    """A truncated, damaged or non-archive file."""
 
 
 # ---------------------------------------------------------------- registry
@@ -206,184 +187,6 @@ def get_spec(name: str, registry: dict[str, DatasetSpec] | Path | str | None = N
     return reg[name]
 
 
-# ---------------------------------------------------------------- hashing
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def git_blob_sha1(path: Path) -> str:
-    """The id git gives the file's content (lets us check files published only as git blobs)."""
-    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- HTTP
-
-class _Truncated(Exception):
-    pass
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    """A failure to connect at all (no DNS, refused, no route, connect timeout)."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return False
-    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    return isinstance(reason, (socket.gaierror, ConnectionRefusedError, TimeoutError, OSError))
-
-
-def http_download(url: str, dest: Path, *, size: int | None = None, retries: int = RETRIES,
-                  timeout: float = TIMEOUT_S, progress: bool = True) -> Path:
-    """Stream ``url`` into ``dest`` through ``dest.part``, resuming with HTTP Range after a drop.
-
-    A ``.part`` left by an earlier run is resumed too. Raises OfflineError when the server
-    cannot be reached at all and DatasetError for HTTP errors or repeated failures.
-    """
-    part = dest.with_name(dest.name + ".part")
-    responded = False  # any HTTP response in this call: later failures are drops, not offline
-    last: BaseException | None = None
-    for attempt in range(retries + 1):
-        have = part.stat().st_size if part.exists() else 0
-        if size is not None and have == size:
-            break
-        headers = {"User-Agent": USER_AGENT}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-                responded = True
-                status = resp.status
-                start = 0
-                if status == 206:
-                    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-                    start = int(m.group(1)) if m else -1
-                    if start != have:  # the server resumed somewhere else: start over
-                        part.unlink(missing_ok=True)
-                        raise _Truncated(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}")
-                length = resp.headers.get("Content-Length")
-                expected = int(length) if length is not None else None
-                total = start + expected if expected is not None else size
-                got = 0
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with open(part, "ab" if start else "wb") as fh, \
-                        tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=dest.name,
-                             disable=None if progress else True, file=sys.stderr, leave=False) as bar:
-                    for chunk in iter(lambda: resp.read(CHUNK), b""):
-                        fh.write(chunk)
-                        got += len(chunk)
-                        bar.update(len(chunk))
-                if expected is not None and got < expected:
-                    raise _Truncated(f"connection closed after {start + got} of {start + expected} bytes")
-            break
-        except urllib.error.HTTPError as exc:
-            responded = True
-            if exc.code == 416 and have:  # nothing left to send: the .part may already be whole
-                if size is None or have == size:
-                    break
-                part.unlink()
-            elif exc.code in (408, 429) or exc.code >= 500:
-                last = exc
-            else:
-                raise DatasetError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError, _Truncated, EOFError) as exc:
-            if not responded and _is_unreachable(exc):
-                raise OfflineError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
-            last = exc
-        if attempt < retries:
-            time.sleep(RETRY_DELAY_S * (attempt + 1))
-    else:
-        raise DatasetError(f"download of {url} failed after {retries + 1} attempts: {last}")
-    os.replace(part, dest)
-    return dest
-
-
-# ---------------------------------------------------------------- archives
-
-def _member_path(name: str, archive: Path) -> Path | None:
-    """The safe relative path of an archive entry, or UnsafeArchiveError."""
-    norm = name.replace("\\", "/")
-    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
-        raise UnsafeArchiveError(f"{archive}: refusing entry with absolute path {name!r}")
-    parts = [p for p in norm.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchiveError(f"{archive}: refusing entry with '..' in its path {name!r}")
-    return Path(*parts) if parts else None
-
-
-def archive_kind(path: Path) -> str:
-    if zipfile.is_zipfile(path):
-        return "zip"
-    if tarfile.is_tarfile(path):
-        return "tar"
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    raise CorruptArchiveError(f"{path}: neither a zip nor a tar archive (truncated, or an error page?"
-                              f" first bytes {head!r})")
-
-
-def safe_extract(archive: Path, dest: Path) -> Path:
-    """Extract a zip or (compressed) tar into the new folder ``dest``.
-
-    Every entry is checked before anything is written; only regular files and folders are
-    accepted. Damage found while reading raises CorruptArchiveError.
-    """
-    kind = archive_kind(archive)
-    dest.mkdir(parents=True)
-    try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                infos = zf.infolist()
-                for info in infos:
-                    mode = info.external_attr >> 16
-                    if stat.S_ISLNK(mode) or (stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
-                        raise UnsafeArchiveError(f"{archive}: refusing link or special file {info.filename!r}")
-                    _member_path(info.filename, archive)
-                for info in infos:
-                    rel = _member_path(info.filename, archive)
-                    if rel is None:
-                        continue
-                    if info.is_dir():
-                        (dest / rel).mkdir(parents=True, exist_ok=True)
-                        continue
-                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(dest / rel, "wb") as out:  # CRC checked at EOF
-                        shutil.copyfileobj(src, out, CHUNK)
-        else:
-            with tarfile.open(archive, "r:*") as tf:
-                members = tf.getmembers()
-                for m in members:
-                    if not (m.isreg() or m.isdir()):
-                        raise UnsafeArchiveError(f"{archive}: refusing link or special file {m.name!r}")
-                    _member_path(m.name, archive)
-                for m in members:
-                    rel = _member_path(m.name, archive)
-                    if rel is None:
-                        continue
-                    if m.isdir():
-                        (dest / rel).mkdir(parents=True, exist_ok=True)
-                        continue
-                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                    src = tf.extractfile(m)
-                    with src, open(dest / rel, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
-                    if (dest / rel).stat().st_size != m.size:
-                        raise CorruptArchiveError(f"{archive}: entry {m.name!r} is truncated")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise CorruptArchiveError(f"{archive}: damaged archive ({exc})") from exc
-    return dest
-
-
 # ---------------------------------------------------------------- sources
 
 @dataclass
@@ -418,7 +221,7 @@ def _record_sha256(path: Path, digest: str) -> None:
     recorded = path.with_name(path.name + ".sha256")
     if not recorded.exists():
         recorded.write_text(f"{digest}  {path.name}\n")
-        _say(f"note: no sha256 is published for {path.name}; recorded {digest} in {recorded} "
+        say(f"note: no sha256 is published for {path.name}; recorded {digest} in {recorded} "
              f"(first download). Later downloads are checked against it.")
 
 
@@ -464,7 +267,7 @@ def _extract_checked(spec: DatasetSpec, a: ArchiveSpec | None, path: Path, work:
             path.unlink()  # a bad download never stays under the archive's name
             if attempt:
                 raise
-            _say(f"warning: {exc}; downloading {a.file} again")
+            say(f"warning: {exc}; downloading {a.file} again")
             path = _fetch_archive(spec, a, downloads, progress)
     raise AssertionError("unreachable")
 
@@ -562,7 +365,7 @@ def _gather(spec: DatasetSpec, wanted: list[SplitSpec], downloads: Path, work: P
                 path = _fetch_archive(spec, a, downloads, progress)
             except DatasetError:
                 if all(s.optional for s in relevant):
-                    _say(f"warning: optional split(s) {[s.name for s in relevant]} of {spec.key} skipped: "
+                    say(f"warning: optional split(s) {[s.name for s in relevant]} of {spec.key} skipped: "
                          f"{a.file} could not be downloaded")
                     continue
                 raise
@@ -582,7 +385,7 @@ def _gather(spec: DatasetSpec, wanted: list[SplitSpec], downloads: Path, work: P
     if missing:
         raise ManualDownloadRequired(_manual_message(spec, downloads, missing))
     for name in optional_missing:
-        _say(f"note: optional archive {name} of {spec.key} not found in {downloads}; its split is skipped")
+        say(f"note: optional archive {name} of {spec.key} not found in {downloads}; its split is skipped")
     return trees
 
 
@@ -627,7 +430,7 @@ def _assign(spec: DatasetSpec, trees: list[_Tree], wanted: list[SplitSpec],
         raise DatasetError(f"dataset {spec.key!r}: cannot find the {missing[0]!r} split in {where}; "
                            f"pass --split {missing[0]} if the source holds only that split")
     for name in missing:
-        _say(f"note: {spec.key}: the source holds no {name!r} split; add it later with --from <its archive>")
+        say(f"note: {spec.key}: the source holds no {name!r} split; add it later with --from <its archive>")
     return plan
 
 
@@ -665,7 +468,7 @@ def normalise_split(spec: DatasetSpec, split: SplitSpec, folder: Path, out: Path
     if split.id_range is not None:
         items = [p for p in items if _in_range(p.id, split.id_range)]
     if spec.layout not in ("auto", "images", layout):
-        _say(f"note: {spec.key}/{split.name}: layout {layout!r} found in {folder} "
+        say(f"note: {spec.key}/{split.name}: layout {layout!r} found in {folder} "
              f"(the official release uses {spec.layout!r})")
     if split.count is not None and len(items) != split.count:
         hint = " (does the source hold this split? --split picks the splits to build)" if not items else ""
@@ -768,7 +571,7 @@ def _check_sources(spec: DatasetSpec, items: list[Pair], rows: dict[str, tuple[s
     unknown = [f for f in files if key(f) not in table]
     ok = len(files) - len(bad) - len(unknown)
     if bad or unknown:
-        _say(f"warning: {spec.key}: {ok} of {len(files)} source files match the published per-file sha256 "
+        say(f"warning: {spec.key}: {ok} of {len(files)} source files match the published per-file sha256 "
              f"list; {len(bad)} differ (e.g. {bad[:1]}), {len(unknown)} are not listed (e.g. {unknown[:1]})")
 
 
@@ -820,7 +623,7 @@ def download(name: str, root: Path | str = "data", source: Path | str | None = N
     wanted = _wanted(spec, splits)
     needed = wanted if splits else [s for s in wanted if not s.optional]
     if source is None and not force and all(_split_ready(dest / s.name, s) for s in needed):
-        _say(f"{name}: already present in {dest}")
+        say(f"{name}: already present in {dest}")
         return dest
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".work-", dir=downloads) as tmp:
@@ -846,8 +649,8 @@ def download(name: str, root: Path | str = "data", source: Path | str | None = N
                 _record_sha256(t.archive, t.digest)
     for s in wanted:
         if s.name not in built and s.optional:
-            _say(f"note: optional split {s.name!r} of {name} not obtained")
-    _say(f"{name}: " + ", ".join(f"{k} {n}" for k, n in counts.items()) + f" -> {dest}")
+            say(f"note: optional split {s.name!r} of {name} not obtained")
+    say(f"{name}: " + ", ".join(f"{k} {n}" for k, n in counts.items()) + f" -> {dest}")
     return dest
 
 
@@ -916,7 +719,7 @@ def ensure_dataset(name: str, root: Path | str = "data", registry: dict | Path |
     try:
         return download(name, root, registry={name: spec})
     except ManualDownloadRequired as exc:
-        _say(str(exc))
+        say(str(exc))
         raise
 
 
@@ -988,10 +791,10 @@ def datasets_main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except ManualDownloadRequired as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return 3
     except (DatasetError, LayoutError) as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return 1
 
 

@@ -24,6 +24,7 @@ import yaml
 from PIL import Image
 
 from benchmark import datasets as ds
+from benchmark import transfer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # PNG encoding of the larger fixtures (DID-MDN sample 3 is 4800x1639) is slow; tests use the small ones.
@@ -82,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(ds, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(transfer, "RETRY_DELAY_S", 0.0)
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.requests, srv.cut_first, srv.honour_range = {}, [], {}, True
     srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}"
@@ -340,7 +341,7 @@ def test_malicious_archives_are_refused(tmp_path, fmt, kind):
     archive = evil_dir / f"Rain100L.{'zip' if fmt == 'zip' else 'tar.gz'}"
     (_evil_zip if fmt == "zip" else _evil_tar)(archive, kind)
     root = tmp_path / "deep" / "data"
-    with pytest.raises(ds.UnsafeArchiveError, match="refusing"):
+    with pytest.raises(transfer.UnsafeArchiveError, match="refusing"):
         ds.download("rain100l", root, source=archive, registry=rain100l_registry(tmp_path, count=1))
     assert not (root / "rain100l").exists()
     assert not any(p.name in ("evil.png", "abs_evil.png") for p in tmp_path.rglob("*"))

@@ -1,0 +1,224 @@
+"""Moving bytes for the dataset layer: HTTP downloads that stream, retry and resume with Range
+requests; zip/tar extraction that checks every entry before writing anything; file hashes.
+
+Nothing here knows about datasets.yaml: ``benchmark.datasets`` decides what to fetch and check.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import socket
+import stat
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path
+
+from tqdm import tqdm
+
+USER_AGENT = "msgnn-bench-datasets/1.0 (+urllib)"
+TIMEOUT_S = 60.0
+RETRIES = 4
+RETRY_DELAY_S = 1.0
+CHUNK = 1 << 20
+
+
+class DatasetError(Exception):
+    """Any failure to obtain or check a dataset; the message is meant for the user."""
+
+
+class OfflineError(DatasetError):
+    """A download URL could not be reached at all."""
+
+
+class UnsafeArchiveError(DatasetError):
+    """An archive entry would escape the extraction folder or is a link/device."""
+
+
+class CorruptArchiveError(DatasetError):
+    """A truncated, damaged or non-archive file."""
+
+
+# ---------------------------------------------------------------- hashing
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The id git gives the file's content (lets us check files published only as git blobs)."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- HTTP
+
+class _Truncated(Exception):
+    pass
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """A failure to connect at all (no DNS, refused, no route, connect timeout)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, (socket.gaierror, ConnectionRefusedError, TimeoutError, OSError))
+
+
+def http_download(url: str, dest: Path, *, size: int | None = None, retries: int = RETRIES,
+                  timeout: float = TIMEOUT_S, progress: bool = True) -> Path:
+    """Stream ``url`` into ``dest`` through ``dest.part``, resuming with HTTP Range after a drop.
+
+    A ``.part`` left by an earlier run is resumed too. Raises OfflineError when the server
+    cannot be reached at all and DatasetError for HTTP errors or repeated failures.
+    """
+    part = dest.with_name(dest.name + ".part")
+    responded = False  # any HTTP response in this call: later failures are drops, not offline
+    last: BaseException | None = None
+    for attempt in range(retries + 1):
+        have = part.stat().st_size if part.exists() else 0
+        if size is not None and have == size:
+            break
+        headers = {"User-Agent": USER_AGENT}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+                responded = True
+                status = resp.status
+                start = 0
+                if status == 206:
+                    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+                    start = int(m.group(1)) if m else -1
+                    if start != have:  # the server resumed somewhere else: start over
+                        part.unlink(missing_ok=True)
+                        raise _Truncated(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}")
+                length = resp.headers.get("Content-Length")
+                expected = int(length) if length is not None else None
+                total = start + expected if expected is not None else size
+                got = 0
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(part, "ab" if start else "wb") as fh, \
+                        tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=dest.name,
+                             disable=None if progress else True, file=sys.stderr, leave=False) as bar:
+                    for chunk in iter(lambda: resp.read(CHUNK), b""):
+                        fh.write(chunk)
+                        got += len(chunk)
+                        bar.update(len(chunk))
+                if expected is not None and got < expected:
+                    raise _Truncated(f"connection closed after {start + got} of {start + expected} bytes")
+            break
+        except urllib.error.HTTPError as exc:
+            responded = True
+            if exc.code == 416 and have:  # nothing left to send: the .part may already be whole
+                if size is None or have == size:
+                    break
+                part.unlink()
+            elif exc.code in (408, 429) or exc.code >= 500:
+                last = exc
+            else:
+                raise DatasetError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError, _Truncated, EOFError) as exc:
+            if not responded and _is_unreachable(exc):
+                raise OfflineError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
+            last = exc
+        if attempt < retries:
+            time.sleep(RETRY_DELAY_S * (attempt + 1))
+    else:
+        raise DatasetError(f"download of {url} failed after {retries + 1} attempts: {last}")
+    os.replace(part, dest)
+    return dest
+
+
+# ---------------------------------------------------------------- archives
+
+def _member_path(name: str, archive: Path) -> Path | None:
+    """The safe relative path of an archive entry, or UnsafeArchiveError."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
+        raise UnsafeArchiveError(f"{archive}: refusing entry with absolute path {name!r}")
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"{archive}: refusing entry with '..' in its path {name!r}")
+    return Path(*parts) if parts else None
+
+
+def archive_kind(path: Path) -> str:
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    raise CorruptArchiveError(f"{path}: neither a zip nor a tar archive (truncated, or an error page?"
+                              f" first bytes {head!r})")
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract a zip or (compressed) tar into the new folder ``dest``.
+
+    Every entry is checked before anything is written; only regular files and folders are
+    accepted. Damage found while reading raises CorruptArchiveError.
+    """
+    kind = archive_kind(archive)
+    dest.mkdir(parents=True)
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                for info in infos:
+                    mode = info.external_attr >> 16
+                    if stat.S_ISLNK(mode) or (stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+                        raise UnsafeArchiveError(f"{archive}: refusing link or special file {info.filename!r}")
+                    _member_path(info.filename, archive)
+                for info in infos:
+                    rel = _member_path(info.filename, archive)
+                    if rel is None:
+                        continue
+                    if info.is_dir():
+                        (dest / rel).mkdir(parents=True, exist_ok=True)
+                        continue
+                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(dest / rel, "wb") as out:  # CRC checked at EOF
+                        shutil.copyfileobj(src, out, CHUNK)
+        else:
+            with tarfile.open(archive, "r:*") as tf:
+                members = tf.getmembers()
+                for m in members:
+                    if not (m.isreg() or m.isdir()):
+                        raise UnsafeArchiveError(f"{archive}: refusing link or special file {m.name!r}")
+                    _member_path(m.name, archive)
+                for m in members:
+                    rel = _member_path(m.name, archive)
+                    if rel is None:
+                        continue
+                    if m.isdir():
+                        (dest / rel).mkdir(parents=True, exist_ok=True)
+                        continue
+                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                    src = tf.extractfile(m)
+                    with src, open(dest / rel, "wb") as out:
+                        shutil.copyfileobj(src, out, CHUNK)
+                    if (dest / rel).stat().st_size != m.size:
+                        raise CorruptArchiveError(f"{archive}: entry {m.name!r} is truncated")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise CorruptArchiveError(f"{archive}: damaged archive ({exc})") from exc
+    return dest
