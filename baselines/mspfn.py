@@ -250,7 +250,7 @@ class MSPFN(nn.Module):
         else:
             x2 = _pyr_down(x)
             x4 = _pyr_down(x2)
-        s1, s2, s4 = x.shape[-2:], x2.shape[-2:], x4.shape[-2:]
+        s1, s2 = x.shape[-2:], x2.shape[-2:]
         r1, r2, r4 = self.head1(x), self.head2(x2), self.head4(x4)
         m4 = self.coarse4(r4, r4)
         u4_2 = self.coarse_up4_2(m4, s2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+
 import torch
 
 from benchmark import config, data, engine, io, metrics, runs, tracking
