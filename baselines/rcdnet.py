@@ -59,17 +59,20 @@ def streak_kernel(size: int, long: float, plateau: int, std: float) -> torch.Ten
 def rain_kernels(num_maps: int = 32, size: int = 9, seed: int = 0) -> torch.Tensor:
     """Initial rain kernels [3, num_maps, size, size] (see the module docstring for the match
     with the official init_kernel.mat). Deterministic: a private generator, fixed seed."""
-    g = torch.Generator().manual_seed(seed)
-    half = num_maps // 2
-    kernels = []
-    for i in range(1, num_maps + 1):
-        first = i <= half
-        long = (2.5 if first else 2.0) + i / 4
-        std = (0.25 if first else 0.5) * (0.5 + torch.rand((), generator=g, dtype=torch.float64).item())
-        plateau = int(torch.multinomial(torch.tensor([16.0, 14.0, 2.0]), 1, generator=g).item())
-        scale = torch.rand((), generator=g, dtype=torch.float64).item()
-        kernels.append(scale * streak_kernel(size, long, plateau, std))
-    return torch.stack(kernels).float().unsqueeze(0).repeat(3, 1, 1, 1)
+    # on the CPU whatever the default device (torch.set_default_device, ``with torch.device(...)``):
+    # the generator is a CPU one, and the same seed must give the same kernels everywhere
+    with torch.device("cpu"):
+        g = torch.Generator().manual_seed(seed)
+        half = num_maps // 2
+        kernels = []
+        for i in range(1, num_maps + 1):
+            first = i <= half
+            long = (2.5 if first else 2.0) + i / 4
+            std = (0.25 if first else 0.5) * (0.5 + torch.rand((), generator=g, dtype=torch.float64).item())
+            plateau = int(torch.multinomial(torch.tensor([16.0, 14.0, 2.0]), 1, generator=g).item())
+            scale = torch.rand((), generator=g, dtype=torch.float64).item()
+            kernels.append(scale * streak_kernel(size, long, plateau, std))
+        return torch.stack(kernels).float().unsqueeze(0).repeat(3, 1, 1, 1)
 
 
 class ProxNet(nn.Module):
