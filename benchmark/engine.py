@@ -9,8 +9,10 @@ need is its ``pad_multiple`` attribute, MSGNN's exemplar is an extra input the d
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
+import hashlib
+import importlib.util
+import json
 import math
 import sys
 import time
@@ -80,21 +82,66 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
 
-def _cfg_fingerprint(cfg: TrainCfg) -> dict:
+LIBRARY_PACKAGES = ("benchmark", "baselines", "msgnn")
+
+
+def library_digest() -> str:
+    """sha256 over the Python sources of the suite's library packages (not of what happens to be
+    imported, which differs between processes): any edit to a model, the engine or the data code
+    changes it."""
+    h = hashlib.sha256()
+    for name in LIBRARY_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for path in sorted(Path(folder).rglob("*.py")):
+                h.update(f"{name}/{path.relative_to(folder).as_posix()}\0".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def files_digest(pairs) -> str:
+    """Identity of the training files: name, size and modification time of every input and target
+    (cheap, and a regenerated or replaced file counts as changed)."""
+    h = hashlib.sha256()
+    for pair in pairs:
+        for path in (pair.input, pair.target):
+            if path is not None:
+                st = Path(path).stat()
+                h.update(f"{Path(path).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def run_fingerprint(cfg: TrainCfg, train_ds, run_id: dict | None = None) -> dict:
+    """What a ``last.pt`` must match to be resumed: the training settings, the caller's identity of the
+    run (model name and builder arguments), the library's code and the training files. Only an
+    interrupted run of the very same training continues; after an edit to a switch, the code or the
+    data, ``dvc repro`` (which reruns the stage) trains from scratch instead of finishing stale weights."""
     d = dataclasses.asdict(cfg)
     for k in ("log_every", "val_every", "ckpt_every", "val_images", "threads", "source"):
         d.pop(k)  # bookkeeping that may change between a run and its resume
-    return d
+    # through JSON so that tuples and lists, or dict order, never make two equal runs differ
+    ident = json.loads(json.dumps(run_id or {}, sort_keys=True, default=str))
+    return {"train": d, "run": ident, "code": library_digest(), "data": files_digest(train_ds.pairs)}
+
+
+def _mismatch(saved: dict | None, now: dict) -> str:
+    if not isinstance(saved, dict) or set(saved) != set(now):
+        return "an older checkpoint format"
+    return ", ".join({"train": "training settings", "run": "model or builder arguments", "code": "library code",
+                      "data": "training files"}[k] for k in now if saved[k] != now[k])
 
 
 def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, log: LogFn | None = None,
         validate: Callable[[torch.nn.Module], dict] | None = None, device: str | torch.device = "cpu",
-        num_workers: int = 0, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train ``model`` on ``train_ds`` (a ``TrainPatches``); writes ``model.pt``, ``last.pt``, ``train_log.csv``.
+        num_workers: int = 0, progress: bool = True, stop_after: int | None = None,
+        run_id: dict | None = None) -> dict:
+    """Train ``model`` on ``train_ds`` (a ``TrainPatches``); writes ``last.pt`` and ``train_log.csv``.
 
-    Resumes from ``out_dir/last.pt`` when it exists and was written with the same settings.
+    Resumes from ``out_dir/last.pt`` when it exists and belongs to the same run (``run_fingerprint``;
+    ``run_id`` names the model and its builder arguments). The log rows live in the checkpoint too,
+    so a resumed run's log is whole even if ``train_log.csv`` was removed meanwhile.
     ``stop_after`` ends the process-local loop early (for tests of resumption); the run is then
-    incomplete and ``model.pt`` is not written.
+    incomplete (``finished`` is False) and the caller should not save a final model.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,21 +153,21 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     loss_fn = make_loss(model, cfg)
-    start, fingerprint = 0, _cfg_fingerprint(cfg)
+    start, fingerprint, rows = 0, run_fingerprint(cfg, train_ds, run_id), []
     ckpt_path, log_path = out_dir / "last.pt", out_dir / "train_log.csv"
     if ckpt_path.exists():
         ck = io.load_torch(ckpt_path)
-        if ck.get("fingerprint") == fingerprint:
+        changed = _mismatch(ck.get("fingerprint"), fingerprint)
+        if not changed:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
             scaler.load_state_dict(ck["scaler"])
             io.set_rng_state(ck["rng"])
-            start = ck["step"]
+            start, rows = ck["step"], list(ck["log"])
             print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr)
         else:
-            print(f"{ckpt_path}: written with other settings; starting from scratch", file=sys.stderr)
-    rows = _read_log(log_path, upto=start)
+            print(f"{ckpt_path}: written with other {changed}; starting from scratch", file=sys.stderr)
     train_ds.length = total * cfg.batch
     loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(start * cfg.batch, total * cfg.batch),
                         num_workers=num_workers, drop_last=True, persistent_workers=False)
@@ -160,7 +207,8 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
         if step % cfg.ckpt_every == 0 or step == total:
             io.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                                      "rng": io.rng_state(), "step": step, "fingerprint": fingerprint})
+                                      "rng": io.rng_state(), "step": step, "fingerprint": fingerprint,
+                                      "log": rows})
             io.write_csv(log_path, rows)
         if stop_after is not None and step >= stop_after and step < total:
             bar.close()
@@ -168,17 +216,6 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
     bar.close()
     io.write_csv(log_path, rows)
     return {"step": step, "total": total, "finished": True, "final_loss": rows[-1]["loss"] if rows else None}
-
-
-def _read_log(path: Path, upto: int) -> list[dict]:
-    if upto == 0 or not path.exists():
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
-                for r in csv.DictReader(f) if int(r["step"]) <= upto]
-    for r in rows:
-        r["step"] = int(r["step"])
-    return rows
 
 
 class _NoBar:

@@ -52,7 +52,8 @@ def train(model_name: str, dataset: str, device: str = "cpu", params: dict | Non
     with tracking.run(cfg.tracking, f"train/{cfg.key}", flat, tags) as tr:
         tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
-                            validate=_validator(model_name, cfg, device), device=device, progress=progress)
+                            validate=_validator(model_name, cfg, device), device=device, progress=progress,
+                            run_id={"model": model_name, "args": cfg.model_args, "dataset": dataset})
         runs.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
                         dataset=dataset, profile=cfg.profile)
         tr.log_artifact(out / "train_log.csv")

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,7 +66,67 @@ def test_changed_settings_do_not_resume(synth_root, tmp_path, capsys):
     other = dataclasses.replace(CFG, lr=5e-4)
     res = engine.fit(_model(), data.TrainPatches(synth_root, 24, seed=3), other, tmp_path, progress=False)
     assert res["step"] == 6
-    assert "written with other settings" in capsys.readouterr().err
+    assert "written with other training settings; starting from scratch" in capsys.readouterr().err
+
+
+def _interrupted(root, out, run_id=None):
+    res = engine.fit(_model(), data.TrainPatches(root, 24, seed=3), CFG, out, progress=False, stop_after=2,
+                     run_id=run_id)
+    assert not res["finished"]
+
+
+def _restarted(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "resuming" not in err
+    return err
+
+
+def test_a_changed_switch_does_not_resume(synth_root, tmp_path, capsys):
+    # a switch that leaves the parameter shapes alone (MSGNN's k, stride, window...) must not
+    # continue the weights of the other setting (fit compares the caller's run_id as given)
+    _interrupted(synth_root, tmp_path, run_id={"model": "msgnn", "args": {"k": 5}})
+    engine.fit(_model(), data.TrainPatches(synth_root, 24, seed=3), CFG, tmp_path, progress=False,
+               run_id={"model": "msgnn", "args": {"k": 7}})
+    assert "other model or builder arguments" in _restarted(capsys)
+
+
+def test_changed_training_files_do_not_resume(synth_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    _interrupted(root, tmp_path / "run")
+    first = sorted((root / "train" / "input").iterdir())[0]
+    first.write_bytes(first.read_bytes())  # rewritten in place: same content, new file
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
+    engine.fit(_model(), data.TrainPatches(root, 24, seed=3), CFG, tmp_path / "run", progress=False)
+    assert "other training files" in _restarted(capsys)
+
+
+def test_changed_library_code_does_not_resume(synth_root, tmp_path, capsys, monkeypatch):
+    _interrupted(synth_root, tmp_path)
+    digest = engine.library_digest()
+    monkeypatch.setattr(engine, "library_digest", lambda: "0" * len(digest))  # as after editing a model file
+    engine.fit(_model(), data.TrainPatches(synth_root, 24, seed=3), CFG, tmp_path, progress=False)
+    assert "other library code" in _restarted(capsys)
+
+
+def test_library_digest_covers_every_model_source(tmp_path):
+    # the digest reads the package folders, so it is the same in every process and sees every model
+    import baselines
+    import msgnn
+
+    files = [p for pkg in (baselines, msgnn) for p in Path(pkg.__file__).parent.glob("*.py")]
+    assert {"prenet.py", "model.py", "knn.py"} <= {p.name for p in files}
+    assert engine.library_digest() == engine.library_digest()
+
+
+def test_resumed_log_is_whole_without_the_csv(synth_root, tmp_path):
+    # DVC deletes a stage's outputs (train_log.csv) before rerunning it; last.pt carries the rows
+    _interrupted(synth_root, tmp_path)
+    (tmp_path / "train_log.csv").unlink()
+    res = engine.fit(_model(), data.TrainPatches(synth_root, 24, seed=3), CFG, tmp_path, progress=False)
+    assert res["finished"] and res["final_loss"] is not None
+    steps = [line.split(",")[0] for line in (tmp_path / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps == [str(i) for i in range(1, 7)]
 
 
 def test_training_reduces_the_loss(synth_root, tmp_path):

@@ -76,3 +76,19 @@ def test_only_tracking_imports_mlflow():
     offenders = [p.relative_to(REPO).as_posix() for d in ("benchmark", "baselines", "msgnn", "pipelines")
                  for p in (REPO / d).rglob("*.py") if "import mlflow" in p.read_text() or "from mlflow" in p.read_text()]
     assert offenders == ["benchmark/tracking.py"]
+
+
+
+def test_rerun_after_a_switch_edit_retrains(workdir, tiny_params, capsys):
+    # what `dvc repro` does after a params.yaml edit: the stage reruns in a folder that still holds
+    # last.pt of the finished old run; the new setting must be trained, not "resumed" at its end
+    tiny_params["tracking"]["enabled"] = False
+    prepare.prepare("rain-synth", tiny_params)
+    train.train("prenet", "rain-synth", params=tiny_params, progress=False)
+    capsys.readouterr()
+    train.train("prenet", "rain-synth", params=tiny_params, progress=False)
+    assert "resuming" in capsys.readouterr().err  # same setting: the finished run is reused
+    tiny_params["models"]["prenet"]["args"] = {"res_blocks": 4}
+    res = train.train("prenet", "rain-synth", params=tiny_params, progress=False)
+    err = capsys.readouterr().err
+    assert res["finished"] and "resuming" not in err and "other model or builder arguments" in err
