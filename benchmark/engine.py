@@ -125,10 +125,12 @@ def run_fingerprint(cfg: TrainCfg, train_ds, run_id: dict | None = None) -> dict
 
 
 def _mismatch(saved: dict | None, now: dict) -> str:
+    """'' when a checkpoint's fingerprint matches, else what differs, for the user."""
     if not isinstance(saved, dict) or set(saved) != set(now):
-        return "an older checkpoint format"
-    return ", ".join({"train": "training settings", "run": "model or builder arguments", "code": "library code",
-                      "data": "training files"}[k] for k in now if saved[k] != now[k])
+        return "written in an older checkpoint format"
+    changed = [{"train": "training settings", "run": "model or builder arguments", "code": "library code",
+                "data": "training files"}[k] for k in now if saved[k] != now[k]]
+    return f"written with other {', '.join(changed)}" if changed else ""
 
 
 def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, log: LogFn | None = None,
@@ -167,7 +169,7 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
             start, rows = ck["step"], list(ck["log"])
             print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr)
         else:
-            print(f"{ckpt_path}: written with other {changed}; starting from scratch", file=sys.stderr)
+            print(f"{ckpt_path}: {changed}; starting from scratch", file=sys.stderr)
     train_ds.length = total * cfg.batch
     loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(start * cfg.batch, total * cfg.batch),
                         num_workers=num_workers, drop_last=True, persistent_workers=False)
