@@ -19,7 +19,10 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
@@ -172,6 +175,20 @@ def archive_kind(path: Path) -> str:
                               f" first bytes {head!r})")
 
 
+def _zip_entries(zf: zipfile.ZipFile) -> Iterator[tuple[str, str, int | None, Callable[[], IO[bytes]]]]:
+    for info in zf.infolist():
+        mode = info.external_attr >> 16  # unix mode, 0 for archives written elsewhere
+        special = stat.S_ISLNK(mode) or (stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)))
+        kind = "other" if special else "dir" if info.is_dir() else "file"
+        yield info.filename, kind, None, partial(zf.open, info)  # zip checks each entry's CRC at its end
+
+
+def _tar_entries(tf: tarfile.TarFile) -> Iterator[tuple[str, str, int | None, Callable[[], IO[bytes]]]]:
+    for m in tf.getmembers():
+        kind = "dir" if m.isdir() else "file" if m.isreg() else "other"
+        yield m.name, kind, m.size, partial(tf.extractfile, m)  # tar has no checksum: the size is checked
+
+
 def safe_extract(archive: Path, dest: Path) -> Path:
     """Extract a zip or (compressed) tar into the new folder ``dest``.
 
@@ -181,44 +198,24 @@ def safe_extract(archive: Path, dest: Path) -> Path:
     kind = archive_kind(archive)
     dest.mkdir(parents=True)
     try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                infos = zf.infolist()
-                for info in infos:
-                    mode = info.external_attr >> 16
-                    if stat.S_ISLNK(mode) or (stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
-                        raise UnsafeArchiveError(f"{archive}: refusing link or special file {info.filename!r}")
-                    _member_path(info.filename, archive)
-                for info in infos:
-                    rel = _member_path(info.filename, archive)
-                    if rel is None:
-                        continue
-                    if info.is_dir():
-                        (dest / rel).mkdir(parents=True, exist_ok=True)
-                        continue
-                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(dest / rel, "wb") as out:  # CRC checked at EOF
-                        shutil.copyfileobj(src, out, CHUNK)
-        else:
-            with tarfile.open(archive, "r:*") as tf:
-                members = tf.getmembers()
-                for m in members:
-                    if not (m.isreg() or m.isdir()):
-                        raise UnsafeArchiveError(f"{archive}: refusing link or special file {m.name!r}")
-                    _member_path(m.name, archive)
-                for m in members:
-                    rel = _member_path(m.name, archive)
-                    if rel is None:
-                        continue
-                    if m.isdir():
-                        (dest / rel).mkdir(parents=True, exist_ok=True)
-                        continue
-                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                    src = tf.extractfile(m)
-                    with src, open(dest / rel, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
-                    if (dest / rel).stat().st_size != m.size:
-                        raise CorruptArchiveError(f"{archive}: entry {m.name!r} is truncated")
+        with zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive, "r:*") as handle:
+            entries = list(_zip_entries(handle) if kind == "zip" else _tar_entries(handle))
+            for name, what, _, _ in entries:
+                if what == "other":
+                    raise UnsafeArchiveError(f"{archive}: refusing link or special file {name!r}")
+                _member_path(name, archive)
+            for name, what, size, opener in entries:
+                rel = _member_path(name, archive)
+                if rel is None:
+                    continue
+                if what == "dir":
+                    (dest / rel).mkdir(parents=True, exist_ok=True)
+                    continue
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                with opener() as src, open(dest / rel, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                if size is not None and (dest / rel).stat().st_size != size:
+                    raise CorruptArchiveError(f"{archive}: entry {name!r} is truncated")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise CorruptArchiveError(f"{archive}: damaged archive ({exc})") from exc
     return dest
