@@ -11,13 +11,12 @@ fresh process whose high-water mark is reset through /proc/self/clear_refs).
 The work of a case is counted once, during its warm-up run, by ``torch.utils.flop_counter`` (matmuls
 and convolutions, forward and backward; elementwise ops are not counted), so that the table also
 gives the attained GFLOP/s, which compares across machines where wall times do not.
-GPU runs use true fp32 math (TF32 off) unless ``--tf32`` is given. The CPU train case keeps freed
-memory in the process (``retain_freed_memory``), as a CPU training loop should.
+GPU runs use true fp32 math (TF32 off) unless ``--tf32`` is given. Every case runs the model exactly
+as training and evaluation run it (same allocator settings, same layouts).
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import subprocess
@@ -52,17 +51,6 @@ def _reset_peak_rss() -> bool:
             fh.write("5")  # resets VmHWM (peak RSS) to the current RSS
         return True
     except OSError:
-        return False
-
-
-def retain_freed_memory() -> bool:
-    """Keep freed memory inside the process (glibc only): by default every tensor above the mmap
-    threshold is returned to the OS when freed and page-faulted back on the next step, which costs
-    ~10 % of a CPU training step here. Returns whether the setting took effect."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-4, 0) and libc.mallopt(-1, 1 << 30))  # M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB
-    except (OSError, AttributeError):
         return False
 
 
@@ -122,7 +110,8 @@ def measure(case: str, device: torch.device, repeats: int, model_args: dict, see
     else:
         peak, kind = _rss_kib("VmHWM") * 1024 - base, "peak RSS growth"
     return {"case": case, "median_ms": statistics.median(times), "times_ms": times, "peak_bytes": peak,
-            "gflop": counter.get_total_flops() / 1e9, "memory": kind, "device": _device_name(device), "model_args": model_args}
+            "gflop": counter.get_total_flops() / 1e9, "memory": kind, "device": _device_name(device),
+            "model_args": model_args}
 
 
 def _device_name(device: torch.device) -> str:
@@ -135,7 +124,7 @@ def _in_subprocess(case: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-c", "import sys; from benchmark.perf import perf_main; sys.exit(perf_main(sys.argv[1:]))",
            "--device", args.device, "--repeats", str(args.repeats), "--cases", case, "--json", "--no-subprocess",
            "--model-args", json.dumps(args.model_args), "--threads", str(args.threads)]
-    cmd += (["--tf32"] if args.tf32 else []) + (["--no-retain"] if args.no_retain else [])
+    cmd += ["--tf32"] if args.tf32 else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"perf case {case!r} failed:\n{proc.stderr[-4000:]}")
@@ -162,8 +151,6 @@ def perf_main(argv: list[str] | None = None) -> int:
     p.add_argument("--tf32", action="store_true", help="allow TF32 on GPU (default: true fp32 math)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a markdown table")
-    p.add_argument("--no-retain", action="store_true",
-                   help="CPU train case: leave glibc's default of returning freed large tensors to the OS")
     p.add_argument("--no-subprocess", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -177,9 +164,6 @@ def perf_main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     device = torch.device(args.device)
-    # a training loop repeats the same allocations every step; one-shot inference does not profit
-    if device.type == "cpu" and not args.no_retain and cases == ["train"]:
-        retain_freed_memory()
     rows = []
     for case in cases:
         # on CPU every case gets a fresh process, so that no case reuses heap memory freed by another
