@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.losses import ssim
-from benchmark.registry import register_model
+from benchmark.registry import register_model, register_official
 
 
 class ResidualBlock(nn.Module):
@@ -136,6 +136,7 @@ def _official_keys(res_blocks: int) -> set[str]:
     return {f"{p}.{s}" for p in prefixes for s in ("weight", "bias")}
 
 
+@register_official("prenet")
 def from_official(path: str | Path, stages: int = 6) -> PReNet:
     """Build PReNet and load an official checkpoint (e.g. logs/Rain100L/PReNet6/net_latest.pth).
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from baselines.common import check_rgb_batch
 from benchmark.losses import ssim
-from benchmark.registry import register_model
+from benchmark.registry import register_model, register_official
 
 # Order of the four IRNN outputs, as the official SAM concatenates them. Official names are the
 # direction the recurrence travels ("up" starts at the bottom row and moves up).
@@ -253,6 +253,7 @@ def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+@register_official("spanet")
 def from_official(path: str | Path, direction_attention: bool = False) -> SPANet:
     """Build SPANet with channel_order="bgr" and load an official checkpoint (e.g. model/latest).
 

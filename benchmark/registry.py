@@ -14,6 +14,7 @@ from typing import Callable
 import torch.nn as nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_OFFICIAL: dict[str, Callable[..., nn.Module]] = {}
 _MODEL_PACKAGES = ("benchmark.identity", "baselines", "msgnn")
 _loaded = False
 
@@ -33,6 +34,23 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
             raise ValueError(f"model name {name!r} is registered twice")
         _MODELS[name] = builder
         return builder
+
+    return wrap
+
+
+def register_official(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering the official-weights loader of model ``name``.
+
+    A loader is ``loader(source, **builder_kwargs) -> nn.Module``: ``source`` is a checkpoint path
+    or an already-read mapping {official parameter name: tensor/array}; it returns our network with
+    those weights (strictly: every official tensor used, every one of ours filled).
+    """
+
+    def wrap(loader: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _OFFICIAL and _OFFICIAL[name] is not loader:
+            raise ValueError(f"official loader for {name!r} is registered twice")
+        _OFFICIAL[name] = loader
+        return loader
 
     return wrap
 
@@ -65,3 +83,17 @@ def build_model(name: str, **overrides) -> nn.Module:
         return builder(**overrides)
     except TypeError as exc:  # an unknown keyword in params.yaml should name the model and the key
         raise ValueError(f"cannot build model {name!r} with {overrides}: {exc}") from exc
+
+
+def official_models() -> list[str]:
+    """Names of the models that can load official weights."""
+    _load()
+    return sorted(_OFFICIAL)
+
+
+def load_official(name: str, source, **kwargs) -> nn.Module:
+    """Our ``name`` network holding official weights (``source``: path or official-keyed mapping)."""
+    get_builder(name)  # unknown names get the usual message
+    if name not in _OFFICIAL:
+        raise ValueError(f"model {name!r} has no official-weights loader (available for: {', '.join(official_models())})")
+    return _OFFICIAL[name](source, **kwargs).eval()

@@ -49,10 +49,7 @@ def load_model(path: str | Path, expect: str | None = None) -> torch.nn.Module:
 
 
 def load_official(name: str, path: str | Path) -> torch.nn.Module:
-    """An official checkpoint through the model module's ``from_official`` (PReNet, SPANet)."""
-    import importlib
+    """An official checkpoint through the model's registered official loader."""
+    from benchmark.registry import load_official as _load_official
 
-    module = importlib.import_module(f"baselines.{name}") if name != "msgnn" else importlib.import_module("msgnn")
-    if not hasattr(module, "from_official"):
-        raise ValueError(f"model {name!r} has no official-checkpoint loader (available for: prenet, spanet)")
-    return module.from_official(path).eval()
+    return _load_official(name, path)
