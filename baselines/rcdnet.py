@@ -9,10 +9,26 @@ rain maps M_m). The network unrolls S stages of proximal gradient descent: each 
 gradient step on M through the (learned, shared) rain kernels, cleans it with a small residual
 "proximal" net, then does the same for B, which travels with Z auxiliary channels. It works on
 [0,255] RGB internally; forward converts from and to the suite's [0,1] contract.
-Default = official (S=17 stages, M=32 rain maps, Z=32): 3,166,355 parameters, including what
-the official code allocates but never uses (15 extra copies of the stage rain kernel, one
-extra M-net, one step size); ``official_unused_params=False`` leaves those out (2,975,186, the
-count of the authors' RCDNet_simple re-write) with identical outputs.
+Default = official (S=17 stages, M=32 rain maps, Z=32): 3,166,355 parameters as the official
+``sum(p.numel())`` counts them; ``official_unused_params=False`` leaves out what the official code
+allocates but never reads (2,975,186, the count of the authors' RCDNet_simple re-write), with
+identical outputs.
+
+Tied parameters (``tied=True``, default). The official ``Mainnet`` makes several parameters
+``nn.Parameter``s of *expanded views* of one small tensor, so they share memory and stay equal
+through training: the first-stage kernel ``weight0`` and all 16 slices of ``conv`` are views of the
+one ``init_kernel.mat`` tensor (C0 = C); ``eta1`` and the 16 rows of ``eta11`` are one η_M, ``eta2``
+and ``eta12`` one η_B; each M-net's ``tau`` is one scalar expanded to 32 channels; ``w_z_f`` is one
+3x3 filter expanded to 32x3. ``sum(p.numel())`` counts every view, which is where 3,166,355 comes
+from, but only 2,965,997 numbers are free and receive a gradient (``--effective``). We store each tied
+parameter once, expand it in forward, and count it at its official size (``official_numel``, read
+by ``benchmark.metrics.count_params``). ``tied=False`` unties them (every view its own tensor, the
+form of earlier versions of this file): same total, same outputs for equal weights, 2,975,186
+gradient-receiving parameters. What the official optimiser did with aliased views is not
+reproducible: PyTorch 0.4 let each view write its own update into the shared memory (on CUDA
+concurrently), current PyTorch refuses the in-place update. Here a tied tensor gets the sum of the
+gradients of all its uses, the ordinary meaning of weight sharing and the code's stated intent
+("rain kernel is inter-stage sharing").
 
 Rain-kernel initialisation. The official code loads ``init_kernel.mat`` (3x32x9x9, three
 identical colour rows). Checked once against that file (from a mirror of the official repo;
@@ -77,9 +93,11 @@ def rain_kernels(num_maps: int = 32, size: int = 9, seed: int = 0) -> torch.Tens
 
 class ProxNet(nn.Module):
     """Proximal net: 4 residual blocks (conv-BN-ReLU-conv-BN, add, ReLU); the M-net variant
-    ends with a learned per-channel soft threshold relu(m - tau) that keeps rain maps sparse."""
+    ends with a learned soft threshold relu(m - tau) that keeps rain maps sparse (``tau``: one
+    scalar broadcast over the channels when ``tied``, like the official expanded view; else one
+    per channel)."""
 
-    def __init__(self, channels: int, threshold: bool = False) -> None:
+    def __init__(self, channels: int, threshold: bool = False, tied: bool = True) -> None:
         super().__init__()
 
         def block() -> nn.Sequential:
@@ -89,12 +107,22 @@ class ProxNet(nn.Module):
             )
 
         self.blocks = nn.ModuleList(block() for _ in range(4))
-        self.tau = nn.Parameter(torch.full((1, channels, 1, 1), 0.5)) if threshold else None
+        self.tau = nn.Parameter(torch.full((1, 1 if tied else channels, 1, 1), 0.5)) if threshold else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = F.relu(x + block(x))
         return F.relu(x - self.tau) if self.tau is not None else x
+
+
+# Official key -> ours. Untied (tied=False): weight0 -> kernel0, conv[1] -> kernel, conv[0] and
+# conv[2:] -> unused_kernel_copies, eta1 -> unused_eta_m0, eta2 -> eta_b0, eta11 -> eta_m,
+# eta12 -> eta_b, w_z_f -> z_filter, tau -> tau, mnet -> unused_m_net, m_stage.i -> m_nets.i,
+# x_stage.i -> x_nets.i, xnet -> x_init, fxnet -> x_final (resx<j>/resm<j> -> blocks.<j-1>).
+# Tied (default): weight0 and every conv slice -> kernel; eta1 and eta11 -> eta_m; eta2 and eta12
+# -> eta_b; w_z_f -> z_filter [1,1,3,3]; <M-net>.tau -> <M-net>.tau [1,1,1,1]; the rest as untied.
+# A tied model also loads the untied layout (``_tie_state``) when the views it collapses hold equal
+# values, as in an official checkpoint, where they share memory.
 
 
 class RCDNet(nn.Module):
@@ -105,31 +133,71 @@ class RCDNet(nn.Module):
     """
 
     def __init__(self, stages: int = 17, num_maps: int = 32, num_z: int = 32, kernel_size: int = 9,
-                 official_unused_params: bool = True, kernel_seed: int = 0) -> None:
+                 official_unused_params: bool = True, kernel_seed: int = 0, tied: bool = True) -> None:
         super().__init__()
         if stages < 1:
             raise ValueError(f"RCDNet needs at least one stage, got stages={stages}")
-        self.stages, self.pad = stages, kernel_size // 2
+        self.stages, self.pad, self.tied, self.num_z = stages, kernel_size // 2, tied, num_z
         kernels = rain_kernels(num_maps, kernel_size, kernel_seed)
-        # Z0 = 3x3 "mean filter" of O, one learnable filter per auxiliary channel (init 1/9).
-        self.z_filter = nn.Parameter(torch.full((num_z, 3, 3, 3), 1 / 9))
-        self.kernel0 = nn.Parameter(kernels.clone())  # first M-step only
-        self.kernel = nn.Parameter(kernels.clone())  # shared by all later rain-kernel convs
+        unused = official_unused_params
+        # Z0 = 3x3 "mean filter" of O into every auxiliary channel (init 1/9).
+        self.z_filter = nn.Parameter(torch.full((1, 1, 3, 3) if tied else (num_z, 3, 3, 3), 1 / 9))
+        if not tied:
+            self.kernel0 = nn.Parameter(kernels.clone())  # first M-step only
+        self.kernel = nn.Parameter(kernels.clone())  # rain kernels C of every stage (tied: C0 too)
         self.tau = nn.Parameter(torch.ones(1))  # threshold of the initial rain estimate
-        # Step sizes (used /10, like the kernels, to slow their updates): stage 1, then 2..S.
-        self.eta_b0 = nn.Parameter(torch.full((1,), 5.0))
-        self.eta_m = nn.Parameter(torch.full((stages - 1, 1), 1.0))
-        self.eta_b = nn.Parameter(torch.full((stages - 1, 1), 5.0))
+        # Step sizes, used /10 like the kernels to slow their updates. Untied: stage 1, then 2..S.
+        if not tied:
+            self.eta_b0 = nn.Parameter(torch.full((1,), 5.0))
+        self.eta_m = nn.Parameter(torch.full((1,) if tied else (stages - 1, 1), 1.0))
+        self.eta_b = nn.Parameter(torch.full((1,) if tied else (stages - 1, 1), 5.0))
         self.x_init = ProxNet(num_z + 3)
-        self.m_nets = nn.ModuleList(ProxNet(num_maps, threshold=True) for _ in range(stages))
+        self.m_nets = nn.ModuleList(ProxNet(num_maps, threshold=True, tied=tied) for _ in range(stages))
         self.x_nets = nn.ModuleList(ProxNet(num_z + 3) for _ in range(stages))
         self.x_final = ProxNet(num_z + 3)  # "fine-tune" net after the last stage
-        if official_unused_params:
+        copies = max(stages - 2, 0) if unused else 0  # official conv slices besides conv[1]
+        if unused:
             # Allocated but never read by the official forward; kept so the parameter count
-            # (and a future official state_dict) match. No gradient ever reaches them.
-            self.unused_kernel_copies = nn.Parameter(kernels.unsqueeze(0).repeat(max(stages - 2, 0), 1, 1, 1, 1))
-            self.unused_m_net = ProxNet(num_maps, threshold=True)
-            self.unused_eta_m0 = nn.Parameter(torch.ones(1))
+            # (and an official state_dict) match. No gradient ever reaches them.
+            self.unused_m_net = ProxNet(num_maps, threshold=True, tied=tied)
+            if not tied:  # tied, these are views of ``kernel`` / ``eta_m``
+                self.unused_kernel_copies = nn.Parameter(kernels.unsqueeze(0).repeat(copies, 1, 1, 1, 1))
+                self.unused_eta_m0 = nn.Parameter(torch.ones(1))
+        # The size at which the official sum(p.numel()) counts each tied tensor (all its views),
+        # read by benchmark.metrics.count_params; and which untied keys each one collapses.
+        self.official_numel: dict[str, int] = {}
+        self._tied_groups: dict[str, tuple[str, ...]] = {}
+        if tied:
+            self.official_numel = {"kernel": (2 + copies) * kernels.numel(), "eta_m": stages - 1 + unused,
+                                   "eta_b": stages, "z_filter": num_z * 3 * 9}
+            self._tied_groups = {"kernel": ("kernel0", "kernel", "unused_kernel_copies"),
+                                 "eta_m": ("eta_m", "unused_eta_m0"), "eta_b": ("eta_b0", "eta_b"),
+                                 "z_filter": ("z_filter",)}
+            for net in [f"m_nets.{i}" for i in range(stages)] + (["unused_m_net"] if unused else []):
+                self.official_numel[f"{net}.tau"] = num_maps
+                self._tied_groups[f"{net}.tau"] = (f"{net}.tau",)
+            self._register_load_state_dict_pre_hook(self._tie_state)
+
+    def _tie_state(self, state: dict, prefix: str, *args) -> None:
+        """load_state_dict pre-hook of the tied model: collapse untied-layout entries (an official
+        state mapped as untied, or a tied=False checkpoint) to the one tensor each group shares.
+        Elements that the official views would hold equal must be equal; else one clear error."""
+        params = dict(self.named_parameters())
+        for target, keys in self._tied_groups.items():
+            present = [prefix + k for k in keys if prefix + k in state]
+            if not present:
+                continue  # strict loading reports the missing key
+            shape = params[target].shape
+            views = [state[k].reshape(-1, *shape) for k in present]
+            if sum(v.shape[0] for v in views) == 0:
+                continue
+            first = next(v[0] for v in views if v.shape[0])
+            for k, v in zip(present, views):
+                if not torch.equal(v, first.expand_as(v)):
+                    raise ValueError(f"RCDNet(tied=True) cannot load {k!r}: the official model ties its values "
+                                     f"into one {target!r} but they differ here (use tied=False for untied weights)")
+                del state[k]
+            state[prefix + target] = first.clone()
 
     def _synth(self, m: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """Rain layer C*M from rain maps (kernels /10 as in the official code)."""
@@ -148,18 +216,23 @@ class RCDNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         check_rgb_batch(x, "RCDNet")
         o = x * RGB_RANGE
-        joint = self.x_init(torch.cat((o, F.conv2d(o, self.z_filter, padding=1)), 1))
+        if self.tied:
+            z_filter, kernel0, eta_b0 = self.z_filter.expand(self.num_z, 3, 3, 3), self.kernel, self.eta_b
+            eta_m, eta_b = self.eta_m.expand(self.stages - 1, 1), self.eta_b.expand(self.stages - 1, 1)
+        else:
+            z_filter, kernel0, eta_b0, eta_m, eta_b = self.z_filter, self.kernel0, self.eta_b0, self.eta_m, self.eta_b
+        joint = self.x_init(torch.cat((o, F.conv2d(o, z_filter, padding=1)), 1))
         b0, z = joint[:, :3], joint[:, 3:]
         # Stage 1: rain maps from the thresholded residual O - B0 (M0 = 0).
-        m = self.m_nets[0](self._adjoint(F.relu(o - b0 - self.tau), self.kernel0))
+        m = self.m_nets[0](self._adjoint(F.relu(o - b0 - self.tau), kernel0))
         cm = self._synth(m, self.kernel)
-        b, z, joint = self._b_step(b0, z, o, cm, self.eta_b0, self.x_nets[0])
+        b, z, joint = self._b_step(b0, z, o, cm, eta_b0, self.x_nets[0])
         backgrounds, rains = [b], [cm]
         for i in range(self.stages - 1):
             # Gradient step on ||O - B - CM||^2 w.r.t. M, then the proximal M-net.
-            m = self.m_nets[i + 1](m - self.eta_m[i] / 10 * self._adjoint(cm - (o - b), self.kernel))
+            m = self.m_nets[i + 1](m - eta_m[i] / 10 * self._adjoint(cm - (o - b), self.kernel))
             cm = self._synth(m, self.kernel)
-            b, z, joint = self._b_step(b, z, o, cm, self.eta_b[i], self.x_nets[i + 1])
+            b, z, joint = self._b_step(b, z, o, cm, eta_b[i], self.x_nets[i + 1])
             backgrounds.append(b)
             rains.append(cm)
         backgrounds.append(self.x_final(joint)[:, :3])
@@ -187,6 +260,7 @@ class RCDNet(nn.Module):
 
 @register_model("rcdnet")
 def rcdnet(stages: int = 17, num_maps: int = 32, num_z: int = 32, kernel_size: int = 9,
-           official_unused_params: bool = True, kernel_seed: int = 0) -> RCDNet:
-    """RCDNet as in the official code (S=17, M=Z=32): 3,166,355 parameters."""
-    return RCDNet(stages, num_maps, num_z, kernel_size, official_unused_params, kernel_seed)
+           official_unused_params: bool = True, kernel_seed: int = 0, tied: bool = True) -> RCDNet:
+    """RCDNet as in the official code (S=17, M=Z=32): 3,166,355 parameters as the official code
+    counts them (its tied views included), 2,965,997 of them free (``tied=False``: 2,975,186)."""
+    return RCDNet(stages, num_maps, num_z, kernel_size, official_unused_params, kernel_seed, tied)

@@ -280,10 +280,15 @@ class LPIPSMetric:
 
 
 def count_params(model: nn.Module) -> dict[str, int]:
-    """Total and trainable parameter counts (shared tensors counted once)."""
-    params = list(model.parameters())  # nn.Module.parameters() already de-duplicates shared tensors
-    return {"total": sum(p.numel() for p in params),
-            "trainable": sum(p.numel() for p in params if p.requires_grad)}
+    """Total and trainable parameter counts (shared tensors counted once).
+
+    A model whose original code counts one stored tensor several times (RCDNet's parameters made of
+    expanded views: ``sum(p.numel())`` counts every view) names those sizes in ``official_numel``
+    {parameter name: count}; the free count is ``effective_params``."""
+    views = getattr(model, "official_numel", {})
+    params = list(model.named_parameters())  # de-duplicates shared tensors
+    return {"total": sum(views.get(n, p.numel()) for n, p in params),
+            "trainable": sum(views.get(n, p.numel()) for n, p in params if p.requires_grad)}
 
 
 def effective_params(model: nn.Module, probe: Callable[[nn.Module], object] | int | tuple[int, int] = (64, 64),

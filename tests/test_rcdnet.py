@@ -1,4 +1,5 @@
-"""RCDNet (Wang et al., CVPR 2020): size, shapes, unused official parameters, kernel init, training."""
+"""RCDNet (Wang et al., CVPR 2020): size, tied parameters, shapes, unused official parameters, kernel init,
+training."""
 from __future__ import annotations
 
 import pytest
@@ -17,13 +18,69 @@ def model() -> RCDNet:
 
 
 def test_parameter_count_is_official(model: RCDNet):
-    assert isinstance(model, RCDNet) and model.stages == 17
+    assert isinstance(model, RCDNet) and model.stages == 17 and model.tied
+    # the official sum(p.numel()), which counts every expanded view of a tied tensor
     assert count_params(model) == {"total": 3_166_355, "trainable": 3_166_355}
     # Without what the official code allocates but never uses: 15 kernel copies (116,640),
     # one M-net (74,528), one step size. Equals the count of the authors' RCDNet_simple.
     lean = build_model("rcdnet", official_unused_params=False)
     assert count_params(lean)["total"] == 2_975_186
-    assert effective_params(model, probe=10) == 2_975_186
+
+
+def test_tied_default_trains_only_the_free_parameters(model: RCDNet):
+    """Tied as trained: one kernel for C0 and C (7,776), one eta_M, one eta_B, one tau per M-net,
+    one 3x3 Z filter. Untied: C0 and C apart (+7,776), 16 + 16 + 1 step sizes (+31), 32 taus per
+    used M-net (+17 x 31), 32x3 Z filters (+855): 9,189 more free parameters."""
+    assert sum(p.numel() for p in model.parameters()) == 3_040_494  # stored (unused M-net included)
+    assert effective_params(model, probe=10) == 2_965_997
+    untied = build_model("rcdnet", tied=False)
+    assert count_params(untied) == count_params(model)
+    assert effective_params(untied, probe=10) == 2_975_186
+    assert effective_params(build_model("rcdnet", official_unused_params=False), probe=10) == 2_965_997
+    assert {n for n, _ in untied.named_parameters()} - {n for n, _ in model.named_parameters()} == {
+        "kernel0", "eta_b0", "unused_kernel_copies", "unused_eta_m0"}
+
+
+def _tied_values_untied_model(stages: int) -> RCDNet:
+    """An untied model whose views hold the values a tied model would (as in an official checkpoint)."""
+    torch.manual_seed(1)
+    untied = RCDNet(stages=stages, tied=False)
+    with torch.no_grad():
+        untied.kernel.mul_(torch.rand_like(untied.kernel) + 0.5)
+        untied.kernel0.copy_(untied.kernel)
+        untied.unused_kernel_copies.copy_(untied.kernel.expand_as(untied.unused_kernel_copies))
+        untied.eta_m.fill_(1.7), untied.unused_eta_m0.fill_(1.7), untied.eta_b.fill_(4.2), untied.eta_b0.fill_(4.2)
+        untied.z_filter.copy_(torch.rand(1, 1, 3, 3).expand_as(untied.z_filter))
+        for net in list(untied.m_nets) + [untied.unused_m_net]:
+            net.tau.fill_(torch.rand(()).item())
+    return untied
+
+
+def test_tied_equals_untied_for_equal_weights():
+    untied = _tied_values_untied_model(stages=3)
+    tied = RCDNet(stages=3)
+    tied.load_state_dict(untied.state_dict(), strict=True)  # the untied layout collapses to one tensor each
+    assert tied.eta_b.shape == (1,) and tied.z_filter.shape == (1, 1, 3, 3) and tied.m_nets[0].tau.numel() == 1
+    x = torch.rand(1, 3, 13, 11)
+    for m in (tied, untied):
+        m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tied(x), untied(x))
+    # train mode: the tied kernel's gradient is the sum of the gradients of its untied uses
+    tied.train(), untied.train()
+    for m in (tied, untied):
+        sum(t.sum() for t in m(x)["out"]).backward()
+    torch.testing.assert_close(tied.kernel.grad, untied.kernel0.grad + untied.kernel.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(tied.eta_b.grad, untied.eta_b0.grad + untied.eta_b.grad.sum(0), rtol=1e-4, atol=1e-3)
+    assert untied.unused_kernel_copies.grad is None
+
+
+def test_tied_model_refuses_untied_weights_that_differ():
+    untied = _tied_values_untied_model(stages=3)
+    with torch.no_grad():
+        untied.eta_m[1] += 1
+    with pytest.raises(ValueError, match="eta_m"):
+        RCDNet(stages=3).load_state_dict(untied.state_dict())
 
 
 @pytest.mark.parametrize("h, w", [(67, 45), (45, 67), (1, 1)])
@@ -46,10 +103,11 @@ def test_train_mode_outputs(model: RCDNet):
     assert len(small["out"]) == 3 and len(small["rain"]) == 2
 
 
-def test_unused_official_parameters_do_not_change_outputs():
+@pytest.mark.parametrize("tied", [True, False])
+def test_unused_official_parameters_do_not_change_outputs(tied):
     torch.manual_seed(0)
-    full = RCDNet(stages=3).eval()
-    lean = RCDNet(stages=3, official_unused_params=False).eval()
+    full = RCDNet(stages=3, tied=tied).eval()
+    lean = RCDNet(stages=3, official_unused_params=False, tied=tied).eval()
     state = {k: v for k, v in full.state_dict().items() if not k.startswith("unused_")}
     lean.load_state_dict(state, strict=True)
     x = torch.rand(1, 3, 13, 11)
@@ -64,7 +122,8 @@ def test_works_on_the_0_255_scale_internally():
     m = RCDNet(stages=2).train()
     x = torch.rand(1, 3, 9, 9)
     out = m(x)
-    ref_b0 = m.x_init(torch.cat((x * 255, torch.nn.functional.conv2d(x * 255, m.z_filter, padding=1)), 1))[:, :3]
+    z0 = torch.nn.functional.conv2d(x * 255, m.z_filter.expand(32, 3, 3, 3), padding=1)
+    ref_b0 = m.x_init(torch.cat((x * 255, z0), 1))[:, :3]
     torch.testing.assert_close(out["b0"], ref_b0 / 255)
 
 
