@@ -13,7 +13,8 @@ Why this file exists: the official training path builds the full b x m x n dista
 whole tensor. Here the search runs without autograd in blocks of neighbouring query patches: a
 block's windows overlap almost entirely, so one small dense matmul against the union of its
 windows gives every candidate distance, and a gather picks each query's own window. Memory is
-bounded by ``budget`` floats per step and the total is linear in the number of pixels.
+bounded by ``budget`` floats per step (also when the whole database fits in one window: blocks
+are then cut to the budget, not merged into one) and the total is linear in the number of pixels.
 Gathers of neighbours use ``index_select`` on flat tables, whose backward is an index_add.
 """
 from __future__ import annotations
@@ -106,21 +107,39 @@ def window_shape(window: int, n1: int, n2: int, k: int) -> tuple[int, int]:
     return min(window, n1), min(window, n2)
 
 
+def _step_floats(b: int, cq: int, u: int, e: int, o: int) -> int:
+    """Floats one query block holds at its peak: distances to its window union, the gathered query and
+    union vectors, and each query's window (int64 positions = 2 floats, plus the gathered distances)."""
+    return b * (cq * u + u * e + cq * e + 3 * cq * o)
+
+
 def _block_shape(m1: int, m2: int, r0: torch.Tensor, c0: torch.Tensor, sh: int, sw: int,
-                 block: int) -> tuple[int, int]:
+                 block: int, b: int = 1, e: int = 1, budget: int | None = None) -> tuple[int, int]:
     """Pick the query block size with the fewest distance evaluations (padding included),
-    preferring larger blocks (bigger, more efficient matmuls) unless they cost >25 % more."""
-    best, best_cost = (m1, m2), None
-    for bq in sorted({max(m1, m2), 4 * block, 2 * block, block}, reverse=True):
+    preferring larger blocks (bigger, more efficient matmuls) unless they cost >25 % more.
+
+    Only blocks whose step fits in ``budget`` floats compete: a small database fits one window, so
+    every block's union is the whole database and one block of all queries would cost no more
+    distance evaluations, but it would hold queries x database distances at once (770 MiB for a 720p
+    query against a 64x64 exemplar). If even ``block`` does not fit, smaller blocks are tried."""
+    sizes = sorted({max(m1, m2), 4 * block, 2 * block, block}, reverse=True)
+    smaller = [s for s in (block // 2, block // 4, block // 8, block // 16, 1) if 1 <= s < block]
+    best, best_cost, last = None, None, (1, 1)
+    for bq in sizes + sorted(set(smaller), reverse=True):
+        if best is not None and bq < block:
+            break  # a block of the preferred sizes fits: no need to go smaller
         bh, bw = min(bq, m1), min(bq, m2)
         nbh, nbw = -(-m1 // bh), -(-m2 // bw)
         first_r, first_c = torch.arange(nbh) * bh, torch.arange(nbw) * bw
         uh = int((r0[(first_r + bh - 1).clamp(max=m1 - 1)] - r0[first_r]).max()) + sh
         uw = int((c0[(first_c + bw - 1).clamp(max=m2 - 1)] - c0[first_c]).max()) + sw
+        last = (bh, bw)
+        if budget is not None and _step_floats(b, bh * bw, uh * uw, e, sh * sw) > budget:
+            continue
         cost = nbh * nbw * bh * bw * uh * uw
         if best_cost is None or cost * 1.25 < best_cost:
             best, best_cost = (bh, bw), cost
-    return best
+    return best if best is not None else last
 
 
 @torch.no_grad()
@@ -140,7 +159,7 @@ def windowed_knn(query: torch.Tensor, db: torch.Tensor, q_grid: tuple[int, int],
     dev = query.device
     r0 = window_starts(m1, n1, sh, align, scale, torch.device("cpu"))
     c0 = window_starts(m2, n2, sw, align, scale, torch.device("cpu"))
-    bh, bw = _block_shape(m1, m2, r0, c0, sh, sw, block)
+    bh, bw = _block_shape(m1, m2, r0, c0, sh, sw, block, b, e, budget)
     nbh, nbw = -(-m1 // bh), -(-m2 // bw)
     # query rows/cols of every block; the last block repeats the last row/col instead of padding
     qi = torch.clamp(torch.arange(nbh)[:, None] * bh + torch.arange(bh), max=m1 - 1)  # nbh, bh
@@ -154,7 +173,7 @@ def windowed_knn(query: torch.Tensor, db: torch.Tensor, q_grid: tuple[int, int],
     ar_bh, ar_bw = torch.arange(bh, device=dev), torch.arange(bw, device=dev)
 
     cq, u, o = bh * bw, uh * uw, sh * sw
-    group = max(1, budget // (b * (cq * u + u * e + cq * e + 2 * cq * o)))
+    group = max(1, budget // _step_floats(b, cq, u, e, o))
     nblk = nbh * nbw
     q_sq = query.pow(2).sum(-1)  # b, m
     db_sq = db.pow(2).sum(-1)  # b, n

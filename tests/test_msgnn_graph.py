@@ -2,9 +2,13 @@
 full-matrix references (written the way the official code computes them), patch ops, windows."""
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from msgnn.graph import Edges, GCNBlock, KNNGraph
 from msgnn.knn import (
@@ -95,6 +99,63 @@ def test_large_grid_is_searched_in_bounded_chunks():
         d = (query[0, cand] - query[0, q]).pow(2).sum(-1)
         assert set(idx[0, q].tolist()) == set(cand[d.topk(5, largest=False).indices].tolist())
         assert idx[0, q, 0] == q  # the query itself is its own nearest neighbour
+
+
+class PeakTensorBytes(TorchDispatchMode):
+    """Peak bytes held at once by the tensors that the operations run inside this mode create
+    (each storage counted once, released when its last tensor is freed). Measures what a function
+    allocates on any device, the CPU included, where torch keeps no allocator statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors referring to it]
+        self.now = self.peak = 0
+
+    def _release(self, ptr: int) -> None:
+        entry = self.live[ptr]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.now -= entry[0]
+            del self.live[ptr]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        outside = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr not in self.live:
+                if ptr in outside:
+                    continue  # a view of a tensor created before the mode
+                self.live[ptr] = [storage.nbytes(), 0]
+                self.now += storage.nbytes()
+                self.peak = max(self.peak, self.now)
+            self.live[ptr][1] += 1
+            weakref.finalize(t, self._release, ptr)
+        return out
+
+
+def test_search_memory_stays_in_budget_when_the_database_fits_one_window():
+    """A large query against a small database (an exemplar crop, a 1/4-scale image): the whole
+    database is inside every window, so all queries share one union. The search used to run them
+    as one block (770 MiB for a 720p query against a 64x64 exemplar); it must keep to the budget."""
+    g = torch.Generator().manual_seed(3)
+    q_grid, db_grid, budget = (100, 120), (20, 20), 1 << 18  # 1 MiB of floats
+    query = torch.randn(1, q_grid[0] * q_grid[1], 8, generator=g)
+    db = torch.randn(1, db_grid[0] * db_grid[1], 8, generator=g)
+    with PeakTensorBytes() as small:
+        idx, dist = windowed_knn(query, db, q_grid, db_grid, 5, 30, budget=budget)
+    out_bytes = idx.numel() * idx.element_size() + dist.numel() * dist.element_size()
+    one_block = q_grid[0] * q_grid[1] * db_grid[0] * db_grid[1] * 4  # the queries x database distances
+    assert small.peak <= out_bytes + 1.5 * budget * 4 and small.peak < one_block / 4
+    with PeakTensorBytes() as large:  # the same search with room for one block: it uses it
+        idx2, dist2 = windowed_knn(query, db, q_grid, db_grid, 5, 30, budget=1 << 26)
+    assert large.peak > one_block
+    assert torch.equal(idx, idx2) and torch.equal(dist, dist2)
+    ref_idx, _ = reference_knn(query[:, :500], db, (5, 100), db_grid, 5, 30, "centered", 1)
+    assert torch.equal(idx[:, :500], ref_idx)
 
 
 def test_official_window_misses_the_query_at_test_size():
