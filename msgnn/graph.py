@@ -56,9 +56,10 @@ class KNNGraph(nn.Module):
 
     def __init__(self, channels: int = 32, k: int = 5, patch: int = 3, stride: int = 3, window: int = 30,
                  scale: int = 1, window_align: str = "centered", shared_embedding: bool = True,
-                 train_embedding: bool = True, knn_budget: int | None = None) -> None:
+                 train_embedding: bool = True, knn_budget: int | None = None, keep_unused: bool = True) -> None:
         super().__init__()
-        self.embed_db = embedding_cnn(channels)
+        if not shared_embedding or keep_unused:  # with one shared CNN the official second one never runs
+            self.embed_db = embedding_cnn(channels)
         self.embed_query = embedding_cnn(channels)
         self.k, self.patch, self.stride, self.window, self.scale = k, patch, stride, window, scale
         self.window_align, self.shared, self.train_embedding = window_align, shared_embedding, train_embedding

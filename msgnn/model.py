@@ -13,9 +13,9 @@ Data flow (B^ = O - R, Eq. 1-2):
   connection (1x1 over all block outputs) is added to the input of every block of the next one;
   output head Conv3x3+LReLU, Conv1x1(->3) on the last body gives the rain layer R.
 
-Parameter counts equal the official ones (exemplar on, N=4: 2,061,579; exemplar off, N=4:
-2,459,689 = the paper's "2.46M"; N=2: 1,547,625 = "1.55M") because the modules the official model
-builds but never runs are built too (``keep_unused``); they get no gradient.
+Parameter counts equal the official ones (exemplar on, N=4: 2,061,579; exemplar off with the
+official 5x5 fusion, N=4: 2,459,689 = the paper's "2.46M"; N=2: 1,547,625 = "1.55M") because the
+modules the official model builds but never runs are built too (``keep_unused``); they get no gradient.
 Colour: the official code reads BGR; no weights were released, so RGB is used as is.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ class MSGNN(nn.Module):
             self.graphs = nn.ModuleDict({
                 b: KNNGraph(channels, window=window, scale=factor[b], window_align=window_align,
                             shared_embedding=shared_embedding, train_embedding=train_embedding,
-                            knn_budget=knn_budget, **common) for b in self.branches})
+                            knn_budget=knn_budget, keep_unused=keep_unused, **common) for b in self.branches})
             self.gcns = nn.ModuleDict({b: GCNBlock(channels, scale=factor[b], keep_unused=keep_unused,
                                                    budget=knn_budget, **common) for b in self.branches})
             kf = 1 if fusion == "1x1" else 5
@@ -167,23 +167,28 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+FUSIONS = ("1x1", "5x5", "official")
+
+
 @register_model("msgnn")
-def msgnn(n_subnets: int = 4, blocks: int = 12, exemplar: bool = True, fusion: str | None = None,
+def msgnn(n_subnets: int = 4, blocks: int = 12, exemplar: bool = True, fusion: str = "1x1",
           channel_attention: str = "ct", fusion_connection: bool = True, graph: bool = True, k: int = 5,
           patch: int = 3, stride: int = 3, window: int = 30, scales: Sequence[float] = (1, 0.5, 0.25),
           window_align: str = "centered", shared_embedding: bool = True, train_embedding: bool = True,
           keep_unused: bool = True, channels: int = 32, knn_budget: int | None = None) -> MSGNN:
     """MSGNN with the paper's method (exemplar branch on) and the released code's layer sizes.
 
-    ``fusion=None`` picks the official pairing: two 1x1 convs with the exemplar (released default,
-    2,061,579 parameters), two 5x5 convs without it (2,459,689 = the paper's "2.46M").
+    ``fusion`` is the form of the two fuse convs, independent of ``exemplar`` so that an exemplar
+    ablation changes one thing: "1x1" (default; the released default model, exemplar on: 2,061,579
+    parameters; exemplar off: 1,968,169), "5x5", or "official": the released code's pairing, 1x1
+    with the exemplar and 5x5 without it (exemplar off: 2,459,689 = the paper's "2.46M").
     ``window_align``/``shared_embedding``/``train_embedding`` = "official"/False/False reproduce
     the released code's graph construction (see the Deviations table in the README).
     """
-    if fusion is None:
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
+    if fusion == "official":  # the released code ties the fusion form to ``guide`` (the exemplar)
         fusion = "1x1" if exemplar else "5x5"
-    if fusion not in ("1x1", "5x5"):
-        raise ValueError(f"unknown fusion {fusion!r}; valid: 1x1, 5x5")
     if channel_attention not in CHANNEL_ATTENTIONS:
         raise ValueError(f"unknown channel_attention {channel_attention!r}; valid: {', '.join(CHANNEL_ATTENTIONS)}")
     if window_align not in WINDOW_ALIGNS:

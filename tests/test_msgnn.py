@@ -27,8 +27,11 @@ def run(model: torch.nn.Module, x: torch.Tensor, ex: torch.Tensor | None = None)
 
 @pytest.mark.parametrize("overrides,count", [
     ({}, 2_061_579),  # released default: exemplar on, 1x1 fusion
-    ({"exemplar": False}, 2_459_689),  # the paper's Table 1 "2.46M"
-    ({"exemplar": False, "n_subnets": 2}, 1_547_625),  # the paper's Sec. 4.5 "1.55M"
+    ({"fusion": "official"}, 2_061_579),  # the released pairing: 1x1 with the exemplar...
+    ({"exemplar": False, "fusion": "official"}, 2_459_689),  # ...5x5 without: the paper's Table 1 "2.46M"
+    ({"exemplar": False, "fusion": "5x5"}, 2_459_689),
+    ({"exemplar": False}, 1_968_169),  # the exemplar ablation changes only the exemplar branch
+    ({"exemplar": False, "n_subnets": 2, "fusion": "official"}, 1_547_625),  # the paper's Sec. 4.5 "1.55M"
     ({"n_subnets": 2}, 1_393_227),
     ({"n_subnets": 8}, 3_398_283),
     ({"graph": False}, 1_322_115),
@@ -62,7 +65,7 @@ def test_gradient_reaches_every_trainable_part_and_only_dead_modules_get_none():
 
 @pytest.mark.parametrize("overrides,effective", [
     (OFFICIAL_GRAPH, 1_645_223),  # reference/msgnn.md Sec. 3: 416,356 of 2,061,579 never get a gradient
-    ({"exemplar": False, **OFFICIAL_GRAPH}, 1_918_246),
+    ({"exemplar": False, "fusion": "official", **OFFICIAL_GRAPH}, 1_918_246),
 ])
 def test_official_graph_switches_reproduce_the_official_dead_weights(overrides, effective):
     model = build_model("msgnn", **overrides)
@@ -164,8 +167,8 @@ def test_same_seed_same_output():
 
 
 SWITCHES = [
-    {"exemplar": False},  # 5x5 fusion, as the official guide=False path
-    {"exemplar": False, "fusion": "1x1"},
+    {"exemplar": False},
+    {"exemplar": False, "fusion": "official"},  # 5x5 fusion, as the official guide=False path
     {"fusion": "5x5"},
     {"channel_attention": "se"},
     {"channel_attention": "eca"},
@@ -195,11 +198,17 @@ def test_every_switch_builds_runs_and_trains(overrides):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())
 
 
-def test_keep_unused_off_builds_only_what_gets_a_gradient():
-    model = build_model("msgnn", keep_unused=False, shared_embedding=False)
+@pytest.mark.parametrize("shared", [True, False])
+def test_keep_unused_off_builds_only_what_gets_a_gradient(shared):
+    model = build_model("msgnn", keep_unused=False, shared_embedding=shared)
     got = grads_after_backward(model)
     assert all(got.values())
-    assert n_params(model) == 2_061_579 - (4 * 13_344 + 12_320 + 6_208 + 4 * (44_128 + 3_201))
+    unused = 4 * 13_344 + 12_320 + 6_208 + 4 * (44_128 + 3_201)
+    if shared:  # the four database embedding CNNs (19,392 each) are left out too
+        assert not any(hasattr(g, "embed_db") for g in model.graphs.values())
+        assert n_params(model) == 2_061_579 - unused - 4 * 19_392 == 1_722_791
+    else:
+        assert n_params(model) == 2_061_579 - unused
 
 
 def test_stride_one_on_a_64px_crop_trains_on_cpu():
