@@ -26,10 +26,11 @@ in its batch, exactly as in the official code; evaluate with batch 1 to avoid it
 gets no gradient (the official code reads ``.data``); it still counts as a parameter.
 
 Training. Default in this suite: supervised on synthetic pairs with the shared settings.
-Own recipe (``own_loss``): 10 x L1 in the [-1, 1] space (``weight_pixel`` of
-``train/config.yaml``), Adam 2e-4, batch 32, 256x256 crops, 500 epochs, no schedule; with
-``pretrain_epochs = total_epochs = 500`` the official loop (epochs 0..500) is supervised in all
-but its final epoch.
+Own recipe (``own_loss``): L1 in the [-1, 1] space, Adam 2e-4, batch 32, 256x256 crops, 500
+epochs of 5 passes over the files (``data_augment``), no schedule. With ``pretrain_epochs =
+total_epochs = 500`` the official loop (epochs 0..500) runs the supervised ``train_sl`` (plain L1)
+in all but its final epoch; ``weight_pixel = 10`` of ``train/config.yaml`` weighs L1 only in that
+last, semi-supervised epoch (``train_st``).
 The semi-supervised part (EMA teacher pseudo-labels + TV on unlabeled real images) is provided
 as ``semi_supervised_loss`` and ``ema_teacher_update`` for a loop that feeds real images; the
 shared engine does not, and the official rain-transfer augmentation is not implemented.
@@ -188,8 +189,9 @@ class MOSS(nn.Module):
                                                                                 align_corners=False)
         return (out + 1) / 2
 
-    def own_loss(self, outputs, rainy: torch.Tensor, clean: torch.Tensor, weight_pixel: float = 10.0) -> torch.Tensor:
-        """Official supervised term: ``weight_pixel`` x L1 measured in the network's [-1, 1] space."""
+    def own_loss(self, outputs, rainy: torch.Tensor, clean: torch.Tensor, weight_pixel: float = 1.0) -> torch.Tensor:
+        """Official supervised phase (``train_sl``): L1 in the network's [-1, 1] space. ``weight_pixel``
+        = 10 is the weight the semi-supervised phase gives the same term."""
         out = stage_outputs(outputs)[-1]
         return weight_pixel * F.l1_loss(out * 2 - 1, clean * 2 - 1)
 

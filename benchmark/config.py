@@ -29,6 +29,11 @@ class ConfigError(ValueError):
 class TrainCfg:
     iters: int | None = None  # exactly one of iters / epochs; epochs → iters via the training-set size
     epochs: float | None = None
+    # An epoch's samples per training image (random crops): 1, or an own recipe's count, e.g. MOSS's
+    # dataset repeats its file list ``data_augment`` = 5 times. ``grid_stride`` > 0 instead counts, per
+    # image, the patch x patch windows at that stride (PReNet cuts every image into such a grid).
+    samples_per_image: float = 1.0
+    grid_stride: int = 0
     patch: int = 64
     batch: int = 8
     lr: float = 5e-4
@@ -193,6 +198,9 @@ def resolve(model: str, dataset: str, params: dict | None = None, path: str | Pa
         if prof_name != "paper":  # quick/ci budgets stay small whatever the own recipe's length
             own.pop("iters", None)
             own.pop("epochs", None)
+        elif {"iters", "epochs"} & own.keys():  # the recipe's length replaces the shared one, in either unit
+            train.pop("iters", None)
+            train.pop("epochs", None)
         train.update(own)
     tcfg = _build(TrainCfg, f"the resolved train settings of {model}-{dataset}", train)
     if (tcfg.iters is None) == (tcfg.epochs is None):

@@ -81,6 +81,16 @@ def _sample_rng(seed: int, i: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + i) % (2**63))
 
 
+def image_size(pair) -> tuple[int, int]:
+    """(h, w) of a pair's rainy image from the file header (half the width for side-by-side files)."""
+    try:
+        with Image.open(pair.input) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{pair.input}: not a readable image ({exc}); re-download or remove it") from exc
+    return (h, w // 2) if getattr(pair, "rainy_side", None) else (h, w)
+
+
 class TrainPatches(Dataset):
     """Item ``i`` of an endless stream of random paired crops (optionally h-flipped)."""
 

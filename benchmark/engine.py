@@ -23,18 +23,34 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmark import io, metrics
+from benchmark import data, io, metrics
 from benchmark.config import EvalCfg, TrainCfg
 from benchmark.losses import build_loss, stage_outputs
 
 LogFn = Callable[[dict, int], None]
 
 
-def total_iters(cfg: TrainCfg, n_train: int) -> int:
-    """``iters``, or ``epochs`` × batches per epoch (one random crop per training image per epoch)."""
+def total_iters(cfg: TrainCfg, n_train: int, pairs=None) -> int:
+    """``iters``, or ``epochs`` × batches per epoch. An epoch is ``samples_per_image`` random crops per
+    training image, or with ``grid_stride`` as many as the patch grid of each of ``pairs`` holds
+    (the same number of steps as training on the grid's patches; the crops stay random)."""
     if cfg.iters is not None:
         return int(cfg.iters)
-    return max(1, int(round(cfg.epochs * math.ceil(n_train / cfg.batch))))
+    if not cfg.samples_per_image > 0 or cfg.grid_stride < 0:
+        raise ValueError(f"train.samples_per_image must be > 0 and train.grid_stride >= 0, got "
+                         f"{cfg.samples_per_image} and {cfg.grid_stride}")
+    samples = n_train * cfg.samples_per_image
+    if cfg.grid_stride:
+        if pairs is None:
+            raise ValueError("grid_stride needs the training pairs to count their patches")
+        samples = sum(patch_grid_count(data.image_size(p), cfg.patch, cfg.grid_stride) for p in pairs)
+    return max(1, int(round(cfg.epochs * math.ceil(samples / cfg.batch))))
+
+
+def patch_grid_count(size: tuple[int, int], patch: int, stride: int) -> int:
+    """Patches of ``patch`` x ``patch`` at ``stride`` that fit in an image of ``size`` (h, w), none
+    hanging over the border (PReNet's ``Im2Patch``)."""
+    return math.prod(max(0, (n - patch) // stride + 1) for n in size)
 
 
 def lr_factor(step: int, total: int, cfg: TrainCfg) -> float:
@@ -149,7 +165,7 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     log = log or (lambda m, s: None)
-    total = total_iters(cfg, len(train_ds.pairs))
+    total = total_iters(cfg, len(train_ds.pairs), train_ds.pairs)
     model.to(device).train()
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))

@@ -85,12 +85,15 @@ def test_eval_output_does_not_depend_on_earlier_calls():
         assert torch.equal(model(a), first)
 
 
-def test_own_loss_is_ten_times_l1_in_minus_one_one_space():
+def test_own_loss_is_plain_l1_in_minus_one_one_space():
+    """The official supervised phase (train_sl) uses plain L1; x10 (weight_pixel) is the semi-supervised phase's."""
     model = build_model("moss")
     clean, out = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     assert model.own_loss(clean, out, clean).item() == 0.0
-    assert model.own_loss(out, out, clean).item() == pytest.approx(20 * F.l1_loss(out, clean).item(), rel=1e-6)
+    assert model.own_loss(out, out, clean).item() == pytest.approx(2 * F.l1_loss(out, clean).item(), rel=1e-6)
     assert model.own_loss({"out": [clean, out]}, out, clean).item() == pytest.approx(
+        2 * F.l1_loss(out, clean).item(), rel=1e-6)
+    assert model.own_loss(out, out, clean, weight_pixel=10).item() == pytest.approx(
         20 * F.l1_loss(out, clean).item(), rel=1e-6)
 
 
