@@ -20,14 +20,16 @@ through training: the first-stage kernel ``weight0`` and all 16 slices of ``conv
 one ``init_kernel.mat`` tensor (C0 = C); ``eta1`` and the 16 rows of ``eta11`` are one η_M, ``eta2``
 and ``eta12`` one η_B; each M-net's ``tau`` is one scalar expanded to 32 channels; ``w_z_f`` is one
 3x3 filter expanded to 32x3. ``sum(p.numel())`` counts every view, which is where 3,166,355 comes
-from, but only 2,965,997 numbers are free and receive a gradient (``--effective``). We store each tied
-parameter once, expand it in forward, and count it at its official size (``official_numel``, read
-by ``benchmark.metrics.count_params``). ``tied=False`` unties them (every view its own tensor, the
-form of earlier versions of this file): same total, same outputs for equal weights, 2,975,186
-gradient-receiving parameters. What the official optimiser did with aliased views is not
-reproducible: PyTorch 0.4 let each view write its own update into the shared memory (on CUDA
-concurrently), current PyTorch refuses the in-place update. Here a tied tensor gets the sum of the
-gradients of all its uses, the ordinary meaning of weight sharing and the code's stated intent
+from, but only 3,040,494 numbers are distinct and 2,965,997 of them receive a gradient
+(``--effective``). We store each tied parameter once, expand it in forward, and count it at its
+official size (``official_numel``, read by ``benchmark.metrics.count_params``). ``tied=False``
+unties them (every view its own tensor, the form of earlier versions of this file): same total,
+same outputs for equal weights, 2,975,186 gradient-receiving parameters. The official optimiser
+step on aliased views cannot be reproduced: the authors ran PyTorch 0.4.1, whose in-place updates
+did not yet refuse overlapping memory, so every view wrote its own update into the shared elements
+(the result depends on the write order); current PyTorch raises "more than one element of the
+written-to tensor refers to a single memory location" (checked). Here a tied tensor gets the sum of
+the gradients of all its uses, the ordinary meaning of weight sharing and the code's stated intent
 ("rain kernel is inter-stage sharing").
 
 Rain-kernel initialisation. The official code loads ``init_kernel.mat`` (3x32x9x9, three
