@@ -142,6 +142,12 @@ def _block_shape(m1: int, m2: int, r0: torch.Tensor, c0: torch.Tensor, sh: int, 
     return best if best is not None else last
 
 
+def _sq_norms(x: torch.Tensor, budget: int) -> torch.Tensor:
+    """Squared L2 norm of every row of x [b, m, e], in chunks: x.pow(2) whole would be a copy of x."""
+    step = max(1, budget // (x.shape[0] * x.shape[2]))
+    return torch.cat([x[:, s:s + step].pow(2).sum(-1) for s in range(0, x.shape[1], step)], 1)
+
+
 @torch.no_grad()
 def windowed_knn(query: torch.Tensor, db: torch.Tensor, q_grid: tuple[int, int], db_grid: tuple[int, int], k: int,
                  window: int, align: str = "centered", scale: int = 1, block: int = 16,
@@ -175,8 +181,7 @@ def windowed_knn(query: torch.Tensor, db: torch.Tensor, q_grid: tuple[int, int],
     cq, u, o = bh * bw, uh * uw, sh * sw
     group = max(1, budget // _step_floats(b, cq, u, e, o))
     nblk = nbh * nbw
-    q_sq = query.pow(2).sum(-1)  # b, m
-    db_sq = db.pow(2).sum(-1)  # b, n
+    q_sq, db_sq = _sq_norms(query, budget), _sq_norms(db, budget)  # b, m / b, n
     # results go to a padded query grid where every block position is unique, so the repeated
     # edge queries never race for the same output slot
     pw = nbw * bw
