@@ -36,7 +36,8 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from benchmark import layouts
+from benchmark import images, layouts
+from benchmark.images import DataError
 from benchmark.layouts import LayoutError, Pair
 from benchmark.transfer import (
     CorruptArchiveError,
@@ -439,6 +440,7 @@ def _assign(spec: DatasetSpec, trees: list[_Tree], wanted: list[SplitSpec],
 def _write_png(src: Path, dst: Path, half: str | None, side: str | None) -> str:
     """Write ``src`` (or one half of it) as PNG; returns the transform applied."""
     if half is None and src.suffix.lower() == ".png":
+        images.inspect(src, decode=True)  # the copy must be readable by the suite's reader too
         shutil.copyfile(src, dst)
         return "copy"
     image = layouts.open_rgb(src)
@@ -637,7 +639,7 @@ def download(name: str, root: Path | str = "data", source: Path | str | None = N
             try:
                 counts[split_name] = normalise_split(spec, spec.splits[split_name], folder, out, tree.origin,
                                                     rows)["count"]
-            except (DatasetError, LayoutError) as exc:
+            except (DatasetError, DataError) as exc:
                 # Name files as "<archive>:/<path inside>" rather than by the temporary folder.
                 shown = f"{tree.archive}:" if tree.archive is not None else str(tree.root)
                 raise type(exc)(str(exc).replace(str(tree.root), shown)) from exc
@@ -793,7 +795,7 @@ def datasets_main(argv: list[str] | None = None) -> int:
     except ManualDownloadRequired as exc:
         say(f"error: {exc}")
         return 3
-    except (DatasetError, LayoutError) as exc:
+    except (DatasetError, DataError) as exc:
         say(f"error: {exc}")
         return 1
 
