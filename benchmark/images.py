@@ -56,7 +56,7 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         raise DataError(f"{path}: header declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels "
                         f"(decompression-bomb size; the limit is {max_pixels})") from exc
     except UnidentifiedImageError as exc:
-        raise DataError(f"{path}: not an image (or a format Pillow cannot read)") from exc
+        raise DataError(f"{path}: not a readable image (not an image, or a format Pillow cannot read)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image header ({exc})") from exc
 
