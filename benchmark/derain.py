@@ -47,9 +47,13 @@ def _distinct(items: list[tuple[Path, str]]) -> list[str]:
         if not clash:
             return names
         if step == 0:
-            common = Path(os.path.commonpath([str(items[i][0].resolve().parent) for i in clash]))
+            groups: dict[str, list[int]] = {}
             for i in clash:
-                names[i] = "_".join(items[i][0].resolve().relative_to(common).with_suffix("").parts)
+                groups.setdefault(names[i].lower(), []).append(i)
+            for group in groups.values():
+                common = Path(os.path.commonpath([str(items[i][0].resolve().parent) for i in group]))
+                for i in group:
+                    names[i] = "_".join(items[i][0].resolve().relative_to(common).with_suffix("").parts)
         elif step == 1:
             for i in clash:
                 names[i] = f"{names[i]}_{items[i][0].suffix.lstrip('.').lower()}"
