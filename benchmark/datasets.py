@@ -40,6 +40,7 @@ from benchmark import images, layouts
 from benchmark.images import DataError
 from benchmark.layouts import LayoutError, Pair
 from benchmark.transfer import (
+    ArchiveLimits,
     CorruptArchiveError,
     DatasetError,
     OfflineError,
@@ -76,6 +77,7 @@ class ArchiveSpec:
     sha256: str | None = None
     git_blob_sha1: str | None = None
     splits: tuple[str, ...] = ()
+    limits: ArchiveLimits = ArchiveLimits()  # datasets.yaml: max_unpacked_bytes, max_ratio
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,11 @@ def _spec_from_dict(key: str, d: dict, where: Path) -> DatasetSpec:
         urls = tuple(a.get("urls") or ())
         if any(not u.startswith(("http://", "https://")) for u in urls):
             raise bad(f"archive {a.get('file')}: only http(s) URLs are supported")
+        lim = {k: a[k] for k in ("max_unpacked_bytes", "max_ratio") if k in a}
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in lim.values()):
+            raise bad(f"archive {a.get('file')}: max_unpacked_bytes and max_ratio must be positive numbers")
         archives.append(ArchiveSpec(a["file"], urls, tuple(a.get("aliases") or ()), a.get("size"), sha,
-                                    a.get("git_blob_sha1"), tuple(a.get("splits") or ())))
+                                    a.get("git_blob_sha1"), tuple(a.get("splits") or ()), ArchiveLimits(**lim)))
     files = FilesSpec(**{k: d["files"][k] for k in ("base_url", "list", "list_sha256", "total_size")
                          if k in d["files"]}) \
         if d.get("files") else None
@@ -261,7 +266,7 @@ def _extract_checked(spec: DatasetSpec, a: ArchiveSpec | None, path: Path, work:
             digest = _check_file(path, a) if a is not None else sha256_file(path)
             target = Path(tempfile.mkdtemp(prefix="x-", dir=work))
             target.rmdir()
-            return safe_extract(path, target), path, digest
+            return safe_extract(path, target, a.limits if a is not None else None), path, digest
         except (ChecksumError, CorruptArchiveError) as exc:
             if from_user or a is None or not a.urls:
                 raise
