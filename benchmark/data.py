@@ -9,7 +9,10 @@ the same batches as one that never stopped.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,26 @@ def load_pair(pair, max_pixels: int = images.MAX_PIXELS) -> tuple[np.ndarray, np
     return rainy, clean
 
 
+def _check_one(it, min_side: int, why: str, decode: bool, max_pixels: int) -> str | None:
+    try:
+        side = getattr(it, "rainy_side", None)
+        a = images.inspect(it.input, max_pixels=max_pixels, decode=decode)
+        w = a.width // 2 if side else a.width
+        if side and a.width % 2:
+            raise DataError(f"{it.input}: odd width {a.width} cannot be split into two equal halves")
+        if min(w, a.height) < min_side:
+            raise DataError(f"{it.input}: image {w}x{a.height} is smaller than {min_side}x{min_side} ({why})")
+        target = getattr(it, "target", None)
+        if target is not None and not side:
+            b = images.inspect(target, max_pixels=max_pixels, decode=decode)
+            if (a.width, a.height) != (b.width, b.height):
+                raise DataError(f"{it.input}: size {a.width}x{a.height} differs from its target "
+                                f"{target} ({b.width}x{b.height})")
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
 def check_items(items, *, min_side: int = 1, why: str = "", decode: bool = False,
                 max_pixels: int = images.MAX_PIXELS) -> None:
     """Check every file of ``items`` (Pairs) before any work: readable, within the pixel limit, at
@@ -59,27 +82,45 @@ def check_items(items, *, min_side: int = 1, why: str = "", decode: bool = False
     Header-only by default (fast: no pixel is decoded); ``decode`` also decodes each file, which
     finds truncated data. Raises one DataError naming the first bad file and how many others.
     """
-    problems: list[str] = []
-    for it in items:
-        try:
-            side = getattr(it, "rainy_side", None)
-            a = images.inspect(it.input, max_pixels=max_pixels, decode=decode)
-            w = a.width // 2 if side else a.width
-            if side and a.width % 2:
-                raise DataError(f"{it.input}: odd width {a.width} cannot be split into two equal halves")
-            if min(w, a.height) < min_side:
-                raise DataError(f"{it.input}: image {w}x{a.height} is smaller than {min_side}x{min_side} ({why})")
-            target = getattr(it, "target", None)
-            if target is not None and not side:
-                b = images.inspect(target, max_pixels=max_pixels, decode=decode)
-                if (a.width, a.height) != (b.width, b.height):
-                    raise DataError(f"{it.input}: size {a.width}x{a.height} differs from its target "
-                                    f"{target} ({b.width}x{b.height})")
-        except DataError as exc:
-            problems.append(str(exc))
+    _raise_first(_problems(items, min_side, why, decode, max_pixels))
+
+
+def _problems(items, min_side: int, why: str, decode: bool, max_pixels: int) -> list[str]:
+    one = partial(_check_one, min_side=min_side, why=why, decode=decode, max_pixels=max_pixels)
+    if decode and len(items) > 32:  # Pillow releases the GIL while decoding
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(one, items))
+    else:
+        results = [one(it) for it in items]
+    return [r for r in results if r is not None]
+
+
+def _raise_first(problems: list[str]) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more bad files)" if len(problems) > 1 else ""
         raise DataError(problems[0] + more)
+
+
+def check_dataset(root: str | Path, paired: bool = True) -> dict[str, int]:
+    """Decode and check every image of a normalised dataset (the prepare stage, before training).
+
+    Test images must hold the SSIM window; the training patch is checked when training starts
+    (it depends on the model's settings, which the prepare stage does not read).
+    """
+    root = Path(root)
+    counts, problems = {}, []
+    for split in ("train", "test"):
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        items = layouts.find_pairs(folder) if paired else layouts.find_images(folder)
+        test = split == "test" and paired
+        problems += _problems(items, images.SSIM_WINDOW if test else 1, "the SSIM window", True, images.MAX_PIXELS)
+        counts[split] = len(items)
+    _raise_first(problems)
+    if not counts:
+        raise DataError(f"{root}: neither a train nor a test split")
+    return counts
 
 
 def find_split(root: str | Path, split: str | None) -> Path:
