@@ -614,3 +614,14 @@ def test_generated_rain_synth_is_listed_present(tmp_path, capsys):
     assert ds.datasets_main(["list", "--root", str(tmp_path)]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rain-synth"))
     assert row[49:58].strip() == "no"
+
+
+def test_no_shell_true_in_sources():
+    """Commands are argument lists, never a shell line that a user string could extend."""
+    from tests.conftest import REPO
+
+    hits = [f"{p}:{n}" for folder in ("benchmark", "pipelines", "msgnn", "baselines")
+            for p in sorted((REPO / folder).rglob("*.py"))
+            for n, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"shell\s*=\s*True|os\.system\(|os\.popen\(", line)]
+    assert hits == []
