@@ -20,9 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark import images, layouts
-from benchmark.images import DataError
-
-__all__ = ["DataError", "load_image", "load_pair", "check_items", "TrainPatches", "EvalImages"]
+from benchmark.images import DataError  # re-exported: callers catch data.DataError
 
 
 def load_image(path: str | Path, max_pixels: int = images.MAX_PIXELS) -> np.ndarray:
@@ -36,18 +34,9 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def load_pair(pair, max_pixels: int = images.MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
-    """Both images of a pair; a size mismatch is a DataError naming both files.
-
-    Side-by-side files (DID-MDN, RESCAN/DCSFN training data) hold both halves in one image;
-    ``pair.rainy_side`` says which half is rainy.
-    """
-    if getattr(pair, "rainy_side", None):
-        both = load_image(pair.input, max_pixels)
-        if both.shape[1] % 2:
-            raise DataError(f"{pair.input}: odd width {both.shape[1]} cannot be split into two equal halves")
-        left, right = np.split(both, 2, axis=1)
-        return (left, right) if pair.rainy_side == "left" else (right, left)
-    rainy, clean = load_image(pair.input, max_pixels), load_image(pair.target, max_pixels)
+    """Both images of a pair as arrays (``layouts.read_pair``: side-by-side files are split there);
+    a size mismatch is a DataError naming both files."""
+    rainy, clean = (np.array(im) for im in layouts.read_pair(pair, max_pixels))
     if rainy.shape != clean.shape:
         raise DataError(f"{pair.input}: size {rainy.shape[1]}x{rainy.shape[0]} differs from its target "
                         f"{pair.target} ({clean.shape[1]}x{clean.shape[0]})")
