@@ -69,6 +69,8 @@ def plan(inputs: list[str], output: str, *, overwrite: bool = False,
          max_pixels: int = images.MAX_PIXELS) -> list[tuple[Path, Path]]:
     """(input file, output file) for every input; raises one DataError before any work."""
     outdir = Path(output)
+    if outdir.exists() and not outdir.is_dir():
+        raise DataError(f"{outdir}: -o must be a folder, this is a file")
     out_real = outdir.resolve()
     items: list[tuple[Path, str]] = []
     seen: set[Path] = set()

@@ -56,6 +56,8 @@ def test_output_equal_to_input_folder_is_refused(tmp_path, capsys):
     assert code == 1 and one_line(err)
     code, _, err = run(capsys, folder / "a.png", "-o", folder)  # a file input inside -o
     assert code == 1 and "holds the input" in err
+    code, _, err = run(capsys, folder / "a.png", "-o", folder / "b.png")  # -o naming a file
+    assert code == 1 and one_line(err) and "must be a folder" in err
     assert md5s(folder) == before
 
 
