@@ -567,8 +567,9 @@ def test_decompression_bombs_are_refused(tmp_path, fmt):
     archive = tmp_path / f"bomb.{'zip' if fmt == 'zip' else 'tar.gz'}"
     _bomb(archive, fmt)
     assert archive.stat().st_size < 600_000  # small on disk, 24 MiB unpacked
-    with pytest.raises(transfer.UnsafeArchiveError, match=r"Rain100L/input/2.png.*|ratio above 100"):
+    with pytest.raises(transfer.UnsafeArchiveError, match="ratio above 100") as refusal:
         transfer.safe_extract(archive, tmp_path / "out")
+    assert "'Rain100L/input/2.png'" in str(refusal.value)  # the entry is named
     assert not any((tmp_path / "out").rglob("*.png"))
     # limits are per archive: a spec may raise them, and a size cap applies whatever the ratio
     transfer.safe_extract(archive, tmp_path / "ok", transfer.ArchiveLimits(max_ratio=1e6))
