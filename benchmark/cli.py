@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from benchmark.images import MAX_PIXELS
+
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, OSError)
 
 
@@ -67,7 +69,7 @@ def cmd_evaluate(args) -> int:
     from benchmark import config, data, engine
 
     model = _load(args)
-    ds = data.EvalImages(args.data, split="test")
+    ds = data.EvalImages(args.data, split="test", max_pixels=args.max_pixels)
     cfg = config.EvalCfg(quantise=args.quantise, y_mode=args.y_mode, save_images=0, lpips=False)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     res = engine.evaluate(model, ds, cfg, device=device, exemplar=_exemplar(model, args), progress=not args.json)
@@ -86,34 +88,20 @@ def cmd_evaluate(args) -> int:
 
 def cmd_derain(args) -> int:
     import torch
-    from PIL import Image
 
-    from benchmark import data, engine, metrics
+    from benchmark import data, derain, engine, metrics
 
+    # every input checked, every output name decided, before the model is loaded or a file written
+    jobs = derain.plan(args.inputs, args.output, overwrite=args.overwrite, max_pixels=args.max_pixels)
     model = _load(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     ex = _exemplar(model, args)
-    outdir = Path(args.output)
-    files = []
-    for p in map(Path, args.inputs):
-        files += data_images(p) if p.is_dir() else [p]
-    imgs = [(f, data.load_image(f)) for f in files]  # read (and validate) all before writing anything
-    outdir.mkdir(parents=True, exist_ok=True)
-    for f, arr in imgs:
-        out = engine.predict(model, data.to_tensor(arr), ex, device)[0]
-        dst = outdir / (f.stem + ".png")
-        tmp = dst.with_name(f".{dst.name}.tmp.png")
-        Image.fromarray(metrics.to_uint8(out)).save(tmp)
-        tmp.replace(dst)
+    for src, dst in jobs:  # one image in memory at a time
+        out = engine.predict(model, data.to_tensor(data.load_image(src, args.max_pixels)), ex, device)[0]
+        derain.write_png(dst, metrics.to_uint8(out), overwrite=args.overwrite)
         print(dst)
     return 0
-
-
-def data_images(folder: Path) -> list[Path]:
-    from benchmark import layouts
-
-    return [Path(getattr(i, "input", i)) for i in layouts.find_images(folder)]
 
 
 def cmd_profile(args) -> int:
@@ -156,6 +144,16 @@ def cmd_check_metrics(args) -> int:
     return gate.main(args.rest)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="msgnn-bench", description="MSGNN deraining benchmark suite")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -173,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--official", help="official checkpoint file (prenet, spanet)")
         p.add_argument("--exemplar", help="exemplar image for MSGNN")
         p.add_argument("--device", default=None)
+        p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
+                       help=f"refuse images with more than N pixels, checked from the header before any "
+                            f"work (default {MAX_PIXELS} = 4096x4096)")
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder in any supported paired layout")
             p.add_argument("--quantise", choices=["round", "truncate"], default="round",
@@ -182,8 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "as PReNet's MATLAB statistic scripts compute it")
             p.add_argument("--json", action="store_true")
         else:
-            p.add_argument("inputs", nargs="+")
-            p.add_argument("-o", "--output", required=True)
+            p.add_argument("inputs", nargs="+", help="image files, folders of images, or paired folders "
+                                                      "(only their rainy inputs are derained)")
+            p.add_argument("-o", "--output", required=True,
+                           help="output folder; must not hold or lie inside an input")
+            p.add_argument("--overwrite", action="store_true", help="replace existing output files")
         p.set_defaults(func=fn)
     p = sub.add_parser("profile", help="switch params.yaml to a profile (quick, ci, paper)")
     p.add_argument("name")

@@ -9,37 +9,23 @@ the same batches as one that never stopped.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from benchmark import layouts
+from benchmark import images, layouts
+from benchmark.images import DataError  # re-exported: callers catch data.DataError
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file and the problem."""
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 RGB [H,W,3]; raise DataError naming the file if it cannot be used."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("RGB", "RGBA", "L", "P", "LA"):
-                raise DataError(f"{path}: unsupported image mode {im.mode!r} (need 8-bit RGB or grey)")
-            arr = np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy needs one
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc}); re-download or remove it") from exc
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise DataError(f"{path}: empty image")
-    return arr
+def load_image(path: str | Path, max_pixels: int = images.MAX_PIXELS) -> np.ndarray:
+    """Read an image as uint8 RGB [H,W,3] through the checked reader (``benchmark.images``)."""
+    return images.load_rgb(path, max_pixels=max_pixels)
 
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -47,23 +33,83 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
 
 
-def load_pair(pair) -> tuple[np.ndarray, np.ndarray]:
-    """Both images of a pair; a size mismatch is a DataError naming both files.
-
-    Side-by-side files (DID-MDN, RESCAN/DCSFN training data) hold both halves in one image;
-    ``pair.rainy_side`` says which half is rainy.
-    """
-    if getattr(pair, "rainy_side", None):
-        both = load_image(pair.input)
-        if both.shape[1] % 2:
-            raise DataError(f"{pair.input}: odd width {both.shape[1]} cannot be split into two equal halves")
-        left, right = np.split(both, 2, axis=1)
-        return (left, right) if pair.rainy_side == "left" else (right, left)
-    rainy, clean = load_image(pair.input), load_image(pair.target)
+def load_pair(pair, max_pixels: int = images.MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Both images of a pair as arrays (``layouts.read_pair``: side-by-side files are split there);
+    a size mismatch is a DataError naming both files."""
+    rainy, clean = (np.array(im) for im in layouts.read_pair(pair, max_pixels))
     if rainy.shape != clean.shape:
         raise DataError(f"{pair.input}: size {rainy.shape[1]}x{rainy.shape[0]} differs from its target "
                         f"{pair.target} ({clean.shape[1]}x{clean.shape[0]})")
     return rainy, clean
+
+
+def _check_one(it, min_side: int, why: str, decode: bool, max_pixels: int) -> str | None:
+    try:
+        side = getattr(it, "rainy_side", None)
+        a = images.inspect(it.input, max_pixels=max_pixels, decode=decode)
+        w = a.width // 2 if side else a.width
+        if side and a.width % 2:
+            raise DataError(f"{it.input}: odd width {a.width} cannot be split into two equal halves")
+        if min(w, a.height) < min_side:
+            raise DataError(f"{it.input}: image {w}x{a.height} is smaller than {min_side}x{min_side} ({why})")
+        target = getattr(it, "target", None)
+        if target is not None and not side:
+            b = images.inspect(target, max_pixels=max_pixels, decode=decode)
+            if (a.width, a.height) != (b.width, b.height):
+                raise DataError(f"{it.input}: size {a.width}x{a.height} differs from its target "
+                                f"{target} ({b.width}x{b.height})")
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def check_items(items, *, min_side: int = 1, why: str = "", decode: bool = False,
+                max_pixels: int = images.MAX_PIXELS) -> None:
+    """Check every file of ``items`` (Pairs) before any work: readable, within the pixel limit, at
+    least ``min_side`` per side (per half for side-by-side files), pair sizes equal.
+
+    Header-only by default (fast: no pixel is decoded); ``decode`` also decodes each file, which
+    finds truncated data. Raises one DataError naming the first bad file and how many others.
+    """
+    _raise_first(_problems(items, min_side, why, decode, max_pixels))
+
+
+def _problems(items, min_side: int, why: str, decode: bool, max_pixels: int) -> list[str]:
+    one = partial(_check_one, min_side=min_side, why=why, decode=decode, max_pixels=max_pixels)
+    if decode and len(items) > 32:  # Pillow releases the GIL while decoding
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(one, items))
+    else:
+        results = [one(it) for it in items]
+    return [r for r in results if r is not None]
+
+
+def _raise_first(problems: list[str]) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more bad files)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
+
+
+def check_dataset(root: str | Path, paired: bool = True) -> dict[str, int]:
+    """Decode and check every image of a normalised dataset (the prepare stage, before training).
+
+    Test images must hold the SSIM window; the training patch is checked when training starts
+    (it depends on the model's settings, which the prepare stage does not read).
+    """
+    root = Path(root)
+    counts, problems = {}, []
+    for split in ("train", "test"):
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        items = layouts.find_pairs(folder) if paired else layouts.find_images(folder)
+        test = split == "test" and paired
+        problems += _problems(items, images.SSIM_WINDOW if test else 1, "the SSIM window", True, images.MAX_PIXELS)
+        counts[split] = len(items)
+    _raise_first(problems)
+    if not counts:
+        raise DataError(f"{root}: neither a train nor a test split")
+    return counts
 
 
 def find_split(root: str | Path, split: str | None) -> Path:
@@ -99,6 +145,8 @@ class TrainPatches(Dataset):
         self.pairs = layouts.find_pairs(find_split(root, split))
         if not self.pairs:
             raise DataError(f"{root}: no image pairs found")
+        # named before the first step; full decoding was done by the prepare stage
+        check_items(self.pairs, min_side=patch, why=f"the training patch {patch}")
         self.patch, self.seed, self.hflip, self.exemplar = patch, seed, hflip, exemplar
         self.length = length if length is not None else len(self.pairs)
         self._perm_cache: tuple[int, torch.Tensor] | None = None
@@ -150,14 +198,18 @@ class EvalItem:
 class EvalImages(Dataset):
     """Full test images of a paired folder (any supported layout), or unpaired images."""
 
-    def __init__(self, root: str | Path, split: str = "test", paired: bool = True, limit: int | None = None):
+    def __init__(self, root: str | Path, split: str = "test", paired: bool = True, limit: int | None = None,
+                 max_pixels: int = images.MAX_PIXELS, check: bool = True):
         folder = find_split(root, split)
-        self.paired = paired
+        self.paired, self.max_pixels = paired, max_pixels
         self.items = layouts.find_pairs(folder) if paired else layouts.find_images(folder)
         if not self.items:
             raise DataError(f"{folder}: no {'image pairs' if paired else 'images'} found")
         if limit:
             self.items = self.items[:limit]
+        if check:  # every file decoded once before the model sees any (test sets are small)
+            check_items(self.items, min_side=images.SSIM_WINDOW if paired else 1,
+                        why="the SSIM window", decode=True, max_pixels=max_pixels)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -165,10 +217,10 @@ class EvalImages(Dataset):
     def __getitem__(self, i: int) -> EvalItem:
         it = self.items[i]
         if self.paired:
-            rainy, clean = load_pair(it)
+            rainy, clean = load_pair(it, self.max_pixels)
             return EvalItem(str(it.id), to_tensor(rainy), to_tensor(clean))
         path = Path(getattr(it, "input", it))
-        return EvalItem(path.stem, to_tensor(load_image(path)), None)
+        return EvalItem(path.stem, to_tensor(load_image(path, self.max_pixels)), None)
 
 
 def eval_exemplar(root: str | Path, source: str, seed: int, test_ds: EvalImages | None = None) -> torch.Tensor:

@@ -36,9 +36,11 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from benchmark import layouts
+from benchmark import images, layouts
+from benchmark.images import DataError
 from benchmark.layouts import LayoutError, Pair
 from benchmark.transfer import (
+    ArchiveLimits,
     CorruptArchiveError,
     DatasetError,
     OfflineError,
@@ -75,6 +77,7 @@ class ArchiveSpec:
     sha256: str | None = None
     git_blob_sha1: str | None = None
     splits: tuple[str, ...] = ()
+    limits: ArchiveLimits = ArchiveLimits()  # datasets.yaml: max_unpacked_bytes, max_ratio
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,11 @@ def _spec_from_dict(key: str, d: dict, where: Path) -> DatasetSpec:
         urls = tuple(a.get("urls") or ())
         if any(not u.startswith(("http://", "https://")) for u in urls):
             raise bad(f"archive {a.get('file')}: only http(s) URLs are supported")
+        lim = {k: a[k] for k in ("max_unpacked_bytes", "max_ratio") if k in a}
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in lim.values()):
+            raise bad(f"archive {a.get('file')}: max_unpacked_bytes and max_ratio must be positive numbers")
         archives.append(ArchiveSpec(a["file"], urls, tuple(a.get("aliases") or ()), a.get("size"), sha,
-                                    a.get("git_blob_sha1"), tuple(a.get("splits") or ())))
+                                    a.get("git_blob_sha1"), tuple(a.get("splits") or ()), ArchiveLimits(**lim)))
     files = FilesSpec(**{k: d["files"][k] for k in ("base_url", "list", "list_sha256", "total_size")
                          if k in d["files"]}) \
         if d.get("files") else None
@@ -260,7 +266,7 @@ def _extract_checked(spec: DatasetSpec, a: ArchiveSpec | None, path: Path, work:
             digest = _check_file(path, a) if a is not None else sha256_file(path)
             target = Path(tempfile.mkdtemp(prefix="x-", dir=work))
             target.rmdir()
-            return safe_extract(path, target), path, digest
+            return safe_extract(path, target, a.limits if a is not None else None), path, digest
         except (ChecksumError, CorruptArchiveError) as exc:
             if from_user or a is None or not a.urls:
                 raise
@@ -439,6 +445,7 @@ def _assign(spec: DatasetSpec, trees: list[_Tree], wanted: list[SplitSpec],
 def _write_png(src: Path, dst: Path, half: str | None, side: str | None) -> str:
     """Write ``src`` (or one half of it) as PNG; returns the transform applied."""
     if half is None and src.suffix.lower() == ".png":
+        images.inspect(src, decode=True)  # the copy must be readable by the suite's reader too
         shutil.copyfile(src, dst)
         return "copy"
     image = layouts.open_rgb(src)
@@ -637,7 +644,7 @@ def download(name: str, root: Path | str = "data", source: Path | str | None = N
             try:
                 counts[split_name] = normalise_split(spec, spec.splits[split_name], folder, out, tree.origin,
                                                     rows)["count"]
-            except (DatasetError, LayoutError) as exc:
+            except (DatasetError, DataError) as exc:
                 # Name files as "<archive>:/<path inside>" rather than by the temporary folder.
                 shown = f"{tree.archive}:" if tree.archive is not None else str(tree.root)
                 raise type(exc)(str(exc).replace(str(tree.root), shown)) from exc
@@ -793,7 +800,7 @@ def datasets_main(argv: list[str] | None = None) -> int:
     except ManualDownloadRequired as exc:
         say(f"error: {exc}")
         return 3
-    except (DatasetError, LayoutError) as exc:
+    except (DatasetError, DataError) as exc:
         say(f"error: {exc}")
         return 1
 

@@ -22,6 +22,9 @@ from typing import Callable, Iterator
 
 from PIL import Image
 
+from benchmark import images
+from benchmark.images import DataError
+
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 # Files and folders that archivers and file browsers add; never data.
 _JUNK = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini"})
@@ -30,8 +33,8 @@ _JORDER_EXTRAS = ("rainregion-", "rainstreak-")
 SIDES = ("left", "right")
 
 
-class LayoutError(ValueError):
-    """A folder that cannot be read as a dataset split."""
+class LayoutError(DataError):
+    """A folder that cannot be read as a dataset split (a DataError: one reader, one error family)."""
 
 
 class UnknownLayoutError(LayoutError):
@@ -69,9 +72,13 @@ def _is_junk(path: Path) -> bool:
     return path.name.startswith(".") or path.name.lower() in _JUNK
 
 
+def _is_image_entry(p: Path) -> bool:
+    # a dangling symlink is listed too, so that it is reported instead of silently skipped
+    return (p.is_file() or p.is_symlink() and not p.is_dir()) and not _is_junk(p) and p.suffix.lower() in IMAGE_EXTS
+
+
 def _images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir()
-                   if p.is_file() and not _is_junk(p) and p.suffix.lower() in IMAGE_EXTS),
+    return sorted((p for p in folder.iterdir() if _is_image_entry(p)),
                   key=lambda p: natural_key(p.name))
 
 
@@ -267,9 +274,22 @@ def _walk_images(root: Path) -> list[tuple[str, Path]]:
     found = []
     for f in root.rglob("*"):
         rel = f.relative_to(root)
-        if f.is_file() and f.suffix.lower() in IMAGE_EXTS and not any(_is_junk(Path(p)) for p in rel.parts):
+        if _is_image_entry(f) and not any(_is_junk(Path(p)) for p in rel.parts):
             found.append(("_".join(rel.with_suffix("").parts), f))
     return found
+
+
+def _check_inside(items: list[Pair], root: Path) -> None:
+    """Refuse files that are (or lie below) symbolic links pointing outside the dataset folder."""
+    base = root.resolve()
+    for item in items:
+        for f in {item.input, item.target} - {None}:
+            if not f.exists():
+                raise LayoutError(f"{f}: broken symbolic link (its target {f.resolve()} does not exist)")
+            real = f.resolve()
+            if not real.is_relative_to(base):
+                raise LayoutError(f"{f}: symbolic link to {real}, outside the dataset folder {base}; "
+                                  "copy the file into the dataset instead")
 
 
 def _sorted_unique(items: list[Pair]) -> list[Pair]:
@@ -290,6 +310,7 @@ def find_pairs(root: Path | str, rainy_side: str | None = None) -> list[Pair]:
         pairs = next(lay for lay in LAYOUTS if lay.name == name).pair(base)
     if not pairs:
         raise LayoutError(f"{base}: layout {name!r} but no image pairs found")
+    _check_inside(pairs, Path(root))
     return _sorted_unique(pairs)
 
 
@@ -300,7 +321,7 @@ def find_images(root: Path | str, rainy_side: str | None = None) -> list[Pair]:
     the rainy half is then the image.
     """
     _check_side(rainy_side)
-    root = Path(root)
+    root = top = Path(root)
     if not root.is_dir():
         raise LayoutError(f"{root}: not a folder")
     while len(_subdirs(root)) == 1 and not _images(root):
@@ -308,6 +329,7 @@ def find_images(root: Path | str, rainy_side: str | None = None) -> list[Pair]:
     items = [Pair(f, None, key, rainy_side) for key, f in _walk_images(root)]
     if not items:
         raise LayoutError(f"{root}: no images found")
+    _check_inside(items, top)
     return _sorted_unique(items)
 
 
@@ -321,15 +343,14 @@ def split_side_by_side(image: Image.Image, rainy_side: str, name: str = "image")
     return (left, right) if rainy_side == "left" else (right, left)
 
 
-def open_rgb(path: Path | str) -> Image.Image:
-    """Decode an image file as RGB (grey or palette files are expanded, alpha dropped)."""
-    with Image.open(path) as im:
-        return im.convert("RGB")
+def open_rgb(path: Path | str, max_pixels: int = images.MAX_PIXELS) -> Image.Image:
+    """Decode an image file as RGB through the checked reader (``benchmark.images`` rules)."""
+    return images.open_rgb(path, max_pixels=max_pixels)
 
 
-def read_pair(pair: Pair) -> tuple[Image.Image, Image.Image | None]:
+def read_pair(pair: Pair, max_pixels: int = images.MAX_PIXELS) -> tuple[Image.Image, Image.Image | None]:
     """(rainy, clean) RGB images of a pair; clean is None for unpaired images."""
     if pair.rainy_side is not None:
-        rainy, clean = split_side_by_side(open_rgb(pair.input), pair.rainy_side, str(pair.input))
+        rainy, clean = split_side_by_side(open_rgb(pair.input, max_pixels), pair.rainy_side, str(pair.input))
         return rainy, (clean if pair.target is not None else None)
-    return open_rgb(pair.input), (open_rgb(pair.target) if pair.target is not None else None)
+    return open_rgb(pair.input, max_pixels), (open_rgb(pair.target, max_pixels) if pair.target is not None else None)

@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import os
 import re
-import shutil
 import socket
 import stat
 import sys
@@ -20,6 +19,7 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -175,36 +175,108 @@ def archive_kind(path: Path) -> str:
                               f" first bytes {head!r})")
 
 
-def _zip_entries(zf: zipfile.ZipFile) -> Iterator[tuple[str, str, int | None, Callable[[], IO[bytes]]]]:
+# An entry: (name, kind 'file'|'dir'|'other', declared size, packed size or None, opener).
+_Entry = tuple[str, str, int, "int | None", Callable[[], IO[bytes]]]
+
+
+def _zip_entries(zf: zipfile.ZipFile) -> Iterator[_Entry]:
     for info in zf.infolist():
         mode = info.external_attr >> 16  # unix mode, 0 for archives written elsewhere
         special = stat.S_ISLNK(mode) or (stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)))
         kind = "other" if special else "dir" if info.is_dir() else "file"
-        yield info.filename, kind, None, partial(zf.open, info)  # zip checks each entry's CRC at its end
+        # zip checks each entry's CRC at its end
+        yield info.filename, kind, info.file_size, info.compress_size, partial(zf.open, info)
 
 
-def _tar_entries(tf: tarfile.TarFile) -> Iterator[tuple[str, str, int | None, Callable[[], IO[bytes]]]]:
+def _tar_entries(tf: tarfile.TarFile) -> Iterator[_Entry]:
     for m in tf.getmembers():
         kind = "dir" if m.isdir() else "file" if m.isreg() else "other"
-        yield m.name, kind, m.size, partial(tf.extractfile, m)  # tar has no checksum: the size is checked
+        yield m.name, kind, m.size, None, partial(tf.extractfile, m)  # tar has no checksum: the size is checked
 
 
-def safe_extract(archive: Path, dest: Path) -> Path:
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What an archive may expand to; a dataset spec raises them when a real archive needs more.
+
+    Images barely compress (PNG/JPEG are compressed already), so real datasets expand about 1:1:
+    the largest ones (~3 GB) pass these defaults with a wide margin, while a bomb (zeros packed
+    100x or more) does not. ``max_ratio`` applies to the whole archive and, for zip entries of at
+    least ``RATIO_MIN_ENTRY`` bytes, to each entry (small files of zeros compress well and are harmless).
+    """
+
+    max_unpacked_bytes: int = 20 * 2**30
+    max_ratio: float = 100.0
+    max_entries: int = 1_000_000
+
+
+RATIO_MIN_ENTRY = 1 << 20
+
+
+def _check_entries(archive: Path, entries: list, limits: ArchiveLimits) -> None:
+    """Refuse links/devices, unsafe paths, duplicate names and bombs before anything is written."""
+    if len(entries) > limits.max_entries:
+        raise UnsafeArchiveError(f"{archive}: {len(entries)} entries, more than the limit of {limits.max_entries}")
+    files: dict[str, str] = {}
+    dirs: set[str] = set()
+    total, packed = 0, max(archive.stat().st_size, 1)
+    for name, what, size, csize, _ in entries:
+        if what == "other":
+            raise UnsafeArchiveError(f"{archive}: refusing link or special file {name!r}")
+        rel = _member_path(name, archive)
+        if rel is None:
+            continue
+        key = rel.as_posix().casefold()  # 'A.png' and 'a.png' are one file on macOS/Windows
+        parents = {p.as_posix().casefold() for p in rel.parents if p != Path(".")}
+        if what == "dir":
+            if key in files:
+                raise UnsafeArchiveError(f"{archive}: entry {name!r} is both a file and a folder")
+            dirs.add(key)
+            continue
+        if key in files:
+            raise UnsafeArchiveError(f"{archive}: duplicate entry {name!r} (also {files[key]!r}); the last "
+                                     "one would silently replace the first")
+        if key in dirs or parents & files.keys():
+            raise UnsafeArchiveError(f"{archive}: entry {name!r} is both a file and a folder")
+        files[key] = name
+        dirs |= parents
+        total += size
+        if csize is not None and size >= RATIO_MIN_ENTRY and size > limits.max_ratio * max(csize, 1):
+            raise UnsafeArchiveError(f"{archive}: refusing entry {name!r}: {size} bytes packed into {csize} "
+                                     f"(ratio above {limits.max_ratio:g}; a decompression bomb?)")
+        if total > limits.max_unpacked_bytes:
+            raise UnsafeArchiveError(f"{archive}: refusing entry {name!r}: the archive would expand to more than "
+                                     f"{limits.max_unpacked_bytes} bytes (max_unpacked_bytes)")
+    if total > limits.max_ratio * packed:
+        raise UnsafeArchiveError(f"{archive}: refusing to expand {packed} bytes into {total} (ratio above "
+                                 f"{limits.max_ratio:g}; a decompression bomb?); largest entry "
+                                 f"{max(entries, key=lambda e: e[2])[0]!r}")
+
+
+def _copy_bounded(src: IO[bytes], out: IO[bytes], limit: int, name: str, archive: Path) -> None:
+    """Copy at most ``limit`` bytes (the declared size): a header that lies cannot write more."""
+    left = limit
+    for chunk in iter(lambda: src.read(min(CHUNK, left + 1)), b""):
+        left -= len(chunk)
+        if left < 0:
+            raise CorruptArchiveError(f"{archive}: entry {name!r} holds more data than its declared size")
+        out.write(chunk)
+
+
+def safe_extract(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> Path:
     """Extract a zip or (compressed) tar into the new folder ``dest``.
 
-    Every entry is checked before anything is written; only regular files and folders are
-    accepted. Damage found while reading raises CorruptArchiveError.
+    Every entry is checked before anything is written: only regular files and folders, no
+    absolute or '..' paths, no duplicate names, sizes within ``limits``. Damage found while
+    reading raises CorruptArchiveError.
     """
+    limits = limits or ArchiveLimits()
     kind = archive_kind(archive)
     dest.mkdir(parents=True)
     try:
         with zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive, "r:*") as handle:
             entries = list(_zip_entries(handle) if kind == "zip" else _tar_entries(handle))
-            for name, what, _, _ in entries:
-                if what == "other":
-                    raise UnsafeArchiveError(f"{archive}: refusing link or special file {name!r}")
-                _member_path(name, archive)
-            for name, what, size, opener in entries:
+            _check_entries(archive, entries, limits)
+            for name, what, size, _, opener in entries:
                 rel = _member_path(name, archive)
                 if rel is None:
                     continue
@@ -213,8 +285,8 @@ def safe_extract(archive: Path, dest: Path) -> Path:
                     continue
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 with opener() as src, open(dest / rel, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-                if size is not None and (dest / rel).stat().st_size != size:
+                    _copy_bounded(src, out, size, name, archive)
+                if (dest / rel).stat().st_size != size:
                     raise CorruptArchiveError(f"{archive}: entry {name!r} is truncated")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise CorruptArchiveError(f"{archive}: damaged archive ({exc})") from exc

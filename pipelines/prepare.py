@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark import config, runs, synth
+from benchmark import config, data, runs, synth
 
 
 def prepare(dataset: str, params: dict) -> None:
@@ -31,6 +31,10 @@ def prepare(dataset: str, params: dict) -> None:
 
             path = datasets.ensure_dataset(name, root=str(runs.DATA))
             print(f"{name}: ready in {path}")
+        # every image decoded and checked once here, so that no training or evaluation meets a bad one
+        paired = (params.get("datasets", {}).get(name) or {}).get("ground_truth", True)
+        counts = data.check_dataset(runs.data_dir(name), paired=paired)
+        print(f"{name}: checked " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " images/pairs")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,10 +81,11 @@ def test_errors_are_one_clear_line(capsys, argv, needle):
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_corrupt_checkpoint_is_named(tmp_path, capsys):
+def test_corrupt_checkpoint_is_named(shared, tmp_path, capsys):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"\x00" * 10)
-    code, _, err = run(capsys, "derain", "--model", "prenet", "--checkpoint", str(bad), "x.png", "-o", str(tmp_path))
+    img = str(shared / "data/Rain100L_test/input/1.png")  # inputs are checked first: give a good one
+    code, _, err = run(capsys, "derain", "--model", "prenet", "--checkpoint", str(bad), img, "-o", str(tmp_path / "o"))
     assert code == 1 and f"{bad}: not a readable checkpoint" in err
 
 

@@ -519,3 +519,110 @@ def test_git_blob_id_and_http_errors(tmp_path, server, capsys):
     missing = reg(blob, server.url("/nothing-here.zip"))
     assert ds.datasets_main(["download", "rain12", "--root", str(tmp_path / "c"), "--registry", str(missing)]) == 1
     assert "HTTP 404" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 15/16: archives, rain-synth
+
+def _dup_archive(path: Path, fmt: str) -> None:
+    rainy = (SHARED / "Rain100L_test/input/1.png").read_bytes()
+    clean = (SHARED / "Rain100L_test/target/1.png").read_bytes()
+    entries = [("Rain100L/input/1.png", rainy), ("Rain100L/target/1.png", clean),
+               ("Rain100L/./input/1.png", clean)]  # the same name again: a clean image as the rainy one
+    if fmt == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in entries:
+                zf.writestr(name, data)
+    else:
+        with tarfile.open(path, "w:gz") as tf:
+            for name, data in entries:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+def test_duplicate_entries_are_refused(tmp_path, fmt):
+    archive = tmp_path / f"Rain100L.{'zip' if fmt == 'zip' else 'tar.gz'}"
+    _dup_archive(archive, fmt)
+    with pytest.raises(transfer.UnsafeArchiveError, match=r"duplicate entry 'Rain100L/./input/1.png'"):
+        transfer.safe_extract(archive, tmp_path / "out")
+    assert not any((tmp_path / "out").rglob("*.png"))  # checked before anything is written
+
+
+def _bomb(path: Path, fmt: str, mib: int = 24) -> None:
+    zeros = b"\0" * (mib << 20)
+    if fmt == "zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("Rain100L/input/1.png", (SHARED / "Rain100L_test/input/1.png").read_bytes())
+            zf.writestr("Rain100L/input/2.png", zeros)
+    else:
+        with tarfile.open(path, "w:gz", compresslevel=1) as tf:
+            info = tarfile.TarInfo("Rain100L/input/2.png")
+            info.size = len(zeros)
+            tf.addfile(info, io.BytesIO(zeros))
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+def test_decompression_bombs_are_refused(tmp_path, fmt):
+    archive = tmp_path / f"bomb.{'zip' if fmt == 'zip' else 'tar.gz'}"
+    _bomb(archive, fmt)
+    assert archive.stat().st_size < 600_000  # small on disk, 24 MiB unpacked
+    with pytest.raises(transfer.UnsafeArchiveError, match="ratio above 100") as refusal:
+        transfer.safe_extract(archive, tmp_path / "out")
+    assert "'Rain100L/input/2.png'" in str(refusal.value)  # the entry is named
+    assert not any((tmp_path / "out").rglob("*.png"))
+    # limits are per archive: a spec may raise them, and a size cap applies whatever the ratio
+    transfer.safe_extract(archive, tmp_path / "ok", transfer.ArchiveLimits(max_ratio=1e6))
+    assert (tmp_path / "ok/Rain100L/input/2.png").stat().st_size == 24 << 20
+    with pytest.raises(transfer.UnsafeArchiveError, match="max_unpacked_bytes"):
+        transfer.safe_extract(archive, tmp_path / "small", transfer.ArchiveLimits(max_ratio=1e6,
+                                                                                  max_unpacked_bytes=1 << 20))
+
+
+def test_archive_limits_from_the_registry(tmp_path):
+    archive = tmp_path / "Rain100L.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for sub in ("input", "target"):
+            zf.writestr(f"Rain100L/{sub}/1.png", (SHARED / f"Rain100L_test/{sub}/1.png").read_bytes())
+        zf.writestr("Rain100L/input/2.png", b"\0" * (2 << 20))  # 2 MiB of zeros: ratio ~1000
+        zf.writestr("Rain100L/target/2.png", (SHARED / "Rain100L_test/target/2.png").read_bytes())
+    default = registry(tmp_path, "rain100l", source="manual", archives=[{"file": "Rain100L.zip", "splits": ["test"]}],
+                       splits={"test": {"count": 2, "locate": ["Rain100L"]}})
+    with pytest.raises(transfer.UnsafeArchiveError, match="'Rain100L/input/2.png'.*ratio above 100"):
+        ds.download("rain100l", tmp_path / "data", source=archive, registry=default)
+    reg = registry(tmp_path, "rain100l", source="manual", archives=[
+        {"file": "Rain100L.zip", "splits": ["test"], "max_ratio": 1e6}],
+        splits={"test": {"count": 2, "locate": ["Rain100L"]}})
+    # the bomb is let through by the spec's limit; its zero "image" is then named by the reader
+    with pytest.raises(ds.DataError, match=r"2.png.*not a readable image"):
+        ds.download("rain100l", tmp_path / "data", source=archive, registry=reg)
+    bad = registry(tmp_path, "x", source="manual", archives=[{"file": "a.zip", "max_ratio": "big"}],
+                   splits={"test": {"count": 1}})
+    with pytest.raises(ds.DatasetError, match="max_ratio must be positive"):
+        ds.load_registry(bad)
+
+
+def test_generated_rain_synth_is_listed_present(tmp_path, capsys):
+    from benchmark import synth
+
+    synth.generate(tmp_path / "rain-synth", synth.SynthParams(seed=3, n_train=2, n_test=1, train_size=24,
+                                                              test_size=(16, 20)))
+    assert ds.datasets_main(["list", "--root", str(tmp_path)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rain-synth"))
+    assert row[49:58].strip() == "yes"  # the "present" column
+    assert ds.verify("rain-synth", tmp_path) == {"train": 2, "test": 1}
+    (tmp_path / "rain-synth/test/input/1.png").unlink()
+    assert ds.datasets_main(["list", "--root", str(tmp_path)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rain-synth"))
+    assert row[49:58].strip() == "no"
+
+
+def test_no_shell_true_in_sources():
+    """Commands are argument lists, never a shell line that a user string could extend."""
+    from tests.conftest import REPO
+
+    hits = [f"{p}:{n}" for folder in ("benchmark", "pipelines", "msgnn", "baselines")
+            for p in sorted((REPO / folder).rglob("*.py"))
+            for n, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"shell\s*=\s*True|os\.system\(|os\.popen\(", line)]
+    assert hits == []

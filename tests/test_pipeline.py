@@ -48,8 +48,10 @@ def test_pipeline_end_to_end_with_tracking(workdir, tiny_params):
 def test_failed_training_marks_run_failed(workdir, tiny_params):
     prepare.prepare("rain-synth", tiny_params)
     for f in (workdir / "data/rain-synth/train/input").glob("*.png"):
-        f.write_bytes(b"not a png")  # breaks inside the training loop, after the run was opened
-    with pytest.raises(ValueError, match="not a readable image"):
+        # truncated pixel data with an intact header: passes the start-up header check, breaks
+        # inside the training loop, after the run was opened
+        f.write_bytes(f.read_bytes()[:120])
+    with pytest.raises(ValueError, match="truncated or corrupt image"):
         train.train("prenet", "rain-synth", params=tiny_params, progress=False)
     runs = tracking.list_runs(config.resolve("prenet", "rain-synth", tiny_params).tracking)
     assert [r["status"] for r in runs if r["name"] == "train/prenet-rain-synth"] == ["FAILED"]
