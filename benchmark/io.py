@@ -8,8 +8,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import random
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +57,26 @@ def save_torch(path: str | Path, obj: Any) -> None:
 
 
 def load_torch(path: str | Path) -> Any:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: only tensors and plain Python
+    containers can come out of it, never an object whose unpickling runs code. Every checkpoint the
+    suite writes holds only such types (RNG states included, see ``rng_state``), and so do the
+    official state_dicts. Any failure is one ``ValueError`` line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about plain pickles before refusing them below
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = re.search(r"GLOBAL (\S+)", str(exc))
+        why = f"it would import {what.group(1)}" if what else "it holds objects other than tensors and plain data"
+        raise ValueError(f"{path}: refused to load: {why} (only weights-only checkpoints are read; "
+                         "a pickle can run code when loaded)") from None
     except Exception as exc:  # torch raises several unrelated types for a truncated/corrupt file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: "
+                         f"{type(exc).__name__}: {first})") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -70,15 +86,24 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain numbers, so that ``last.pt`` loads weights-only."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st = {"python": {"version": int(version), "mt": torch.tensor(mt, dtype=torch.int64),
+                     "gauss": gauss},
+          "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                    "has_gauss": int(has_gauss), "cached": float(cached)},
+          "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
 def set_rng_state(st: dict[str, Any]) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    py, npst = st["python"], st["numpy"]
+    random.setstate((py["version"], tuple(int(v) for v in py["mt"].tolist()), py["gauss"]))
+    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached"]))
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
