@@ -135,8 +135,9 @@ def save_state(out_dir: str | Path, state: dict[str, Any]) -> None:
     A full disk (or any write error) leaves the previous files untouched and says so in one line."""
     out_dir = Path(out_dir)
     last, prev = out_dir / LAST, out_dir / PREV
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{LAST}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{LAST}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -145,11 +146,13 @@ def save_state(out_dir: str | Path, state: dict[str, Any]) -> None:
             os.replace(last, prev)
         os.replace(tmp, last)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"{last}: could not write the checkpoint ({exc.strerror or exc}); "
                               f"the previous one is kept") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
