@@ -76,13 +76,37 @@ def load_torch(path: str | Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         what = re.search(r"GLOBAL (\S+)", str(exc))
-        why = f"it would import {what.group(1)}" if what else "it holds objects other than tensors and plain data"
-        raise ValueError(f"{path}: refused to load: {why} (only weights-only checkpoints are read; "
-                         "a pickle can run code when loaded)") from None
+        name = what.group(1) if what else _first_import(path)
+        if name:
+            raise ValueError(f"{path}: refused to load: it would import {name} (only weights-only checkpoints "
+                             "are read; a pickle can run code when loaded)") from None
+        raise ValueError(f"{path}: not a readable checkpoint (truncated, corrupt or not a PyTorch file)") from None
     except Exception as exc:  # torch raises several unrelated types for a truncated/corrupt file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: "
-                         f"{type(exc).__name__}: {first})") from None
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _first_import(path: Path) -> str | None:
+    """The first global a plain (non-zip) pickle would import, read without executing anything."""
+    import pickletools
+
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(path.read_bytes()):
+            if op.name == "GLOBAL":
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # not a pickle at all (garbage, truncated): no import to name
+        return None
+    return None
 
 
 def seed_everything(seed: int) -> None:
