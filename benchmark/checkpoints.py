@@ -156,10 +156,12 @@ def save_state(out_dir: str | Path, state: dict[str, Any]) -> None:
         raise
 
 
-def load_state(out_dir: str | Path, fingerprint: dict) -> dict | None:
+def load_state(out_dir: str | Path, fingerprint: dict, quiet: bool = False) -> dict | None:
     """The newest readable ``last.pt``/``last.prev.pt`` of this very run, or None to start over.
 
-    Prints one line to stderr for each reason a file is not used (unreadable, another run's)."""
+    Prints one line to stderr for each reason a file is not used (unreadable, another run's),
+    unless ``quiet`` (a look ahead by the caller; the training says it when it starts)."""
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
     for path in (out_dir / LAST, out_dir / PREV):
         if not path.exists():
@@ -169,14 +171,14 @@ def load_state(out_dir: str | Path, fingerprint: dict) -> dict | None:
             if not isinstance(ck, dict) or not {"model", "optimizer", "step", "rng"} <= ck.keys():
                 raise ValueError(f"{path}: not a resumption state of this suite")
         except ValueError as exc:
-            print(f"warning: {exc}; ignoring it", file=sys.stderr)
+            say(f"warning: {exc}; ignoring it")
             continue
         changed = mismatch(ck.get("fingerprint"), fingerprint)
         if changed:
-            print(f"{path}: {changed}; starting from scratch", file=sys.stderr)
+            say(f"{path}: {changed}; starting from scratch")
             return None
         if path.name == PREV:
-            print(f"warning: resuming from the previous good state {path}", file=sys.stderr)
+            say(f"warning: resuming from the previous good state {path}")
         return ck
     return None
 

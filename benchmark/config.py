@@ -210,6 +210,11 @@ def resolve(model: str, dataset: str, params: dict | None = None, path: str | Pa
                      dataset_cfg=dcfg)
 
 
+def tracking_settings(path: str | Path = PARAMS_FILE) -> TrackingCfg:
+    """The ``tracking`` section of a (validated) params.yaml."""
+    return _build(TrackingCfg, "tracking", load_params(path).get("tracking"), path)
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} → {'a.b': 1} (for MLflow params)."""
     out: dict[str, Any] = {}
