@@ -150,6 +150,14 @@ def artifact_root(cfg: TrackingCfg) -> Path:
     return Path("mlruns").resolve()
 
 
+def store_uri(cfg: TrackingCfg) -> str:
+    """The tracking URI with a relative SQLite path made absolute now: MLflow caches one store per
+    URI string, so a relative one would keep writing to the database of the first working folder."""
+    if cfg.uri.startswith("sqlite:///") and not cfg.uri.startswith("sqlite:////"):
+        return "sqlite:///" + Path(cfg.uri[len("sqlite:///"):]).resolve().as_posix()
+    return cfg.uri
+
+
 def _client(cfg: TrackingCfg):
     # fail within seconds, not after MLflow's default minutes of HTTP retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -157,8 +165,9 @@ def _client(cfg: TrackingCfg):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(cfg.uri)
-    client = MlflowClient(tracking_uri=cfg.uri)
+    uri = store_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is None:
         exp_id = client.create_experiment(cfg.experiment, artifact_location=artifact_root(cfg).as_uri())
