@@ -190,3 +190,23 @@ def test_a_copied_clone_writes_artifacts_into_its_own_mlruns(tmp_path, monkeypat
     landed = list((copy / "mlruns").rglob("a.txt"))
     assert len(list((first / "mlruns").rglob("a.txt"))) == 1  # nothing written into the first clone
     assert len(landed) == 2 and any(tr2.run_id in p.as_posix() and p.read_text() == "copy" for p in landed)
+
+
+def test_a_locked_sqlite_store_costs_seconds_and_one_warning(tmp_path, empty_db, capsys):
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    shutil.copy(empty_db, db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the database: every write waits, then fails
+    try:
+        cfg = TrackingCfg(uri=f"sqlite:///{db}", experiment="test")
+        t = time.monotonic()
+        with tracking.run(cfg, "x", {"a": 1}, {}, run_dir=tmp_path) as tr:
+            tr.log({"m": 1.0}, 1)
+        took = time.monotonic() - t
+    finally:
+        holder.rollback()
+        holder.close()
+    assert tr.offline and capsys.readouterr().err.count("warning: tracking:") == 1
+    assert took < 15, took  # SQLite's busy timeout (5 s), not MLflow's minutes of retries
