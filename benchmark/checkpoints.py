@@ -265,8 +265,8 @@ class RunLock:
                     self.path.unlink(missing_ok=True)
                     continue
                 raise CheckpointError(f"{self.path.parent}: already being trained by process {pid} on {host} "
-                                      f"(lock file {self.path}); wait for it or stop it (remove the lock file only if no "
-                                      "training runs)")
+                                      f"(lock file {self.path}); wait for it or stop it (remove the lock file "
+                                      "only if no training runs)")
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             self.held = True
