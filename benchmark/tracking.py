@@ -117,3 +117,15 @@ def list_runs(cfg: TrackingCfg) -> list[dict[str, Any]]:
         out.append({"name": r.info.run_name, "status": r.info.status, "run_id": r.info.run_id,
                     "tags": dict(r.data.tags), "metrics": dict(r.data.metrics), "params": dict(r.data.params)})
     return out
+
+
+def latest_run_id(cfg: TrackingCfg, name: str) -> str | None:
+    """Id of the newest FINISHED run called ``name`` (e.g. ``train/<key>``), or None (none, or tracking off)."""
+    if not cfg.enabled:
+        return None
+    client, exp_id = _client(cfg)
+    for r in client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
+                                order_by=["attributes.start_time DESC"], max_results=5000):
+        if r.info.run_name == name:
+            return r.info.run_id
+    return None
