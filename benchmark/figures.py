@@ -242,6 +242,7 @@ def psnr_vs_params(runs: list[Run], out: Path, protocol: str = "") -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     pkey = metric_names(protocol)[0]
     sets = list(dict.fromkeys(s for r in runs for s, v in r.metrics.get("results", {}).items() if pkey in v))[:6]
@@ -259,6 +260,9 @@ def psnr_vs_params(runs: list[Run], out: Path, protocol: str = "") -> list[str]:
             ax.scatter([x], [v], color="tab:red" if r.model == "msgnn" else "tab:blue", zorder=3)
             ax.annotate(NAMES.get(r.model, r.model), (x, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
+        # plain numbers on the log axis: the default minor labels overlap (0.15M … 21M in one panel)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("parameters (millions, log scale)")
         ax.set_ylabel(f"{pkey} (dB)")
         ax.set_title(s)

@@ -177,8 +177,8 @@ def render_page(params, runs, runs_dir, data_root, reports, tables, protos, prof
         k = max(i for i, (lbl, _) in enumerate(srcs) if lbl != figures.NAMES["target"])
         opts = "".join(f'<option value="{escape(s)}"{" selected" if i == k else ""}>{escape(lbl)}</option>'
                        for i, (lbl, s) in enumerate(srcs) if i > 0)
-        view.append(f'<div class="ba"><h3>{escape(title)}</h3><label>after: <select>{opts}</select></label> '
-                    f'<input type="range" min="0" max="100" value="50" aria-label="split">'
+        view.append(f'<div class="ba"><h3>{escape(title)}</h3><p><label>after: <select>{opts}</select></label> '
+                    f'<input type="range" min="0" max="100" value="50" aria-label="split"></p>'
                     f'<div class="ba-box"><img class="ba-before" src="{escape(srcs[0][1])}" alt="{escape(srcs[0][0])}">'
                     f'<img class="ba-after" src="{escape(srcs[k][1])}" alt="after"></div>'
                     f'<p class="muted">left: {escape(srcs[0][0])} · right: the method chosen above</p></div>')
