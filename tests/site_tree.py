@@ -2,7 +2,7 @@
 
 prepare (rain-synth, 3 test pairs) → train PReNet and RESCAN for 3 steps → evaluate them and the
 rainy input → report → site, all in the current working folder with MLflow in a local SQLite file.
-A third run whose model and dataset names are hostile HTML is a copy of PReNet's evaluation with
+A third run whose model and training-dataset names are hostile HTML is a copy of PReNet's evaluation with
 its names changed, so every string the page embeds is exercised.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def build(workdir: Path, params: dict) -> dict:
     evil = workdir / "runs/eval" / "evil-rain-synth"
     shutil.copytree(workdir / "runs/eval/prenet-rain-synth", evil)
     m = json.loads((evil / "metrics.json").read_text())
-    m["model"], m["mlflow_run_id"] = HOSTILE, HOSTILE
+    m["model"], m["dataset"], m["mlflow_run_id"] = HOSTILE, HOSTILE + "d", HOSTILE
     (evil / "metrics.json").write_text(json.dumps(m))
     assert report.main(["--reference", str(REPO / "reports/paper_reference.yaml")]) == 0
     (workdir / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
