@@ -75,3 +75,22 @@ def test_psnr_vs_params_uses_every_set_with_ground_truth(tmp_path):
     sets = figures.psnr_vs_params([run("input", 0, 14.0), run("prenet", 168963, 27.0), run("msgnn", 2e6, 29.0)],
                                   tmp_path / "p.png")
     assert sets == ["d"] and (tmp_path / "p.png").stat().st_size > 5000
+
+
+def test_real_world_grid_has_no_ground_truth_column(tmp_path):
+    """Figs. 6/8/9: a set without ground truth shows the rainy input and the outputs, no scores."""
+    rng = np.random.default_rng(1)
+    rainy = rng.integers(0, 255, (30, 44, 3), dtype=np.uint8)
+    (tmp_path / "data/realx/test/input").mkdir(parents=True)
+    Image.fromarray(rainy).save(tmp_path / "data/realx/test/input/street.png")
+    out = rng.integers(0, 255, (30, 44, 3), dtype=np.uint8)
+    (tmp_path / "runs/eval/prenet-d/samples/realx").mkdir(parents=True)
+    Image.fromarray(out).save(tmp_path / "runs/eval/prenet-d/samples/realx/street.png")
+    img, cols = figures.comparison_grid(tmp_path / "runs", tmp_path / "data", "realx", "street", ["prenet-d"],
+                                        None, 64, paired=False)
+    assert [c[0] for c in cols] == ["Rainy input", "PReNet"]
+    assert np.array_equal(cols[0][1], rainy) and np.array_equal(cols[1][1], out)
+    assert img.size[0] == 6 + 2 * 70
+    with pytest.raises(figures.FigureError, match="re-run evaluate@rescan-d"):
+        figures.comparison_grid(tmp_path / "runs", tmp_path / "data", "realx", "street", ["rescan-d"], None, 64,
+                                paired=False)
