@@ -127,22 +127,28 @@ def _tile(img: np.ndarray, box: tuple[int, int, int, int], width: int) -> tuple[
 
 
 def grid(columns: list[tuple[str, np.ndarray, str]], box: tuple[int, int, int, int], width: int,
-         title: str) -> Image.Image:
-    """One column per (label, image, caption): label, full image with box, zoomed crop, caption."""
+         title: str, per_row: int = 6) -> Image.Image:
+    """One tile per (label, image, caption): label, full image with box, zoomed crop, caption.
+
+    More than ``per_row`` tiles wrap into bands of equal length (11 columns → 6 + 5), so that the
+    figure stays readable on a screen; the paper's single print row would be 1,800 px wide.
+    """
     font, small = _font(14), _font(12)
     gap, head, foot, top = 6, 20, 18, 24
     tiles = [_tile(img, box, width) for _, img, _ in columns]
     fh = max(t[0].height for t in tiles)
-    canvas = Image.new("RGB", (gap + len(columns) * (width + gap), top + head + fh + gap + width + foot + gap),
-                       "white")
+    n_bands = math.ceil(len(columns) / per_row)
+    per_band = math.ceil(len(columns) / n_bands)
+    band = head + fh + gap + width + foot + gap
+    canvas = Image.new("RGB", (gap + per_band * (width + gap), top + n_bands * band), "white")
     d = ImageDraw.Draw(canvas)
     d.text((gap, 4), title, fill="black", font=font)
     for i, ((label, _, caption), (full, zoom)) in enumerate(zip(columns, tiles)):
-        x = gap + i * (width + gap)
-        d.text((x + width / 2, top + head / 2), label, fill="black", font=font, anchor="mm")
-        canvas.paste(full, (x, top + head))
-        canvas.paste(zoom, (x, top + head + fh + gap))
-        d.text((x + width / 2, top + head + fh + gap + width + foot / 2), caption, fill="black", font=small,
+        x, y = gap + (i % per_band) * (width + gap), top + (i // per_band) * band
+        d.text((x + width / 2, y + head / 2), label, fill="black", font=font, anchor="mm")
+        canvas.paste(full, (x, y + head))
+        canvas.paste(zoom, (x, y + head + fh + gap))
+        d.text((x + width / 2, y + head + fh + gap + width + foot / 2), caption, fill="black", font=small,
                anchor="mm")
     return canvas
 

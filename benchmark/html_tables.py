@@ -109,6 +109,19 @@ def below_input(cols: list[str], rows: list[dict]) -> set[int]:
     return out
 
 
+def display_order(rows: list[dict]) -> list[int]:
+    """Row indices grouped by dataset (first-seen order), models in the paper's column order.
+
+    ``data-row`` keeps each row's index in the CSV, so the page can be checked against the file.
+    """
+    from benchmark.figures import ORDER
+
+    sets = {d: k for k, d in enumerate(dict.fromkeys(r.get("dataset", "") for r in rows))}
+    rank = {m: k for k, m in enumerate(ORDER)}
+    return sorted(range(len(rows)), key=lambda i: (sets[rows[i].get("dataset", "")],
+                                                   rank.get(rows[i].get("model", ""), len(ORDER)), i))
+
+
 def render(name: str, cols: list[str], rows: list[dict], paper: dict, reasons: dict[int, str]) -> str:
     """One ``<table>``; ``paper`` = {dataset: {model: [psnr, ssim]}} (Table 1 as printed)."""
     rk = ranks(cols, rows)
@@ -123,7 +136,8 @@ def render(name: str, cols: list[str], rows: list[dict], paper: dict, reasons: d
         head += [f'<th data-protocol="{escape(protocol_of(c))}">Δ {escape(c)}</th>' for c in deltas]
     head.append("</tr>")
     body = []
-    for i, r in enumerate(rows):
+    for i in display_order(rows):
+        r = rows[i]
         cls = ' class="below"' if i in reasons else ""
         body.append(f'<tr data-row="{i}" data-protocol="{escape(r.get("protocol", ""))}"{cls}>')
         for c in cols:

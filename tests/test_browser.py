@@ -18,8 +18,10 @@ from . import cdp
 
 READ_PAGE = """(() => ({
   cells: Array.from(document.querySelectorAll('table[data-source="table1.csv"] tbody tr')).map(tr =>
-    Object.fromEntries(Array.from(tr.querySelectorAll('td[data-col]')).map(td =>
-      [td.dataset.col, td.querySelector('.v').textContent]))),
+    [Number(tr.dataset.row), Object.fromEntries(Array.from(tr.querySelectorAll('td[data-col]')).map(td =>
+      [td.dataset.col, td.querySelector('.v').textContent]))]),
+  models: Array.from(document.querySelectorAll('table[data-source="table1.csv"] td[data-col="model"] .v'))
+    .map(e => e.textContent),
   images: Array.from(document.images).map(i => ({src: i.getAttribute('src'), complete: i.complete,
                                                  width: i.naturalWidth})),
   best: Array.from(document.querySelectorAll('td.best')).length,
@@ -69,8 +71,10 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
 
     with open(site_tree / "reports/table1.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(page["cells"]) == len(rows)
-    for shown, row in zip(page["cells"], rows):
+    assert sorted(i for i, _ in page["cells"]) == list(range(len(rows)))  # every CSV row, once
+    assert page["models"][:3] == ["input", "rescan", "prenet"]  # shown in the paper's column order
+    for i, shown in page["cells"]:
+        row = rows[i]
         assert set(shown) == set(row)
         for col, text in shown.items():
             raw = row[col]

@@ -29,6 +29,8 @@ def test_grid_draws_columns_box_and_crop():
     assert tuple(g[top + 40 + 6, 6 + 66]) == tuple(imgs[1][5, 10])
     again = np.asarray(figures.grid([("a", imgs[0], "1"), ("b", imgs[1], "2"), ("c", imgs[2], "3")], box, 60, "t"))
     assert np.array_equal(g, again)  # deterministic
+    wide = figures.grid([(str(i), imgs[0], "") for i in range(11)], box, 60, "t")  # 11 tiles → bands of 6 + 5
+    assert wide.size == (6 + 6 * 66, 24 + 2 * (g.shape[0] - 24))
 
 
 def test_comparison_grid_from_runs(site_tree):
