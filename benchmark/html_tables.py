@@ -158,7 +158,7 @@ def render(name: str, cols: list[str], rows: list[dict], paper: dict, reasons: d
                 body.append(f'<td class="delta" data-protocol="{escape(protocol_of(c))}">{d}</td>')
         body.append("</tr>")
     notes = "".join(f"<li>{escape(rows[i].get('model', ''))} on {escape(rows[i].get('dataset', ''))}: "
-                    f"{escape(reasons[i])}</li>" for i in sorted(reasons))
+                    f"{escape(reasons[i])}</li>" for i in display_order(rows) if i in reasons)
     foot = f'<ul class="notes">{notes}</ul>' if notes else ""
     return (f'<table class="results" data-source="{escape(name)}"><thead>{"".join(head)}</thead>'
             f'<tbody>{"".join(body)}</tbody></table>{foot}')
