@@ -260,7 +260,8 @@ def psnr_vs_params(runs: list[Run], out: Path, protocol: str = "") -> list[str]:
                 continue
             if r.model == "input":
                 ax.axhline(v, ls="--", color="grey", lw=1)
-                ax.text(0.01, v, " rainy input", color="grey", fontsize=8, va="bottom", transform=ax.get_yaxis_transform())
+                ax.text(0.01, v, " rainy input", color="grey", fontsize=8, va="bottom",
+                        transform=ax.get_yaxis_transform())
                 continue
             x = r.metrics.get("params_total", 0) / 1e6
             ax.scatter([x], [v], color="tab:red" if r.model == "msgnn" else "tab:blue", zorder=3)

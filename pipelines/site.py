@@ -88,7 +88,8 @@ def tables_html(reports: Path, runs_dir: Path, paper: dict) -> tuple[str, list[s
 
 
 def figure_block(rel: str, caption: str) -> str:
-    return f'<figure><img src="{escape(rel)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
+    return (f'<figure><img src="{escape(rel)}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 
 def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: dict) -> dict:
@@ -190,7 +191,8 @@ def render_page(params, runs, runs_dir, data_root, reports, tables, protos, prof
             f"<tr><td>generated (UTC)</td><td>{escape(dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M'))}"
             f"</td></tr>{fps}")
     note = ("" if profiles == ["paper"] else
-            f"<p class=\"warn\">Results of the '{escape(', '.join(profiles) or str(prof))}' profile: a smoke test of the "
+            f"<p class=\"warn\">Results of the '{escape(', '.join(profiles) or str(prof))}' profile: "
+            "a smoke test of the "
             "pipeline, not a reproduction of the paper's numbers.</p>")
     body = (f'<h1>msgnn-bench report</h1>{note}<nav><a href="#tables">Tables</a> <a href="#figures">Figures</a> '
             f'<a href="#compare">Before / after</a> <a href="#runs">Runs</a> <a href="#provenance">Provenance</a></nav>'
