@@ -83,8 +83,20 @@ class TrackingCfg:
     experiment: str = "msgnn-bench"
 
 
+@dataclass(frozen=True)
+class ReportCfg:
+    """Figures and the HTML page (``report:`` in params.yaml); see benchmark/figures.py."""
+
+    images: dict = field(default_factory=dict)  # eval set → image ids shown in the grids (evaluate saves them)
+    crops: dict = field(default_factory=dict)  # "<set>/<id>" → [x, y, size] fractions; default: centre
+    ablation_runs: tuple[str, ...] = ()  # run keys of the Figs. 8/9 grid (ablation variants)
+    ablation_image: str = ""  # "<set>/<id>" the ablation grid shows
+    tile: int = 160  # tile width of the comparison grids, pixels
+    protocol: str = ""  # per-image metric shown under tiles: "" = psnr_y/ssim_y, else psnr:<protocol>
+
+
 _TOP_KEYS = {"profile", "run_datasets", "baselines", "trained_models", "train", "eval", "tracking", "models",
-             "datasets", "profiles"}
+             "datasets", "profiles", "report"}
 _MODEL_KEYS = {"args", "train", "own"}
 _PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description"}
 
@@ -143,6 +155,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     _build(TrainCfg, "train", raw.get("train", {}), path)
     _build(EvalCfg, "eval", raw.get("eval", {}), path)
     _build(TrackingCfg, "tracking", raw.get("tracking", {}), path)
+    report_cfg(raw, path)
     p = profiles[prof]
     if list(raw.get("run_datasets", [])) != list(p.get("datasets", [])):
         raise ConfigError(f"{path}: run_datasets {raw.get('run_datasets')} does not match profile {prof!r} "
@@ -221,6 +234,28 @@ def resolve(model: str, dataset: str, params: dict | None = None, path: str | Pa
 def tracking_settings(path: str | Path = PARAMS_FILE) -> TrackingCfg:
     """The ``tracking`` section of a (validated) params.yaml."""
     return _build(TrackingCfg, "tracking", load_params(path).get("tracking"), path)
+
+
+def report_cfg(raw: dict, path: str | Path = PARAMS_FILE) -> ReportCfg:
+    """The validated ``report:`` section (ids are strings: YAML would read ``1`` as a number)."""
+    cfg = _build(ReportCfg, "report", raw.get("report") or {}, path)
+    images = {}
+    for s, ids in (cfg.images or {}).items():
+        if not isinstance(ids, (list, tuple)):
+            raise ConfigError(f"{path}: report.images.{s} must be a list of image ids")
+        images[str(s)] = tuple(str(i) for i in ids)
+    crops = {}
+    for k, v in (cfg.crops or {}).items():
+        ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+        if not ok or "/" not in str(k) or not (0 <= v[0] < 1 and 0 <= v[1] < 1 and 0 < v[2] <= 1):
+            raise ConfigError(f"{path}: report.crops.{k}: expected '<set>/<id>': [x, y, size] "
+                              f"with x, y in [0, 1) and size in (0, 1], got {v!r}")
+        crops[str(k)] = tuple(float(x) for x in v)
+    if cfg.ablation_image and "/" not in cfg.ablation_image:
+        raise ConfigError(f"{path}: report.ablation_image must be '<set>/<id>', got {cfg.ablation_image!r}")
+    if cfg.tile < 32:
+        raise ConfigError(f"{path}: report.tile must be at least 32 pixels, got {cfg.tile}")
+    return dataclasses.replace(cfg, images=images, crops=crops)
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

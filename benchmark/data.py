@@ -129,12 +129,8 @@ def _sample_rng(seed: int, i: int) -> torch.Generator:
 
 def image_size(pair) -> tuple[int, int]:
     """(h, w) of a pair's rainy image from the file header (half the width for side-by-side files)."""
-    try:
-        with Image.open(pair.input) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{pair.input}: not a readable image ({exc}); re-download or remove it") from exc
-    return (h, w // 2) if getattr(pair, "rainy_side", None) else (h, w)
+    info = images.inspect(pair.input)
+    return (info.height, info.width // 2) if getattr(pair, "rainy_side", None) else (info.height, info.width)
 
 
 class TrainPatches(Dataset):

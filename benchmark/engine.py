@@ -229,8 +229,11 @@ def predict(model: torch.nn.Module, x: torch.Tensor, exemplar: torch.Tensor | No
 
 def evaluate(model: torch.nn.Module, dataset, cfg: EvalCfg, device: str | torch.device = "cpu",
              exemplar: torch.Tensor | None = None, save_dir: str | Path | None = None,
-             lpips_metric=None, progress: bool = True) -> dict:
-    """Full-image evaluation: predict, clamp, quantise to uint8, then Y/RGB PSNR/SSIM (and LPIPS)."""
+             lpips_metric=None, progress: bool = True, save_names: frozenset[str] = frozenset()) -> dict:
+    """Full-image evaluation: predict, clamp, quantise to uint8, then Y/RGB PSNR/SSIM (and LPIPS).
+
+    Saves the first ``cfg.save_images`` outputs (all of an unpaired set) and those in ``save_names``.
+    """
     model.to(device).eval()
     per_image = []
     bar = _progress(len(dataset), 0, enabled=progress, desc="evaluate")
@@ -251,7 +254,8 @@ def evaluate(model: torch.nn.Module, dataset, cfg: EvalCfg, device: str | torch.
             row.update(metrics.image_metrics(out8c, tgt8c, y_mode=cfg.y_mode))
             if lpips_metric is not None:
                 row["lpips"] = lpips_metric(out8c, tgt8c)
-        if save_dir is not None and i < (cfg.save_images if item.target is not None else len(dataset)):
+        if save_dir is not None and (i < (cfg.save_images if item.target is not None else len(dataset))
+                                     or item.name in save_names):
             _save_png(Path(save_dir) / f"{item.name}.png", out8)
         per_image.append(row)
         bar.update(1)

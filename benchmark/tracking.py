@@ -378,3 +378,20 @@ def sync(cfg: TrackingCfg, root: str | Path = "runs/train") -> list[str]:
         _update_record(run_dir, uri=cfg.uri, experiment=cfg.experiment, run_id=run_id, status=final, synced=True)
         done.append(f"{run_dir}: {sent} metric values sent to run {run_id} ({final})")
     return done
+
+
+def latest_run_id(cfg: TrackingCfg, name: str) -> str | None:
+    """Id of the newest FINISHED run called ``name`` (e.g. ``train/<key>``), or None (none, or tracking off)."""
+    if not cfg.enabled:
+        return None
+    if _probe(cfg.uri):  # unreachable: a link is a nicety, never a reason to stop
+        return None
+    try:
+        client, exp_id = _client(cfg)
+        for r in client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
+                                    order_by=["attributes.start_time DESC"], max_results=5000):
+            if r.info.run_name == name:
+                return r.info.run_id
+    except Exception:  # noqa: BLE001 - store locked/unreadable: no link
+        return None
+    return None

@@ -27,7 +27,9 @@ def lpips_for(cfg: config.EvalCfg, device: str):
 
 def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | None = None,
              progress: bool = True) -> dict:
-    cfg = config.resolve(model_name, dataset, params)
+    raw = params if params is not None else config.load_params()
+    cfg = config.resolve(model_name, dataset, raw)
+    report_images = config.report_cfg(raw).images  # the figures' test images: always saved
     model = build_model(model_name, **cfg.model_args)
     weightless = getattr(model, "weightless", False)
     if not weightless:
@@ -35,13 +37,19 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     counts = metrics.count_params(model)
     out = runs.eval_dir(model_name, dataset)
     lp, lp_reason = lpips_for(cfg.eval, device)
+    train_run = None if weightless else tracking.latest_run_id(cfg.tracking, f"train/{cfg.key}")
     result = {"model": model_name, "dataset": dataset, "profile": cfg.profile,
               "params_total": counts["total"], "params_trainable": counts["trainable"],
-              "lpips_status": "ok" if lp else lp_reason, "results": {}}
+              "lpips_status": "ok" if lp else lp_reason,
+              "protocol": {"quantise": cfg.eval.quantise, "y_mode": cfg.eval.y_mode,
+                           "crop_border": cfg.eval.crop_border, "ssim": "gaussian sigma 1.5, data_range 255"},
+              "git_commit": tracking.git_commit(), "mlflow_run_id": None, "train_run_id": train_run, "results": {}}
     rows = []
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"evaluate@{cfg.key}",
-            "kind": "evaluate"}
-    with tracking.run(cfg.tracking, f"evaluate/{cfg.key}", config.flatten(cfg.to_dict()), tags) as tr:
+            "kind": "evaluate", **({"train_run_id": train_run} if train_run else {})}
+    flat = {**config.flatten(cfg.to_dict()), "params_total": counts["total"], "params_trainable": counts["trainable"]}
+    with tracking.run(cfg.tracking, f"evaluate/{cfg.key}", flat, tags) as tr:
+        result["mlflow_run_id"] = tr.run_id
         for eval_set in cfg.dataset_cfg.get("eval_sets") or [dataset]:
             root = runs.data_dir(eval_set)
             paired = (params or config.load_params())["datasets"].get(eval_set, {}).get("ground_truth", True)
@@ -52,7 +60,8 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
                 ex = data.eval_exemplar(runs.data_dir(dataset), cfg.eval.exemplar, cfg.train.seed,
                                         ds if cfg.eval.exemplar == "test" else None)
             res = engine.evaluate(model, ds, cfg.eval, device=device, exemplar=ex, save_dir=out / "samples" / eval_set,
-                                  lpips_metric=lp.compute if lp else None, progress=progress)
+                                  lpips_metric=lp.compute if lp else None, progress=progress,
+                                  save_names=frozenset(report_images.get(eval_set, ())))
             summary = {"n_images": res["n_images"], **res["mean"]}
             if not paired:
                 summary = {"n_images": res["n_images"], "seconds": res["mean"]["seconds"], "ground_truth": False}

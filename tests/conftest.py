@@ -44,3 +44,20 @@ def tiny_params(repo_params, tmp_path) -> dict:
     p["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update(
         {"n_train": 6, "n_test": 2, "train_size": 48, "test_size": [40, 56]})
     return p
+
+
+@pytest.fixture(scope="session")
+def site_tree(repo_params, tmp_path_factory) -> Path:
+    """A run tree built by the real stages up to the site page (tests/site_tree.py); read-only."""
+    import os
+
+    from . import site_tree as st
+
+    root = tmp_path_factory.mktemp("site_tree")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        st.build(root, repo_params)
+    finally:
+        os.chdir(cwd)
+    return root

@@ -1,0 +1,105 @@
+"""reports/index.html in a real browser (headless Chromium over the DevTools protocol).
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``; ``$CHROMIUM`` names another binary).
+Without it the test FAILS saying so, unless ``MSGNN_ALLOW_NO_BROWSER=1`` explicitly allows a skip.
+The full-page screenshot goes to ``$MSGNN_SCREENSHOTS`` (a folder) when set, else the test's tmp
+folder; its path is printed.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from . import cdp
+
+READ_PAGE = """(() => ({
+  cells: Array.from(document.querySelectorAll('table[data-source="table1.csv"] tbody tr')).map(tr =>
+    [Number(tr.dataset.row), Object.fromEntries(Array.from(tr.querySelectorAll('td[data-col]')).map(td =>
+      [td.dataset.col, td.querySelector('.v').textContent]))]),
+  models: Array.from(document.querySelectorAll('table[data-source="table1.csv"] td[data-col="model"] .v'))
+    .map(e => e.textContent),
+  images: Array.from(document.images).map(i => ({src: i.getAttribute('src'), complete: i.complete,
+                                                 width: i.naturalWidth})),
+  best: Array.from(document.querySelectorAll('td.best')).length,
+}))()"""
+
+SLIDE = """(() => { const ba = document.querySelector('.ba'); const r = ba.querySelector('input[type=range]');
+  r.value = 20; r.dispatchEvent(new Event('input'));
+  const s = ba.querySelector('select'); s.selectedIndex = 0; s.dispatchEvent(new Event('change'));
+  const a = ba.querySelector('.ba-after');
+  return new Promise(ok => { const done = () => ok({clip: a.style.clipPath, src: a.getAttribute('src'),
+                                                     chosen: s.value, width: a.naturalWidth});
+                             a.complete ? setTimeout(done, 50) : a.addEventListener('load', done); }); })()"""
+
+
+def _chromium() -> str:
+    exe = cdp.find_chromium()
+    if exe:
+        return exe
+    msg = ("Chromium not found (looked for $CHROMIUM, chromium, chromium-browser, google-chrome): install "
+           "Debian's package with `apt-get install -y chromium`")
+    if os.environ.get("MSGNN_ALLOW_NO_BROWSER") == "1":
+        pytest.skip(msg + " (skipped: MSGNN_ALLOW_NO_BROWSER=1)")
+    pytest.fail(msg + "; set MSGNN_ALLOW_NO_BROWSER=1 to skip this test deliberately", pytrace=False)
+
+
+def _display(col: str, raw: str) -> float:
+    return float(raw.replace(",", ""))
+
+
+def test_report_page_in_headless_chromium(site_tree, tmp_path):
+    exe = _chromium()
+    browser = cdp.Browser(exe, tmp_path / "profile")
+    try:
+        for domain in ("Runtime", "Log", "Page"):
+            browser.call(f"{domain}.enable")
+        browser.call("Page.navigate", url=(site_tree / "reports/index.html").as_uri())
+        browser.wait_event("Page.loadEventFired")
+        page = browser.evaluate(READ_PAGE)
+        slid = browser.evaluate(SLIDE)
+        shot_dir = Path(os.environ.get("MSGNN_SCREENSHOTS") or tmp_path)
+        shot_dir.mkdir(parents=True, exist_ok=True)
+        browser.screenshot(shot_dir / "report_index.png")
+        errors = browser.errors()
+    finally:
+        browser.close()
+    print(f"screenshot: {shot_dir / 'report_index.png'}")
+
+    with open(site_tree / "reports/table1.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(i for i, _ in page["cells"]) == list(range(len(rows)))  # every CSV row, once
+    assert page["models"][:3] == ["input", "rescan", "prenet"]  # shown in the paper's column order
+    for i, shown in page["cells"]:
+        row = rows[i]
+        assert set(shown) == set(row)
+        for col, text in shown.items():
+            raw = row[col]
+            if col.startswith(("psnr", "ssim", "lpips", "params", "n_images")) and raw:
+                digits = len(text.split(".")[1]) if "." in text else 0
+                assert abs(_display(col, text) - float(raw)) <= 0.5 * 10 ** -digits, (col, text, raw)
+            else:
+                assert text == raw, (col, text, raw)  # strings, hostile ones included, shown verbatim
+    assert page["best"] > 0
+    assert len(page["images"]) >= 6
+    for img in page["images"]:
+        assert img["complete"] and img["width"] > 0, f"image did not load: {img['src']}"
+    assert slid["clip"] == "inset(0px 0px 0px 20%)" and slid["src"] == slid["chosen"] and slid["width"] > 0
+    assert errors == [], errors
+    png = (shot_dir / "report_index.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+
+
+def test_missing_browser_is_not_a_silent_pass(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    monkeypatch.delenv("MSGNN_ALLOW_NO_BROWSER", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        _chromium()
+    monkeypatch.setenv("MSGNN_ALLOW_NO_BROWSER", "1")
+    with pytest.raises(pytest.skip.Exception, match="MSGNN_ALLOW_NO_BROWSER=1"):
+        _chromium()
+    assert shutil.which("chromium") is None
