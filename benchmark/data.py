@@ -1,6 +1,6 @@
 """Datasets for training (random paired patches) and evaluation (full images).
 
-Pairs are found by ``benchmark.layouts`` (every real naming layout of the field, plus our
+Pairs are found by ``benchmark.datasets.layouts`` (every real naming layout of the field, plus our
 normalised ``{input,target}/<id>.png``), always in sorted order. Sampling is a pure function of
 (seed, sample index): sample ``i`` belongs to epoch ``i // n``, whose image order is a seeded
 permutation, and its crop/flip come from a generator seeded by ``(seed, i)``. Resuming at step
@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark import images, layouts
-from benchmark.images import DataError  # re-exported: callers catch data.DataError
+from benchmark.datasets import images, layouts
+from benchmark.datasets.images import DataError  # re-exported: callers catch data.DataError
 
 
 def load_image(path: str | Path, max_pixels: int = images.MAX_PIXELS) -> np.ndarray:
-    """Read an image as uint8 RGB [H,W,3] through the checked reader (``benchmark.images``)."""
+    """Read an image as uint8 RGB [H,W,3] through the checked reader (``benchmark.datasets.images``)."""
     return images.load_rgb(path, max_pixels=max_pixels)
 
 
@@ -129,11 +129,8 @@ def _sample_rng(seed: int, i: int) -> torch.Generator:
 
 def image_size(pair) -> tuple[int, int]:
     """(h, w) of a pair's rainy image from the file header (half the width for side-by-side files)."""
-    try:
-        with Image.open(pair.input) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{pair.input}: not a readable image ({exc}); re-download or remove it") from exc
+    info = images.inspect(pair.input)  # header only, through the one checked reader
+    w, h = info.width, info.height
     return (h, w // 2) if getattr(pair, "rainy_side", None) else (h, w)
 
 

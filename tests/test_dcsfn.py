@@ -12,7 +12,7 @@ import torch
 from baselines.dcsfn import DCSFN
 from benchmark.losses import build_loss
 from benchmark.registry import build_model
-from benchmark.synth import make_batch
+from benchmark.datasets.synth import make_batch
 from tests.training import assert_loss_falls, loss_curve
 
 

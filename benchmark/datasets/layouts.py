@@ -22,8 +22,8 @@ from typing import Callable, Iterator
 
 from PIL import Image
 
-from benchmark import images
-from benchmark.images import DataError
+from benchmark.datasets import images
+from benchmark.datasets.images import DataError
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 # Files and folders that archivers and file browsers add; never data.
@@ -344,7 +344,7 @@ def split_side_by_side(image: Image.Image, rainy_side: str, name: str = "image")
 
 
 def open_rgb(path: Path | str, max_pixels: int = images.MAX_PIXELS) -> Image.Image:
-    """Decode an image file as RGB through the checked reader (``benchmark.images`` rules)."""
+    """Decode an image file as RGB through the checked reader (``benchmark.datasets.images`` rules)."""
     return images.open_rgb(path, max_pixels=max_pixels)
 
 
