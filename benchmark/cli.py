@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from benchmark import datasets
+from benchmark import contract, datasets
 from benchmark.datasets.images import MAX_PIXELS
 from benchmark.datasets.transfer import say
 
@@ -28,7 +28,7 @@ def _load(args) -> "torch.nn.Module":  # noqa: F821
     if args.checkpoint:
         return runs.load_model(args.checkpoint, expect=args.model)
     model = build_model(args.model)
-    if not getattr(model, "weightless", False):
+    if not contract.weightless(model):
         raise ValueError(f"model {args.model!r} needs weights: pass --checkpoint PATH or --official PATH")
     return model
 
@@ -57,7 +57,7 @@ def cmd_models(args) -> int:
 def _exemplar(model, args):
     from benchmark import data
 
-    if not getattr(model, "needs_exemplar", False):
+    if not contract.needs_exemplar(model):
         return None
     if not args.exemplar:
         raise ValueError(f"model {args.model!r} needs an exemplar image: pass --exemplar PATH "
