@@ -1,4 +1,7 @@
-"""Datasets for training (random paired patches) and evaluation (full images).
+"""Model inputs read from a dataset folder: training patches (random pairs) and evaluation images.
+
+This is the torch side of the train and evaluate stages; obtaining, normalising and checking the
+folders themselves (the prepare stage) is the ``benchmark.datasets`` package.
 
 Pairs are found by ``benchmark.datasets.layouts`` (every real naming layout of the field, plus our
 normalised ``{input,target}/<id>.png``), always in sorted order. Sampling is a pure function of

@@ -26,7 +26,7 @@ def _write_png(src: Path, dst: Path, half: str | None, side: str | None) -> str:
         images.inspect(src, decode=True)  # the copy must be readable by the suite's reader too
         shutil.copyfile(src, dst)
         return "copy"
-    image = layouts.open_rgb(src)
+    image = images.open_rgb(src)
     if half is not None:
         rainy, clean = layouts.split_side_by_side(image, side, str(src))
         image = rainy if half == "rainy" else clean

@@ -148,7 +148,7 @@ def _in_range(stem: str, rng: tuple[int, int] | None) -> bool:
 
 
 def load_registry(path: Path | str | None = None) -> dict[str, DatasetSpec]:
-    """Parse and validate a registry file (default: benchmark/datasets.yaml)."""
+    """Parse and validate a registry file (default: datasets.yaml beside this module)."""
     path = Path(path) if path is not None else REGISTRY_PATH
     try:
         data = yaml.safe_load(path.read_text())
