@@ -25,7 +25,7 @@ from PIL import Image
 
 from benchmark import cli
 from benchmark import datasets as ds
-from benchmark.datasets import acquisition
+from benchmark.datasets import acquisition, specs
 from benchmark.datasets import transfer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -628,3 +628,18 @@ def test_no_shell_true_in_sources():
             for n, line in enumerate(p.read_text().splitlines(), 1)
             if re.search(r"shell\s*=\s*True|os\.system\(|os\.popen\(", line)]
     assert hits == []
+
+
+def test_library_reads_nothing_outside_the_repository():
+    """The published Rain14000 per-file list ships in the package (source: checksums/README.md), and no
+    library module builds a path out of the repository (the old lookup of ../shared/data/checksums)."""
+    repo = Path(__file__).resolve().parents[1]
+    spec = ds.load_registry()["rain1400"]
+    shipped = specs.CHECKSUM_DIR / spec.files.list
+    assert repo in shipped.resolve().parents and transfer.sha256_file(shipped) == spec.files.list_sha256
+    assert spec.files.list in (specs.CHECKSUM_DIR / "README.md").read_text()
+    outside = re.compile(r"""["']\.\./|/\s*["']shared["']|["']shared/|parents\[[2-9]\]""")
+    offenders = [f"{p.relative_to(repo)}:{i}" for d in ("benchmark", "pipelines", "baselines", "msgnn")
+                 for p in sorted((repo / d).rglob("*.py"))
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if outside.search(line)]
+    assert offenders == []
