@@ -103,7 +103,7 @@ class DCSFN(nn.Module):
     min_size = 32
 
     def __init__(self, channels: int = 20, blocks: int = 16, scales: int = 4, convs: int = 4,
-                 keep_unused_lstm_fusions: bool = True, small_input: Literal["pad", "error"] = "pad",
+                 official_unused: bool = True, small_input: Literal["pad", "error"] = "pad",
                  channel_order: Literal["rgb", "bgr"] = "rgb") -> None:
         super().__init__()
         if small_input not in ("pad", "error"):
@@ -124,7 +124,7 @@ class DCSFN(nn.Module):
         self.gru_fine_to_coarse = nn.ModuleList(ConvGRUCell(c, c) for _ in range(3))
         self.state_fuse_full = _conv_lrelu(2 * c, c, 1)  # 1/2 + 1/4 states -> full-size GRU state
         self.state_fuse_quarter = _conv_lrelu(2 * c, c, 1)  # full + 1/2 states -> 1/4 GRU state
-        if keep_unused_lstm_fusions:
+        if official_unused:
             # The official code also builds these to fuse LSTM cell memories; with the GRU they are
             # never called, but they are part of the published 6,453,147 parameters.
             self.memory_fuse_full = _conv_lrelu(2 * c, c, 1)
@@ -180,7 +180,7 @@ class DCSFN(nn.Module):
 
 @register_model("dcsfn")
 def dcsfn(channels: int = 20, blocks: int = 16, scales: int = 4, convs: int = 4,
-          keep_unused_lstm_fusions: bool = True, small_input: Literal["pad", "error"] = "pad",
+          official_unused: bool = True, small_input: Literal["pad", "error"] = "pad",
           channel_order: Literal["rgb", "bgr"] = "rgb") -> DCSFN:
     """Official DCSFN configuration (6,453,147 parameters)."""
-    return DCSFN(channels, blocks, scales, convs, keep_unused_lstm_fusions, small_input, channel_order)
+    return DCSFN(channels, blocks, scales, convs, official_unused, small_input, channel_order)

@@ -10,7 +10,7 @@ gradient step on M through the (learned, shared) rain kernels, cleans it with a 
 "proximal" net, then does the same for B, which travels with Z auxiliary channels. It works on
 [0,255] RGB internally; forward converts from and to the suite's [0,1] contract.
 Default = official (S=17 stages, M=32 rain maps, Z=32): 3,166,355 parameters as the official
-``sum(p.numel())`` counts them; ``official_unused_params=False`` leaves out what the official code
+``sum(p.numel())`` counts them; ``official_unused=False`` leaves out what the official code
 allocates but never reads (2,975,186, the count of the authors' RCDNet_simple re-write), with
 identical outputs.
 
@@ -135,13 +135,13 @@ class RCDNet(nn.Module):
     """
 
     def __init__(self, stages: int = 17, num_maps: int = 32, num_z: int = 32, kernel_size: int = 9,
-                 official_unused_params: bool = True, kernel_seed: int = 0, tied: bool = True) -> None:
+                 official_unused: bool = True, kernel_seed: int = 0, tied: bool = True) -> None:
         super().__init__()
         if stages < 1:
             raise ValueError(f"RCDNet needs at least one stage, got stages={stages}")
         self.stages, self.pad, self.tied, self.num_z = stages, kernel_size // 2, tied, num_z
         kernels = rain_kernels(num_maps, kernel_size, kernel_seed)
-        unused = official_unused_params
+        unused = official_unused
         # Z0 = 3x3 "mean filter" of O into every auxiliary channel (init 1/9).
         self.z_filter = nn.Parameter(torch.full((1, 1, 3, 3) if tied else (num_z, 3, 3, 3), 1 / 9))
         if not tied:
@@ -262,7 +262,7 @@ class RCDNet(nn.Module):
 
 @register_model("rcdnet")
 def rcdnet(stages: int = 17, num_maps: int = 32, num_z: int = 32, kernel_size: int = 9,
-           official_unused_params: bool = True, kernel_seed: int = 0, tied: bool = True) -> RCDNet:
+           official_unused: bool = True, kernel_seed: int = 0, tied: bool = True) -> RCDNet:
     """RCDNet as in the official code (S=17, M=Z=32): 3,166,355 parameters as the official code
     counts them (its tied views included), 2,965,997 of them free (``tied=False``: 2,975,186)."""
-    return RCDNet(stages, num_maps, num_z, kernel_size, official_unused_params, kernel_seed, tied)
+    return RCDNet(stages, num_maps, num_z, kernel_size, official_unused, kernel_seed, tied)

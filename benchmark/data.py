@@ -1,6 +1,9 @@
-"""Datasets for training (random paired patches) and evaluation (full images).
+"""Model inputs read from a dataset folder: training patches (random pairs) and evaluation images.
 
-Pairs are found by ``benchmark.layouts`` (every real naming layout of the field, plus our
+This is the torch side of the train and evaluate stages; obtaining, normalising and checking the
+folders themselves (the prepare stage) is the ``benchmark.datasets`` package.
+
+Pairs are found by ``benchmark.datasets.layouts`` (every real naming layout of the field, plus our
 normalised ``{input,target}/<id>.png``), always in sorted order. Sampling is a pure function of
 (seed, sample index): sample ``i`` belongs to epoch ``i // n``, whose image order is a seeded
 permutation, and its crop/flip come from a generator seeded by ``(seed, i)``. Resuming at step
@@ -19,12 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark import images, layouts
-from benchmark.images import DataError  # re-exported: callers catch data.DataError
+from benchmark.datasets import images, layouts
+from benchmark.datasets.images import DataError  # re-exported: callers catch data.DataError
 
 
 def load_image(path: str | Path, max_pixels: int = images.MAX_PIXELS) -> np.ndarray:
-    """Read an image as uint8 RGB [H,W,3] through the checked reader (``benchmark.images``)."""
+    """Read an image as uint8 RGB [H,W,3] through the checked reader (``benchmark.datasets.images``)."""
     return images.load_rgb(path, max_pixels=max_pixels)
 
 

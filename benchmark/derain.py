@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmark import images, layouts
-from benchmark.images import DataError
+from benchmark.datasets import images, layouts
+from benchmark.datasets.images import DataError
 
 
 def _inputs(arg: Path) -> list[tuple[Path, str]]:

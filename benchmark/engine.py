@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmark import checkpoints, data, io, metrics
+from benchmark import checkpoints, contract, data, io, metrics
 from benchmark.config import EvalCfg, TrainCfg
 from benchmark.losses import build_loss, stage_outputs
 
@@ -70,19 +70,13 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainCfg) -> torch.optim.Optimi
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw")
 
 
-def forward(model: torch.nn.Module, x: torch.Tensor, exemplar: torch.Tensor | None = None):
-    """Call a model with its exemplar when it takes one (MSGNN), plainly otherwise."""
-    if getattr(model, "needs_exemplar", False):
-        if exemplar is None:
-            raise ValueError(f"{type(model).__name__} needs an exemplar image but none was given")
-        return model(x, exemplar=exemplar)
-    return model(x)
+forward = contract.call  # the one model call (exemplar or not), kept under the engine's old name
 
 
 def make_loss(model: torch.nn.Module, cfg: TrainCfg) -> Callable:
     """``loss(outputs, rainy, clean)``: the shared criterion, or the model's own paper loss."""
     if cfg.loss == "own":
-        if not hasattr(model, "own_loss"):
+        if not contract.has_own_loss(model):
             raise ValueError(f"{type(model).__name__} has no own_loss; use a pixel loss instead")
         return model.own_loss
     crit = build_loss(cfg.loss, cfg.stage_reduction)
@@ -220,7 +214,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, exemplar: torch.Tensor | No
     """Derain one full image ``x`` [3,H,W] or [1,3,H,W] → float [1,3,H,W] (not clamped)."""
     device = torch.device(device)
     x = x[None] if x.dim() == 3 else x
-    xp, (h, w) = pad_to_multiple(x.to(device), int(getattr(model, "pad_multiple", 1)))
+    xp, (h, w) = pad_to_multiple(x.to(device), contract.pad_multiple(model))
     ex = exemplar[None] if exemplar is not None and exemplar.dim() == 3 else exemplar
     out = forward(model, xp, ex.to(device) if ex is not None else None)
     out = stage_outputs(out)[-1]

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 from skimage.metrics import structural_similarity
 
+from benchmark import contract
 from benchmark.losses import stage_outputs
 
 # BT.601 luma row of MATLAB rgb2ycbcr, for RGB in [0, 1] and Y on the 0..255 scale.
@@ -319,11 +320,9 @@ def effective_params(model: nn.Module, probe: Callable[[nn.Module], object] | in
                 ref = params[0] if params else torch.empty(0)
                 g = torch.Generator().manual_seed(seed)
                 x = torch.rand(1, 3, h, w, generator=g).to(ref.device, ref.dtype)
-                if getattr(model, "needs_exemplar", False):
-                    ex = torch.rand(1, 3, h, w, generator=g).to(ref.device, ref.dtype)
-                    outputs = model(x, exemplar=ex)
-                else:
-                    outputs = model(x)
+                ex = (torch.rand(1, 3, h, w, generator=g).to(ref.device, ref.dtype)
+                      if contract.needs_exemplar(model) else None)
+                outputs = contract.call(model, x, ex)
             total = sum(s.float().mean() for s in stage_outputs(outputs))
             total.backward()
             return sum(p.numel() for p in params if p.grad is not None)

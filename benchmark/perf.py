@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark import contract
 from benchmark.losses import neg_ssim
 from benchmark.registry import build_model
 
@@ -63,14 +64,13 @@ def _make_case(case: str, device: torch.device, model_args: dict, seed: int) -> 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = build_model("msgnn", **model_args).to(device)
-    needs_ex = getattr(model, "needs_exemplar", False)
     if case == "train":
         x, target, ex = (torch.rand(8, 3, 64, 64, generator=g).to(device) for _ in range(3))
         opt = torch.optim.Adam(model.parameters(), lr=5e-4)
         model.train()
 
         def step() -> None:
-            loss = neg_ssim(model(x, exemplar=ex) if needs_ex else model(x), target)
+            loss = neg_ssim(contract.call(model, x, ex), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -81,7 +81,7 @@ def _make_case(case: str, device: torch.device, model_args: dict, seed: int) -> 
 
     def infer() -> None:
         with torch.no_grad():
-            model(x, exemplar=ex) if needs_ex else model(x)
+            contract.call(model, x, ex)
     return infer
 
 

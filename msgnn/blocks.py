@@ -127,7 +127,7 @@ class DenseChain(nn.Module):
 
     * as a sub-network (``DenseConnection``): returns (t_{M-1}, fus), the output of the *last block*
       and the fusion connection LReLU(Conv1x1(concat(t_0..t_{M-1}))). The last dense 1x1 is built but
-      its output is never read, so with ``keep_unused`` it is built (official parameter count) and
+      its output is never read, so with ``official_unused`` it is built (official parameter count) and
       simply not run; the same holds for the last sub-network's fusion conv (``compute_fusion``).
     * as a value stem (``Dense(4)``, plain blocks, no fusion): returns the last dense 1x1 output.
     """
@@ -135,12 +135,12 @@ class DenseChain(nn.Module):
     fused_grads = True  # dense.py's per-feature gradient sums; False = plain autograd (same numbers)
 
     def __init__(self, channels: int, blocks: int, attention: str = "none", fusion_connection: bool = False,
-                 stem: bool = False, keep_unused: bool = True) -> None:
+                 stem: bool = False, official_unused: bool = True) -> None:
         super().__init__()
         self.stem = stem
         self.units = nn.ModuleList(ResBlock(channels, attention) for _ in range(blocks))
         # a sub-network never reads the last dense 1x1; a stem returns it
-        n_dense = blocks if (stem or keep_unused) else blocks - 1
+        n_dense = blocks if (stem or official_unused) else blocks - 1
         self.dense = nn.ModuleList(conv((j + 2) * channels, channels, 1, act=True) for j in range(n_dense))
         self.fusion = conv(blocks * channels, channels, 1, act=True) if fusion_connection else None
 

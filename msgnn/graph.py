@@ -56,9 +56,9 @@ class KNNGraph(nn.Module):
 
     def __init__(self, channels: int = 32, k: int = 5, patch: int = 3, stride: int = 3, window: int = 30,
                  scale: int = 1, window_align: str = "centered", shared_embedding: bool = True,
-                 train_embedding: bool = True, knn_budget: int | None = None, keep_unused: bool = True) -> None:
+                 train_embedding: bool = True, knn_budget: int | None = None, official_unused: bool = True) -> None:
         super().__init__()
-        if not shared_embedding or keep_unused:  # with one shared CNN the official second one never runs
+        if not shared_embedding or official_unused:  # with one shared CNN the official second one never runs
             self.embed_db = embedding_cnn(channels)
         self.embed_query = embedding_cnn(channels)
         self.k, self.patch, self.stride, self.window, self.scale = k, patch, stride, window, scale
@@ -105,10 +105,10 @@ class GCNBlock(nn.Module):
     weighted sum of the neighbours' value patches, patch2im to the query's full resolution."""
 
     def __init__(self, channels: int = 32, k: int = 5, patch: int = 3, stride: int = 3, scale: int = 1,
-                 keep_unused: bool = True, budget: int | None = None) -> None:
+                 official_unused: bool = True, budget: int | None = None) -> None:
         super().__init__()
         self.weightnet_hr = AttentionCNN(channels)
-        if keep_unused:  # built by the official code, never run (kept for its parameter count)
+        if official_unused:  # built by the official code, never run (kept for its parameter count)
             self.knn_downsample = nn.Sequential(nn.Conv2d(channels, channels, 5, stride=scale, padding=2),
                                                 nn.LeakyReLU(0.2), conv(channels, channels, 3, act=True),
                                                 conv(channels, channels, 3, act=False))

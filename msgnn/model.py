@@ -15,7 +15,7 @@ Data flow (B^ = O - R, Eq. 1-2):
 
 Parameter counts equal the official ones (exemplar on, N=4: 2,061,579; exemplar off with the
 official 5x5 fusion, N=4: 2,459,689 = the paper's "2.46M"; N=2: 1,547,625 = "1.55M") because the
-modules the official model builds but never runs are built too (``keep_unused``); they get no gradient.
+modules the official model builds but never runs are built too (``official_unused``); they get no gradient.
 Colour: the official code reads BGR; no weights were released, so RGB is used as is.
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ class MSGNN(nn.Module):
                  fusion: str = "1x1", channel_attention: str = "ct", fusion_connection: bool = True,
                  graph: bool = True, k: int = 5, patch: int = 3, stride: int = 3, window: int = 30,
                  scales: Sequence[float] = (1, 0.5, 0.25), window_align: str = "centered",
-                 shared_embedding: bool = True, train_embedding: bool = True, keep_unused: bool = True,
+                 shared_embedding: bool = True, train_embedding: bool = True, official_unused: bool = True,
                  knn_budget: int | None = None) -> None:
         super().__init__()
         self.graph = graph
@@ -69,8 +69,8 @@ class MSGNN(nn.Module):
         self.head = conv(3, channels, 3, act=False)
         # the last sub-network's fusion output has no next sub-network to go to
         self.subnets = nn.ModuleList(
-            DenseChain(channels, blocks, channel_attention, fusion_connection and (keep_unused or i < n_subnets - 1),
-                       keep_unused=keep_unused)
+            DenseChain(channels, blocks, channel_attention,
+                       fusion_connection and (official_unused or i < n_subnets - 1), official_unused=official_unused)
             for i in range(n_subnets))
         self.branches = [f"scale{_SCALES[s]}" for s in sorted(scales, reverse=True)] if graph else []
         if graph and exemplar:
@@ -79,18 +79,18 @@ class MSGNN(nn.Module):
             factor = {"scale1": 1, "scale2": 2, "scale4": 4, "exemplar": 1}
             common = dict(k=k, patch=patch, stride=stride)
             self.stems = nn.ModuleDict({b: ValueStem(channels) for b in self.branches})
-            if not exemplar and keep_unused:  # the official code builds ``convert_guide`` whenever graph=True
+            if not exemplar and official_unused:  # the official code builds ``convert_guide`` whenever graph=True
                 self.stems["exemplar"] = ValueStem(channels)
             self.graphs = nn.ModuleDict({
                 b: KNNGraph(channels, window=window, scale=factor[b], window_align=window_align,
                             shared_embedding=shared_embedding, train_embedding=train_embedding,
-                            knn_budget=knn_budget, keep_unused=keep_unused, **common) for b in self.branches})
-            self.gcns = nn.ModuleDict({b: GCNBlock(channels, scale=factor[b], keep_unused=keep_unused,
+                            knn_budget=knn_budget, official_unused=official_unused, **common) for b in self.branches})
+            self.gcns = nn.ModuleDict({b: GCNBlock(channels, scale=factor[b], official_unused=official_unused,
                                                    budget=knn_budget, **common) for b in self.branches})
             kf = 1 if fusion == "1x1" else 5
             n_in = channels * (1 + len(self.branches))
             # the fuse after the last sub-network is built by the official code, its output discarded
-            n_fuse = n_subnets if keep_unused else n_subnets - 1
+            n_fuse = n_subnets if official_unused else n_subnets - 1
             self.fuse = nn.ModuleList(
                 nn.Sequential(conv(n_in, channels, kf, act=True), conv(channels, channels, kf, act=False))
                 for _ in range(n_fuse))
@@ -175,7 +175,7 @@ def msgnn(n_subnets: int = 4, blocks: int = 12, exemplar: bool = True, fusion: s
           channel_attention: str = "ct", fusion_connection: bool = True, graph: bool = True, k: int = 5,
           patch: int = 3, stride: int = 3, window: int = 30, scales: Sequence[float] = (1, 0.5, 0.25),
           window_align: str = "centered", shared_embedding: bool = True, train_embedding: bool = True,
-          keep_unused: bool = True, channels: int = 32, knn_budget: int | None = None) -> MSGNN:
+          official_unused: bool = True, channels: int = 32, knn_budget: int | None = None) -> MSGNN:
     """MSGNN with the paper's method (exemplar branch on) and the released code's layer sizes.
 
     ``fusion`` is the form of the two fuse convs, independent of ``exemplar`` so that an exemplar
@@ -204,5 +204,5 @@ def msgnn(n_subnets: int = 4, blocks: int = 12, exemplar: bool = True, fusion: s
         raise ValueError(f"need 1 <= stride <= patch, k >= 1 and window >= 1; got stride={stride}, patch={patch}, "
                          f"k={k}, window={window}")
     return MSGNN(n_subnets, blocks, channels, exemplar, fusion, channel_attention, fusion_connection, graph, k, patch,
-                 stride, window, tuple(scales), window_align, shared_embedding, train_embedding, keep_unused,
+                 stride, window, tuple(scales), window_align, shared_embedding, train_embedding, official_unused,
                  knn_budget)

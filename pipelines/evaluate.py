@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from benchmark import config, data, engine, io, metrics, runs, tracking
+from benchmark import config, contract, data, engine, io, metrics, runs, tracking
 from benchmark.registry import build_model
 
 
@@ -31,7 +31,7 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     cfg = config.resolve(model_name, dataset, raw)
     report_images = config.report_cfg(raw).images  # the figures' test images: always saved
     model = build_model(model_name, **cfg.model_args)
-    weightless = getattr(model, "weightless", False)
+    weightless = contract.weightless(model)
     if not weightless:
         model = runs.load_model(runs.train_dir(model_name, dataset) / "model.pt", expect=model_name)
     counts = metrics.count_params(model)
@@ -55,7 +55,7 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
             paired = (params or config.load_params())["datasets"].get(eval_set, {}).get("ground_truth", True)
             ds = data.EvalImages(root, "test", paired=paired)
             ex = None
-            if getattr(model, "needs_exemplar", False):
+            if contract.needs_exemplar(model):
                 # the exemplar comes from the *training* dataset's split, never from the evaluated image
                 ex = data.eval_exemplar(runs.data_dir(dataset), cfg.eval.exemplar, cfg.train.seed,
                                         ds if cfg.eval.exemplar == "test" else None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark import config, data, runs, synth
+from benchmark import config, data, runs
+from benchmark.datasets import synth
 
 
 def prepare(dataset: str, params: dict) -> None:

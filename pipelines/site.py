@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from benchmark import config, data, figures, html_tables, io, tracking
-from benchmark.layouts import natural_key
+from benchmark.datasets.layouts import natural_key
 
 PAGE = Path(__file__).with_name("site_page.html")  # CSS + JS template (inline in the output)
 

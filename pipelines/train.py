@@ -12,7 +12,7 @@ import sys
 import torch
 import yaml
 
-from benchmark import checkpoints, config, data, engine, io, metrics, runs, tracking
+from benchmark import checkpoints, config, contract, data, engine, io, metrics, runs, tracking
 from benchmark.registry import build_model
 
 
@@ -22,8 +22,7 @@ def _validator(model_name: str, cfg: config.RunConfig, device: str):
     root = runs.data_dir(cfg.dataset)
 
     def validate(model: torch.nn.Module) -> dict:
-        ex = data.eval_exemplar(root, cfg.eval.exemplar, cfg.train.seed, ds) if getattr(
-            model, "needs_exemplar", False) else None
+        ex = data.eval_exemplar(root, cfg.eval.exemplar, cfg.train.seed, ds) if contract.needs_exemplar(model) else None
         res = engine.evaluate(model, ds, cfg.eval, device=device, exemplar=ex, progress=False)
         return {"psnr_y": res["mean"]["psnr_y"], "ssim_y": res["mean"]["ssim_y"]}
 
@@ -44,11 +43,11 @@ def train(model_name: str, dataset: str, device: str = "cpu", params: dict | Non
 def _train(model_name: str, dataset: str, cfg: config.RunConfig, out, device: str, progress: bool) -> dict:
     io.seed_everything(cfg.train.seed)  # model initialisation is part of the reproducible run
     model = build_model(model_name, **cfg.model_args)
-    if getattr(model, "weightless", False):
+    if contract.weightless(model):
         raise ValueError(f"model {model_name!r} has no weights to train")
     counts = metrics.count_params(model)
     train_ds = data.TrainPatches(runs.data_dir(dataset), cfg.train.patch, seed=cfg.train.seed,
-                                 hflip=cfg.train.hflip, exemplar=bool(getattr(model, "needs_exemplar", False)))
+                                 hflip=cfg.train.hflip, exemplar=contract.needs_exemplar(model))
     io.write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{cfg.key}",
             "kind": "train"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import synth
+from benchmark.datasets import synth
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import cli, data, images, layouts
+from benchmark import cli, data
+from benchmark.datasets import images, layouts
 
 RNG = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""Dataset download / extraction / normalisation (benchmark/datasets.py), all offline.
+"""Dataset download / extraction / normalisation (benchmark/datasets/), all offline.
 
 Archives are built in tmp_path from the real fixtures in ../shared/data (each real naming
 layout) and served by a small HTTP server on 127.0.0.1 that honours Range requests and can
@@ -23,8 +23,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from benchmark import cli
 from benchmark import datasets as ds
-from benchmark import transfer
+from benchmark.datasets import acquisition, specs
+from benchmark.datasets import transfer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # PNG encoding of the larger fixtures (DID-MDN sample 3 is 4800x1639) is slow; tests use the small ones.
@@ -133,7 +135,7 @@ def rain100l_registry(tmp_path, url=None, sha256=None, count=20):
 def test_http_download_normalises_rain100l(tmp_path, server, capsys):
     url = serve(server, make_zip("Rain100L_test", tmp_path / "Rain100L.zip", "Rain100L"))
     reg, root = rain100l_registry(tmp_path, url), tmp_path / "data"
-    assert ds.datasets_main(["download", "rain100l", "--root", str(root), "--registry", str(reg)]) == 0
+    assert cli.datasets_main(["download", "rain100l", "--root", str(root), "--registry", str(reg)]) == 0
     assert "no sha256 is published" in capsys.readouterr().err
     assert (root / "downloads/rain100l/Rain100L.zip.sha256").read_text().split()[0] == sha(tmp_path / "Rain100L.zip")
     test = root / "rain100l" / "test"
@@ -149,8 +151,8 @@ def test_http_download_normalises_rain100l(tmp_path, server, capsys):
     assert [e["id"] for e in manifest["items"]] == ids
     assert {e["input"]["transform"] for e in manifest["items"]} == {"copy"}
     assert not (root / "rain100l" / "train").exists()  # optional split without a source
-    assert ds.datasets_main(["verify", "rain100l", "--root", str(root), "--registry", str(reg)]) == 0
-    assert ds.datasets_main(["path", "rain100l", "--root", str(root), "--registry", str(reg)]) == 0
+    assert cli.datasets_main(["verify", "rain100l", "--root", str(root), "--registry", str(reg)]) == 0
+    assert cli.datasets_main(["path", "rain100l", "--root", str(root), "--registry", str(reg)]) == 0
     assert capsys.readouterr().out.strip().endswith("rain100l")
     n = len(server.requests)
     assert ds.ensure_dataset("rain100l", root, registry=reg) == root / "rain100l"
@@ -161,13 +163,13 @@ def test_download_from_archive_cli(tmp_path):
     archive = make_zip("Rain100L_test", tmp_path / "my_copy.zip", "Rain100L_test")
     reg, root = rain100l_registry(tmp_path), tmp_path / "data"
     argv = ["download", "rain100l", "--from", str(archive), "--root", str(root), "--registry", str(reg)]
-    assert ds.datasets_main(argv) == 0
+    assert cli.datasets_main(argv) == 0
     assert len(list((root / "rain100l/test/input").glob("*.png"))) == 20
     assert ds.verify("rain100l", root, reg) == {"test": 20}
     # The real registry asks for the full 100-image test set: a partial copy fails loudly.
     with pytest.raises(ds.DatasetError, match="20 pairs, expected 100"):
         ds.verify("rain100l", root)
-    assert ds.datasets_main(["verify", "rain100l", "--root", str(root)]) == 1
+    assert cli.datasets_main(["verify", "rain100l", "--root", str(root)]) == 1
 
 
 @pytest.mark.parametrize("folder, archive, top, layout, count, src_of", [
@@ -273,7 +275,7 @@ def test_checksum_mismatch_is_refused(tmp_path, server, capsys):
     archive = make_zip("Rain100L_test", tmp_path / "Rain100L.zip", "Rain100L")
     reg = rain100l_registry(tmp_path, serve(server, archive), sha256="0" * 64)
     root = tmp_path / "data"
-    assert ds.datasets_main(["download", "rain100l", "--root", str(root), "--registry", str(reg)]) == 1
+    assert cli.datasets_main(["download", "rain100l", "--root", str(root), "--registry", str(reg)]) == 1
     err = capsys.readouterr().err
     assert f"sha256 {sha(archive)}, expected {'0' * 64}" in err
     assert len(server.requests) == 2  # a bad download is fetched once more before giving up
@@ -359,7 +361,7 @@ def test_manual_placement(tmp_path, capsys):
     msg = str(info.value)
     assert "https://example.invalid/page" in msg
     assert str(root / "downloads/rain200h/rain_data_test_Heavy.gz") in msg and "--from" in msg
-    assert ds.datasets_main(["download", "rain200h", "--root", str(root), "--registry", str(reg)]) == 3
+    assert cli.datasets_main(["download", "rain200h", "--root", str(root), "--registry", str(reg)]) == 3
     assert not (root / "rain200h").exists()
     # Archives put where the message says (the same fixture stands in for both splits).
     make_tar("Rain200H_test_samples", root / "downloads/rain200h/rain_data_test_Heavy.gz", "rain_heavy_test")
@@ -370,14 +372,14 @@ def test_manual_placement(tmp_path, capsys):
     other = tmp_path / "other"
     argv = ["download", "rain200h", "--from", str(SHARED / "Rain200H_test_samples"), "--split", "test",
             "--root", str(other), "--registry", str(reg)]
-    assert ds.datasets_main(argv) == 0
+    assert cli.datasets_main(argv) == 0
     assert sha(other / "rain200h/test/input/2.png") == sha(dest / "test/input/2.png")
     assert not (other / "rain200h/train").exists()
     # A known archive through --from builds the splits it holds and says which are still missing.
     third = tmp_path / "third"
     argv = ["download", "rain200h", "--from", str(root / "downloads/rain200h/rain_data_test_Heavy.gz"),
             "--root", str(third), "--registry", str(reg)]
-    assert ds.datasets_main(argv) == 0
+    assert cli.datasets_main(argv) == 0
     assert "no 'train' split" in capsys.readouterr().err
     assert (third / "rain200h/test/manifest.json").is_file() and not (third / "rain200h/train").exists()
 
@@ -391,7 +393,7 @@ def test_offline_names_dataset_and_url(tmp_path, monkeypatch, capsys):
     (root / "rain100h").mkdir(parents=True)
     (root / "rain100h" / "keep.txt").write_text("untouched")
     reg = rain100l_registry(tmp_path, url)
-    assert ds.datasets_main(["download", "rain100l", "--root", str(root), "--registry", str(reg)]) == 1
+    assert cli.datasets_main(["download", "rain100l", "--root", str(root), "--registry", str(reg)]) == 1
     err = capsys.readouterr().err
     assert "'rain100l'" in err and url in err and err.count("error:") == 1
     assert (root / "rain100h" / "keep.txt").read_text() == "untouched"
@@ -481,12 +483,12 @@ def test_paper_registry_facts():
         assert spec.citation and spec.licence, key
         if spec.source == "manual":
             assert spec.manual and not any(a.urls for a in spec.archives), key
-    rows = ds._checksum_list(reg["rain1400"])  # the shared list matches its registered sha256
-    assert len(rows) == 15000 and sum(1 for r in rows if ds._in_range(Path(r).stem, (901, 1000))) == 1500
+    rows = acquisition._checksum_list(reg["rain1400"])  # the list shipped in the package matches its registered sha256
+    assert len(rows) == 15000 and sum(1 for r in rows if acquisition._in_range(Path(r).stem, (901, 1000))) == 1500
 
 
 def test_embedded_and_unknown_datasets(tmp_path, capsys):
-    with pytest.raises(ds.DatasetError, match="benchmark.synth"):
+    with pytest.raises(ds.DatasetError, match="benchmark.datasets.synth"):
         ds.ensure_dataset("rain-synth", tmp_path)
     for split in ("train", "test"):  # as a generator would write it
         shutil.copytree(SHARED / "Rain100L_test", tmp_path / "rain-synth" / split,
@@ -497,9 +499,9 @@ def test_embedded_and_unknown_datasets(tmp_path, capsys):
     (tmp_path / "rain-synth/test/input/3.png").write_bytes((tmp_path / "rain-synth/test/input/4.png").read_bytes())
     with pytest.raises(ds.DatasetError, match="sha256 differs"):
         ds.verify("rain-synth", tmp_path)
-    assert ds.datasets_main(["download", "nope", "--root", str(tmp_path)]) == 1
+    assert cli.datasets_main(["download", "nope", "--root", str(tmp_path)]) == 1
     assert "unknown dataset 'nope'" in capsys.readouterr().err
-    assert ds.datasets_main(["list", "--root", str(tmp_path)]) == 0
+    assert cli.datasets_main(["list", "--root", str(tmp_path)]) == 0
     assert "rain1400" in capsys.readouterr().out
 
 
@@ -517,7 +519,7 @@ def test_git_blob_id_and_http_errors(tmp_path, server, capsys):
         ds.download("rain12", tmp_path / "a", registry=reg("0" * 40, url), progress=False)
     assert ds.download("rain12", tmp_path / "b", registry=reg(blob, url), progress=False).is_dir()
     missing = reg(blob, server.url("/nothing-here.zip"))
-    assert ds.datasets_main(["download", "rain12", "--root", str(tmp_path / "c"), "--registry", str(missing)]) == 1
+    assert cli.datasets_main(["download", "rain12", "--root", str(tmp_path / "c"), "--registry", str(missing)]) == 1
     assert "HTTP 404" in capsys.readouterr().err
 
 
@@ -603,16 +605,16 @@ def test_archive_limits_from_the_registry(tmp_path):
 
 
 def test_generated_rain_synth_is_listed_present(tmp_path, capsys):
-    from benchmark import synth
+    from benchmark.datasets import synth
 
     synth.generate(tmp_path / "rain-synth", synth.SynthParams(seed=3, n_train=2, n_test=1, train_size=24,
                                                               test_size=(16, 20)))
-    assert ds.datasets_main(["list", "--root", str(tmp_path)]) == 0
+    assert cli.datasets_main(["list", "--root", str(tmp_path)]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rain-synth"))
     assert row[49:58].strip() == "yes"  # the "present" column
     assert ds.verify("rain-synth", tmp_path) == {"train": 2, "test": 1}
     (tmp_path / "rain-synth/test/input/1.png").unlink()
-    assert ds.datasets_main(["list", "--root", str(tmp_path)]) == 0
+    assert cli.datasets_main(["list", "--root", str(tmp_path)]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rain-synth"))
     assert row[49:58].strip() == "no"
 
@@ -626,3 +628,18 @@ def test_no_shell_true_in_sources():
             for n, line in enumerate(p.read_text().splitlines(), 1)
             if re.search(r"shell\s*=\s*True|os\.system\(|os\.popen\(", line)]
     assert hits == []
+
+
+def test_library_reads_nothing_outside_the_repository():
+    """The published Rain14000 per-file list ships in the package (source: checksums/README.md), and no
+    library module builds a path out of the repository (the old lookup of ../shared/data/checksums)."""
+    repo = Path(__file__).resolve().parents[1]
+    spec = ds.load_registry()["rain1400"]
+    shipped = specs.CHECKSUM_DIR / spec.files.list
+    assert repo in shipped.resolve().parents and transfer.sha256_file(shipped) == spec.files.list_sha256
+    assert spec.files.list in (specs.CHECKSUM_DIR / "README.md").read_text()
+    outside = re.compile(r"""["']\.\./|/\s*["']shared["']|["']shared/|parents\[[2-9]\]""")
+    offenders = [f"{p.relative_to(repo)}:{i}" for d in ("benchmark", "pipelines", "baselines", "msgnn")
+                 for p in sorted((repo / d).rglob("*.py"))
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if outside.search(line)]
+    assert offenders == []

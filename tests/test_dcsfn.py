@@ -12,7 +12,7 @@ import torch
 from baselines.dcsfn import DCSFN
 from benchmark.losses import build_loss
 from benchmark.registry import build_model
-from benchmark.synth import make_batch
+from benchmark.datasets.synth import make_batch
 from tests.training import assert_loss_falls, loss_curve
 
 
@@ -31,7 +31,7 @@ def test_parameter_count_matches_official(official: DCSFN) -> None:
     assert isinstance(official, DCSFN)
     assert n_params(official) == 6_453_147
     # the two LSTM-only 1x1 fusions (2 x 820 weights) are part of that count
-    assert n_params(build_model("dcsfn", keep_unused_lstm_fusions=False)) == 6_453_147 - 2 * 820
+    assert n_params(build_model("dcsfn", official_unused=False)) == 6_453_147 - 2 * 820
 
 
 def test_eval_returns_input_shape(official: DCSFN) -> None:

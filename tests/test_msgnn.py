@@ -182,7 +182,7 @@ SWITCHES = [
     {"scales": [1]}, {"scales": [0.5, 0.25], "exemplar": False}, {"scales": []},  # Fig. 8
     {"window": 4},
     {"window_align": "official"}, {"shared_embedding": False}, {"train_embedding": False},
-    {"keep_unused": False},
+    {"official_unused": False},
     {"n_subnets": 1}, {"blocks": 1},  # Fig. 7 varies N
 ]
 
@@ -200,7 +200,7 @@ def test_every_switch_builds_runs_and_trains(overrides):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_keep_unused_off_builds_only_what_gets_a_gradient(shared):
-    model = build_model("msgnn", keep_unused=False, shared_embedding=shared)
+    model = build_model("msgnn", official_unused=False, shared_embedding=shared)
     got = grads_after_backward(model)
     assert all(got.values())
     unused = 4 * 13_344 + 12_320 + 6_208 + 4 * (44_128 + 3_201)

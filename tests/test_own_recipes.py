@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from benchmark import config, data, engine
-from benchmark.layouts import Pair
+from benchmark.datasets.layouts import Pair
 
 N_RAIN100H = 1800
 ORIGINAL = {  # steps of the original recipe on Rain100H (sources: the own blocks of params.yaml)

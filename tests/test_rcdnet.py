@@ -23,7 +23,7 @@ def test_parameter_count_is_official(model: RCDNet):
     assert count_params(model) == {"total": 3_166_355, "trainable": 3_166_355}
     # Without what the official code allocates but never uses: 15 kernel copies (116,640),
     # one M-net (74,528), one step size. Equals the count of the authors' RCDNet_simple.
-    lean = build_model("rcdnet", official_unused_params=False)
+    lean = build_model("rcdnet", official_unused=False)
     assert count_params(lean)["total"] == 2_975_186
 
 
@@ -36,7 +36,7 @@ def test_tied_default_trains_only_the_free_parameters(model: RCDNet):
     untied = build_model("rcdnet", tied=False)
     assert count_params(untied) == count_params(model)
     assert effective_params(untied, probe=10) == 2_975_186
-    assert effective_params(build_model("rcdnet", official_unused_params=False), probe=10) == 2_965_997
+    assert effective_params(build_model("rcdnet", official_unused=False), probe=10) == 2_965_997
     assert {n for n, _ in untied.named_parameters()} - {n for n, _ in model.named_parameters()} == {
         "kernel0", "eta_b0", "unused_kernel_copies", "unused_eta_m0"}
 
@@ -107,7 +107,7 @@ def test_train_mode_outputs(model: RCDNet):
 def test_unused_official_parameters_do_not_change_outputs(tied):
     torch.manual_seed(0)
     full = RCDNet(stages=3, tied=tied).eval()
-    lean = RCDNet(stages=3, official_unused_params=False, tied=tied).eval()
+    lean = RCDNet(stages=3, official_unused=False, tied=tied).eval()
     state = {k: v for k, v in full.state_dict().items() if not k.startswith("unused_")}
     lean.load_state_dict(state, strict=True)
     x = torch.rand(1, 3, 13, 11)
@@ -152,7 +152,7 @@ def test_own_loss_weights_on_0_255_scale():
     rainy = (clean + 0.1).clamp(max=1)
     rain = rainy - clean
     outputs = {"out": [clean] * 18, "b0": clean, "rain": [rain] * 17}
-    m = RCDNet(stages=17, official_unused_params=False)
+    m = RCDNet(stages=17, official_unused=False)
     assert m.own_loss(outputs, rainy, clean).item() == pytest.approx(0.0, abs=1e-9)
     # Off by 1/255 (one grey level) everywhere in the final estimate only: its MSE weight is 1.
     outputs["out"] = [clean] * 17 + [clean + 1 / 255]

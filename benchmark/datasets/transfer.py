@@ -1,7 +1,7 @@
 """Moving bytes for the dataset layer: HTTP downloads that stream, retry and resume with Range
 requests; zip/tar extraction that checks every entry before writing anything; file hashes.
 
-Nothing here knows about datasets.yaml: ``benchmark.datasets`` decides what to fetch and check.
+Nothing here knows about datasets.yaml: ``benchmark.datasets.acquisition`` decides what to fetch and check.
 """
 from __future__ import annotations
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
 from PIL import Image
 
-from benchmark import images
-from benchmark.images import DataError
+from benchmark.datasets import images
+from benchmark.datasets.images import DataError
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 # Files and folders that archivers and file browsers add; never data.
@@ -343,14 +344,10 @@ def split_side_by_side(image: Image.Image, rainy_side: str, name: str = "image")
     return (left, right) if rainy_side == "left" else (right, left)
 
 
-def open_rgb(path: Path | str, max_pixels: int = images.MAX_PIXELS) -> Image.Image:
-    """Decode an image file as RGB through the checked reader (``benchmark.images`` rules)."""
-    return images.open_rgb(path, max_pixels=max_pixels)
-
-
 def read_pair(pair: Pair, max_pixels: int = images.MAX_PIXELS) -> tuple[Image.Image, Image.Image | None]:
-    """(rainy, clean) RGB images of a pair; clean is None for unpaired images."""
+    """(rainy, clean) RGB images of a pair, decoded by the checked reader; clean is None for unpaired images."""
+    read = partial(images.open_rgb, max_pixels=max_pixels)
     if pair.rainy_side is not None:
-        rainy, clean = split_side_by_side(open_rgb(pair.input, max_pixels), pair.rainy_side, str(pair.input))
+        rainy, clean = split_side_by_side(read(pair.input), pair.rainy_side, str(pair.input))
         return rainy, (clean if pair.target is not None else None)
-    return open_rgb(pair.input, max_pixels), (open_rgb(pair.target, max_pixels) if pair.target is not None else None)
+    return read(pair.input), (read(pair.target) if pair.target is not None else None)
