@@ -206,7 +206,8 @@ def official_name_to_ours(name: str) -> str | None:
                                lambda r: f"blocks.{r[1]}.chains.{_DCSFN_SCALE[r[2]]}.{r[3]}.0.{r[4]}"),
                               (r"units\.(\d+)\.fusion(21|42|84)\.0\.(weight|bias)",
                                lambda r: f"blocks.{r[1]}.fuse.{_DCSFN_FUSE[r[2]]}.0.{r[3]}"),
-                              (r"units\.(\d+)\.fusion_all\.0\.(weight|bias)", lambda r: f"blocks.{r[1]}.fuse_all.0.{r[2]}"),
+                              (r"units\.(\d+)\.fusion_all\.0\.(weight|bias)",
+                               lambda r: f"blocks.{r[1]}.fuse_all.0.{r[2]}"),
                               (r"conv1x1\.(\d+)\.0\.(weight|bias)", lambda r: f"fuse.{r[1]}.0.{r[2]}")):
             r = re.fullmatch(pattern, rest)
             if r:

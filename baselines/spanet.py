@@ -273,7 +273,8 @@ def from_official(path, direction_attention: bool = False) -> SPANet:
         raise ValueError(f"{source_label(path)}: not an official SPANet state_dict (missing key {exc})") from exc
     model = SPANet(direction_attention=direction_attention, channel_order="bgr")
     own = model.state_dict()
-    bad = [f"{k}: {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in mapped.items() if v.shape != own[k].shape]
+    bad = [f"{k}: {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+           for k, v in mapped.items() if v.shape != own[k].shape]
     if bad:
         raise ValueError(f"{source_label(path)}: not an official SPANet state_dict; shape mismatches {bad}")
     model.load_state_dict(mapped, strict=True)

@@ -50,7 +50,8 @@ def read_state(source, what: str) -> dict[str, torch.Tensor]:
         if isinstance(v, np.ndarray):
             v = torch.from_numpy(np.ascontiguousarray(v))
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise ValueError(f"{label}: entry {k!r} is not a named tensor ({type(v).__name__}); not a {what} state_dict")
+            raise ValueError(f"{label}: entry {k!r} is not a named tensor ({type(v).__name__}); "
+                             f"not a {what} state_dict")
         state[k] = v
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}

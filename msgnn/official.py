@@ -19,7 +19,8 @@ from benchmark.registry import register_official
 from .model import MSGNN, msgnn
 
 _BRANCH = {"1": "scale1", "2": "scale2", "4": "scale4", "guide": "exemplar"}
-_STEM = {"convert_rainy1": "scale1", "convert_rainy2": "scale2", "convert_rainy4": "scale4", "convert_guide": "exemplar"}
+_STEM = {"convert_rainy1": "scale1", "convert_rainy2": "scale2", "convert_rainy4": "scale4",
+         "convert_guide": "exemplar"}
 OFFICIAL_SWITCHES = {"window_align": "official", "shared_embedding": False, "train_embedding": False}
 
 
