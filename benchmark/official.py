@@ -48,7 +48,7 @@ def read_state(source, what: str) -> dict[str, torch.Tensor]:
     state = {}
     for k, v in obj.items():
         if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.ascontiguousarray(v))
+            v = torch.from_numpy(np.array(v))  # a copy, C-contiguous, 0-d arrays kept 0-d
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise ValueError(f"{label}: entry {k!r} is not a named tensor ({type(v).__name__}); "
                              f"not a {what} state_dict")

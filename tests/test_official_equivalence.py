@@ -16,6 +16,7 @@ input/output conversions, how to get the named official outputs from ours) and a
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -279,7 +280,20 @@ def test_loader_reads_wrapped_checkpoint_with_module_prefix(name: str, tmp_path)
     path = tmp_path / "ckpt.pth"
     torch.save({"net": {f"module.{k}": v for k, v in fx.state.items()}, "clock": 1}, path)
     a, b = load_official(name, path).state_dict(), load_official(name, fx.state).state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = load_official(name, {k: v.numpy() for k, v in fx.state.items()}).state_dict()  # e.g. converted TF variables
+    assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+def test_rcdnet_loader_fits_a_model_without_the_unused_official_parameters() -> None:
+    # the official forward never reads eta1, mnet and 15 of the 16 kernel copies: a model built
+    # without them (or one that ties them) loads the same weights and computes the same outputs
+    fx = _own_fixture("rcdnet")
+    lean = load_official("rcdnet", fx.state, official_unused_params=False)
+    full = load_official("rcdnet", fx.state)
+    assert sum(p.numel() for p in lean.parameters()) < sum(p.numel() for p in full.parameters())
+    worst, compared = _compare(dataclasses.replace(fx, loader_kwargs={"official_unused_params": False}), fx.state,
+                               only_smallest=True)
+    assert compared and worst <= fx.atol
 
 
 @pytest.mark.parametrize("name", ["msgnn_small", "rescan", "prenet", "spanet", "rcdnet", "moss"])  # dcsfn: as rescan
