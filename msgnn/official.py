@@ -7,11 +7,15 @@ itself, so a checkpoint of any official setting loads without extra arguments.
 
 Weights trained by the official code only make sense with its graph construction, so the loader
 defaults to the official switches (``window_align="official"``, ``shared_embedding=False``,
-``train_embedding=False``; see README, Deviations); pass them explicitly to override.
+``train_embedding=False``; see README, Deviations); pass them explicitly to override. The
+official code reads OpenCV BGR images, so the returned model flips RGB input to BGR and the
+output back (``channel_order="bgr"``, as for RESCAN, DCSFN and SPANet).
 """
 from __future__ import annotations
 
 import re
+
+import torch
 
 from benchmark.official import load_mapped, read_state
 from benchmark.registry import register_official
@@ -86,6 +90,8 @@ def official_config(state) -> dict:
         cfg["n_subnets"] = max(groups) + 1
     if units:
         cfg["blocks"] = max(units) + 1
+    if groups and not any(".avg_eca." in k for k in state):
+        cfg["channel_attention"] = "none"  # settings.eca = False: plain residual blocks
     graph = any(k.startswith("graph_") for k in state)
     cfg["graph"] = graph
     if graph:
@@ -96,10 +102,31 @@ def official_config(state) -> dict:
     return cfg
 
 
+def _flip_images(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    args = tuple(a.flip(1) if i < 2 and isinstance(a, torch.Tensor) else a for i, a in enumerate(args))
+    if isinstance(kwargs.get("exemplar"), torch.Tensor):
+        kwargs = {**kwargs, "exemplar": kwargs["exemplar"].flip(1)}
+    return args, kwargs
+
+
+def bgr_boundary(model: MSGNN) -> MSGNN:
+    """Make ``model`` take and return RGB while its layers see BGR, as official weights expect
+    (the official loader reads OpenCV BGR). Done with forward hooks, so the state dict, the
+    builder arguments and every attribute stay those of a plain MSGNN."""
+    model.register_forward_pre_hook(lambda m, args, kwargs: _flip_images(args, kwargs), with_kwargs=True)
+    model.register_forward_hook(lambda m, args, out: out.flip(1))
+    model.channel_order = "bgr"
+    return model
+
+
 @register_official("msgnn")
-def from_official(source, **kwargs) -> MSGNN:
+def from_official(source, channel_order: str = "bgr", **kwargs) -> MSGNN:
     """MSGNN holding official weights (path or mapping); configuration read off the weights,
-    official graph switches by default, any builder argument can be overridden."""
+    official graph switches by default, any builder argument can be overridden.
+    ``channel_order="bgr"`` (default): RGB in and out, BGR inside, as the official code was trained."""
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     state = read_state(source, "MSGNN")
     args = {**official_config(state), **OFFICIAL_SWITCHES, **kwargs}
-    return load_mapped(msgnn(**args), state, official_name_to_ours, source, "MSGNN")
+    model = load_mapped(msgnn(**args), state, official_name_to_ours, source, "MSGNN")
+    return bgr_boundary(model) if channel_order == "bgr" else model

@@ -71,7 +71,8 @@ def _stack(ts, back):
 
 
 def _run_msgnn(net, inputs, key):
-    return {"out": net(inputs[key], exemplar=inputs[f"{key}/exemplar"])}  # no colour-specific operation
+    # the loader's model takes RGB and feeds its layers BGR, as the official loader does
+    return {"out": bgr01(net(bgr01(inputs[key]), exemplar=bgr01(inputs[f"{key}/exemplar"])))}
 
 
 def _all_stages(net):
