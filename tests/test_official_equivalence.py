@@ -45,12 +45,13 @@ def bgr01(x: torch.Tensor) -> torch.Tensor:  # OpenCV BGR in [0, 1]  <->  RGB in
 
 @dataclass(frozen=True)
 class Adapter:
-    """How to run our ``model`` in the official network's conventions.
+    """How to run our ``model`` (a registry name) in the official network's conventions.
 
-    ``to_ours``/``from_ours``: official-convention image <-> ours (NCHW RGB [0, 1]);
-    ``run(net, inputs, key)``: our outputs for the stored input ``key``, by official output name
-    (already converted back with ``from_ours``); ``not_compared``: regex of stored outputs that
-    our model does not expose, with the reason.
+    ``run(net, inputs, key)``: converts the stored official-convention input ``key`` to ours
+    (NCHW RGB [0, 1]), runs ``net`` (already in the fixture's mode, under no_grad) and returns our
+    outputs converted back to the official convention, by official output name.
+    ``loader_kwargs``: passed to ``load_official`` (a fixture's own ``loader_kwargs`` add to them).
+    ``not_compared``: (regex, reason) for stored outputs our model does not expose.
     """
 
     model: str
@@ -208,7 +209,7 @@ def _compare(fx: Fixture, state: dict, only_smallest: bool = False) -> tuple[flo
     if only_smallest:  # the cheapest eval case
         g = min((g for g in groups if g[0] == "eval"), key=lambda g: fx.inputs[g[1]].numel())
         groups = {g: groups[g]}
-    net = load_official(fx.adapter.model, state, **fx.loader_kwargs)
+    net = load_official(fx.adapter.model, state, **{**fx.adapter.loader_kwargs, **fx.loader_kwargs})
     snapshot = {k: v.clone() for k, v in net.state_dict().items()}
     worst, compared = 0.0, []
     for (mode, input_key), names in groups.items():
