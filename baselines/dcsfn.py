@@ -23,6 +23,7 @@ so RGB is used directly; ``channel_order="bgr"`` flips channels at the boundary.
 """
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import torch
@@ -30,7 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.losses import ssim
-from benchmark.registry import register_model
+from benchmark.official import load_mapped, read_state
+from benchmark.registry import register_model, register_official
 
 from .common import ConvGRUCell, check_rgb_batch
 
@@ -184,3 +186,49 @@ def dcsfn(channels: int = 20, blocks: int = 16, scales: int = 4, convs: int = 4,
           channel_order: Literal["rgb", "bgr"] = "rgb") -> DCSFN:
     """Official DCSFN configuration (6,453,147 parameters)."""
     return DCSFN(channels, blocks, scales, convs, official_unused, small_input, channel_order)
+
+
+# Official DCSFN (Ohraincu/DCSFN config/model.py, GRU, Net_cross) module names -> ours.
+_DCSFN_SUBNET = {"1": "0", "2": "1", "4": "2"}
+_DCSFN_SCALE = {"1": "0", "2": "1", "4": "2", "8": "3"}
+_DCSFN_FUSE = {"21": "0", "42": "1", "84": "2"}  # fuse[k] joins scale 1/2**k with the next coarser one
+_DCSFN_FIXED = {"fusion_1_2_1": "state_fuse_full", "fusion_2_2_1": "state_fuse_quarter",
+                "fusion_1_2_2": "memory_fuse_full", "fusion_2_2_2": "memory_fuse_quarter"}
+
+
+def official_name_to_ours(name: str) -> str | None:
+    """Official DCSFN state-dict key -> ours (None: unknown)."""
+    m = re.fullmatch(r"(en|de)coder_scale([124])\.(.+)", name)
+    if m:
+        head = f"{m[1]}coders.{_DCSFN_SUBNET[m[2]]}."
+        rest = m[3]
+        for pattern, repl in ((r"units\.(\d+)\.scale([1248])\.(\d+)\.0\.(weight|bias)",
+                               lambda r: f"blocks.{r[1]}.chains.{_DCSFN_SCALE[r[2]]}.{r[3]}.0.{r[4]}"),
+                              (r"units\.(\d+)\.fusion(21|42|84)\.0\.(weight|bias)",
+                               lambda r: f"blocks.{r[1]}.fuse.{_DCSFN_FUSE[r[2]]}.0.{r[3]}"),
+                              (r"units\.(\d+)\.fusion_all\.0\.(weight|bias)",
+                               lambda r: f"blocks.{r[1]}.fuse_all.0.{r[2]}"),
+                              (r"conv1x1\.(\d+)\.0\.(weight|bias)", lambda r: f"fuse.{r[1]}.0.{r[2]}")):
+            r = re.fullmatch(pattern, rest)
+            if r:
+                return head + repl(r)
+        return None
+    m = re.fullmatch(r"rec([12])_([124])\.(conv_[xh][zrn]\.(?:weight|bias))", name)
+    if m:
+        direction = "gru_coarse_to_fine" if m[1] == "1" else "gru_fine_to_coarse"
+        return f"{direction}.{_DCSFN_SUBNET[m[2]]}.{m[3]}"
+    m = re.fullmatch(r"(fusion_[12]_2_[12])\.0\.(weight|bias)", name)
+    if m:
+        return f"{_DCSFN_FIXED[m[1]]}.0.{m[2]}"
+    if re.fullmatch(r"(convert\.0|merge\.[02])\.(weight|bias)", name):
+        return name
+    return None
+
+
+@register_official("dcsfn")
+def from_official(source, **kwargs) -> DCSFN:
+    """DCSFN holding official weights (path or mapping); ``channel_order="bgr"`` by default, as
+    the official code reads OpenCV BGR images."""
+    kwargs.setdefault("channel_order", "bgr")
+    state = read_state(source, "DCSFN")
+    return load_mapped(dcsfn(**kwargs), state, official_name_to_ours, source, "DCSFN")

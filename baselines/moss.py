@@ -44,7 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.losses import stage_outputs
-from benchmark.registry import register_model
+from benchmark.official import load_mapped, read_state
+from benchmark.registry import register_model, register_official
 
 from .common import check_rgb_batch
 
@@ -227,3 +228,11 @@ def moss(ngf: int = 16, num_blocks: int = 5, num_scales: int = 3, num_layers: in
          kdim: int = 512, moving_average_rate: float = 0.999, fit: str = "reflect") -> MOSS:
     """Released inference configuration (``test.yaml``): 2,855,939 parameters."""
     return MOSS(ngf, num_blocks, num_scales, num_layers, delta, kdim, moving_average_rate, fit)
+
+
+@register_official("moss")
+def from_official(source, **kwargs) -> MOSS:
+    """MOSS holding official weights (path or mapping): our module names are the official ones
+    (hhb072/MOSS networks.py), so the map is the identity; loading is strict."""
+    state = read_state(source, "MOSS")
+    return load_mapped(moss(**kwargs), state, lambda name: name, source, "MOSS")

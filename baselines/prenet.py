@@ -10,14 +10,12 @@ residual. Default = the published PReNet6 (6 stages, LSTM): 168,963 parameters.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark import io
 from benchmark.losses import ssim
+from benchmark.official import read_state, source_label
 from benchmark.registry import register_model, register_official
 
 
@@ -138,31 +136,26 @@ def _official_keys(res_blocks: int) -> set[str]:
 
 
 @register_official("prenet")
-def from_official(path: str | Path, stages: int = 6) -> PReNet:
-    """Build PReNet and load an official checkpoint (e.g. logs/Rain100L/PReNet6/net_latest.pth).
+def from_official(path, stages: int = 6) -> PReNet:
+    """Build PReNet and load official weights: a checkpoint path (e.g.
+    logs/Rain100L/PReNet6/net_latest.pth) or an already-read mapping.
 
     The files are plain state_dicts saved on GPU, so they are mapped to CPU. A ``module.``
     prefix (checkpoints saved through nn.DataParallel) is stripped. Loading is strict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"official PReNet checkpoint not found: {path}")
-    state = io.load_torch(path)  # weights-only: a file that would run code is refused, naming it
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a plain state_dict of tensors, got {type(state).__name__}")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+    state = read_state(path, "PReNet")
+    label = source_label(path)
     model = PReNet(stages=stages)
     expected = _official_keys(len(model.blocks))
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or unexpected:
-        raise ValueError(f"{path}: not an official PReNet (LSTM, 5 res blocks) state_dict; "
+        raise ValueError(f"{label}: not an official PReNet (LSTM, 5 res blocks) state_dict; "
                          f"missing keys {missing}, unexpected keys {unexpected}")
     mapped = official_to_ours(state, len(model.blocks))
     own = model.state_dict()
     for k, v in mapped.items():
         if v.shape != own[k].shape:
-            raise ValueError(f"{path}: tensor for {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+            raise ValueError(f"{label}: tensor for {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
     model.load_state_dict(mapped, strict=True)
     return model
 

@@ -49,12 +49,15 @@ recovered, so kernel by kernel the two differ: relative L2 distance 0.94 over th
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.common import check_rgb_batch
-from benchmark.registry import register_model
+from benchmark.official import load_mapped, read_state
+from benchmark.registry import register_model, register_official
 
 RGB_RANGE = 255.0  # official pixel scale
 
@@ -266,3 +269,48 @@ def rcdnet(stages: int = 17, num_maps: int = 32, num_z: int = 32, kernel_size: i
     """RCDNet as in the official code (S=17, M=Z=32): 3,166,355 parameters as the official code
     counts them (its tied views included), 2,965,997 of them free (``tied=False``: 2,975,186)."""
     return RCDNet(stages, num_maps, num_z, kernel_size, official_unused, kernel_seed, tied)
+
+
+# ---- official weights (hongwang01/RCDNet, RCDNet_code/for_syn/src/model/rcdnet.py) ----------------
+_RCD_FIXED = {"eta2": "eta_b0", "eta11": "eta_m", "eta12": "eta_b", "eta1": "unused_eta_m0", "tau": "tau",
+              "weight0": "kernel0", "w_z_f": "z_filter", "conv[1]": "kernel", "conv[rest]": "unused_kernel_copies"}
+_RCD_NETS = {"xnet": "x_init", "fxnet": "x_final", "mnet": "unused_m_net", "x_stage": "x_nets", "m_stage": "m_nets"}
+# What the official forward never reads: dropped when our model does not build a place for it
+# (``official_unused=False`` or a model that ties these parameters).
+_RCD_UNUSED = re.compile(r"eta1|conv\[rest\]|mnet\..+")
+
+
+def official_name_to_ours(name: str) -> str | None:
+    """Official RCDNet key (with ``conv`` split into ``conv[1]``/``conv[rest]``) -> ours."""
+    if name in _RCD_FIXED:
+        return _RCD_FIXED[name]
+    m = re.fullmatch(r"(xnet|fxnet|mnet|x_stage\.\d+|m_stage\.\d+)\.(?:res[xm]([1-4])\.(\d+)\.(\w+)|(tau))", name)
+    if not m:
+        return None
+    net, _, idx = m[1].partition(".")
+    prefix = _RCD_NETS[net] + (f".{idx}" if idx else "")
+    return f"{prefix}.tau" if m[5] else f"{prefix}.blocks.{int(m[2]) - 1}.{m[3]}.{m[4]}"
+
+
+@register_official("rcdnet")
+def from_official(source, **kwargs) -> RCDNet:
+    """RCDNet holding official weights (path or mapping; RGB, the official 0-255 scale inside).
+
+    The official ``conv`` holds S-1 copies of the rain kernel of which the forward reads only
+    index 1: that one becomes ``kernel``, the others ``unused_kernel_copies``. Entries the official
+    forward never reads (``eta1``, ``mnet``, the other kernel copies) are dropped when the model
+    has no place for them; everything else is strict.
+    """
+    state = dict(read_state(source, "RCDNet"))
+    if "conv" in state:
+        conv = state.pop("conv")
+        if conv.dim() == 5 and conv.shape[0] >= 2:
+            state["conv[1]"] = conv[1]
+            state["conv[rest]"] = torch.cat([conv[:1], conv[2:]])
+        else:
+            state["conv[1]"] = conv  # wrong shape: reported by the strict loader
+    model = rcdnet(**kwargs)
+    own = model.state_dict()
+    state = {k: v for k, v in state.items()
+             if not (_RCD_UNUSED.fullmatch(k) and official_name_to_ours(k) not in own)}
+    return load_mapped(model, state, official_name_to_ours, source, "RCDNet")

@@ -19,13 +19,15 @@ weights trained in BGR.
 """
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.registry import register_model
+from benchmark.official import load_mapped, read_state
+from benchmark.registry import register_model, register_official
 
 from .common import ConvGRUCell, check_rgb_batch
 
@@ -191,3 +193,25 @@ def rescan(channels: int = 24, stages: int = 4, depth: int = 7, unit: Unit = "GR
            use_se: bool = True, se_hidden: int = 6, channel_order: Literal["rgb", "bgr"] = "rgb") -> RESCAN:
     """Official RESCAN configuration (149,823 parameters); other units/frames are the paper's ablations."""
     return RESCAN(channels, stages, depth, unit, frame, use_se, se_hidden, channel_order)
+
+
+def official_name_to_ours(name: str) -> str | None:
+    """Official RESCAN (XiaLiPKU/RESCAN config/model.py) state-dict key -> ours (None: unknown)."""
+    for pattern, repl in ((r"rnns\.(\d+)\.(conv_\w+\.(?:weight|bias))", r"layers.\1.cell.\2"),
+                          (r"rnns\.(\d+)\.se\.fc\.0\.(weight|bias)", r"layers.\1.se.fc1.\2"),
+                          (r"rnns\.(\d+)\.se\.fc\.2\.(weight|bias)", r"layers.\1.se.fc2.\2"),
+                          (r"dec\.(0|3)\.(weight|bias)", r"decoder.\1.\2"),
+                          (r"dec\.1\.fc\.0\.(weight|bias)", r"decoder.1.fc1.\1"),
+                          (r"dec\.1\.fc\.2\.(weight|bias)", r"decoder.1.fc2.\1")):
+        if re.fullmatch(pattern, name):
+            return re.sub(pattern, repl, name)
+    return None
+
+
+@register_official("rescan")
+def from_official(source, **kwargs) -> RESCAN:
+    """RESCAN holding official weights (path or mapping). The official code reads OpenCV BGR
+    images, so the model is built with ``channel_order="bgr"`` unless told otherwise."""
+    kwargs.setdefault("channel_order", "bgr")
+    state = read_state(source, "RESCAN")
+    return load_mapped(rescan(**kwargs), state, official_name_to_ours, source, "RESCAN")

@@ -22,15 +22,13 @@ Official-code facts kept on purpose (see the switches):
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.common import check_rgb_batch
-from benchmark import io
 from benchmark.losses import ssim
+from benchmark.official import read_state, source_label
 from benchmark.registry import register_model, register_official
 
 # Order of the four IRNN outputs, as the official SAM concatenates them. Official names are the
@@ -255,7 +253,7 @@ def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @register_official("spanet")
-def from_official(path: str | Path, direction_attention: bool = False) -> SPANet:
+def from_official(path, direction_attention: bool = False) -> SPANet:
     """Build SPANet with channel_order="bgr" and load an official checkpoint (e.g. model/latest).
 
     The released file is a training checkpoint {"net": state_dict, "clock": 40000, "opt": Adam
@@ -266,19 +264,19 @@ def from_official(path: str | Path, direction_attention: bool = False) -> SPANet
     swap) and writes the output clipped to [0,1], x255, rounded to uint8. With the returned
     model, pass the RGB image /255 and quantise the same way to get the official numbers.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"official SPANet checkpoint not found: {path}")
-    ckpt = io.load_torch(path)  # weights-only: a file that would run code is refused, naming it
-    state = ckpt.get("net", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state_dict or a dict with key 'net', got {type(ckpt).__name__}")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = read_state(path, "SPANet")
     try:
         mapped = official_to_ours(state)
+    except ValueError as exc:  # unknown keys
+        raise ValueError(f"{source_label(path)}: {exc}") from exc
     except KeyError as exc:
-        raise ValueError(f"{path}: not an official SPANet state_dict (missing key {exc})") from exc
+        raise ValueError(f"{source_label(path)}: not an official SPANet state_dict (missing key {exc})") from exc
     model = SPANet(direction_attention=direction_attention, channel_order="bgr")
+    own = model.state_dict()
+    bad = [f"{k}: {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+           for k, v in mapped.items() if v.shape != own[k].shape]
+    if bad:
+        raise ValueError(f"{source_label(path)}: not an official SPANet state_dict; shape mismatches {bad}")
     model.load_state_dict(mapped, strict=True)
     return model
 

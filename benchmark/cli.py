@@ -16,6 +16,17 @@ from benchmark import contract, datasets
 from benchmark.datasets.images import MAX_PIXELS
 from benchmark.datasets.transfer import say
 
+
+class _OfficialHelp(str):
+    """Help text naming the models with an official-weights loader, filled in only when help is
+    printed (listing them imports every model, i.e. torch, which other commands do not need)."""
+
+    def __mod__(self, params):
+        from benchmark.registry import official_models
+
+        return f"{self} ({', '.join(official_models())})"
+
+
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, OSError)
 
 
@@ -182,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=True)
         g = p.add_mutually_exclusive_group()
         g.add_argument("--checkpoint", help="msgnn-bench checkpoint (runs/train/<key>/model.pt)")
-        g.add_argument("--official", help="official checkpoint file (prenet, spanet)")
+        g.add_argument("--official", help=_OfficialHelp("official checkpoint file"))
         p.add_argument("--exemplar", help="exemplar image for MSGNN")
         p.add_argument("--device", default=None)
         p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
