@@ -230,4 +230,6 @@ def from_official(source: str | Path | Mapping, **kwargs) -> DualGCN:
     encoders = {mt.group(1) for n in variables if (mt := re.match(r"Generator/encoder(\d+)/", n))}
     if encoders:
         kw["depth"] = len(encoders)
-    return dualgcn(**{**kw, **kwargs}).load_tf_variables(variables, label)
+    with torch.device("meta"):  # every parameter is overwritten: skip the random init
+        model = dualgcn(**{**kw, **kwargs})
+    return model.to_empty(device="cpu").load_tf_variables(variables, label)

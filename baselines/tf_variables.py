@@ -49,7 +49,8 @@ def read_tf_variables(source) -> tuple[dict[str, np.ndarray], str]:
             with np.load(path, allow_pickle=False) as data:
                 return {k.removesuffix(":0"): data[k] for k in data.files}, str(path)
         except Exception as exc:  # truncated zip, pickled objects, not an npz at all
-            raise ValueError(f"{path}: cannot be read as an .npz of TF variables ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(f"{path}: cannot be read as an .npz of TF variables "
+                             f"({type(exc).__name__}: {exc})") from exc
     prefix = _checkpoint_prefix(path)
     if prefix is None:
         raise FileNotFoundError(f"official weights not found: {path} (expected a TF checkpoint prefix with "
