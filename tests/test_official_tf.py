@@ -153,3 +153,32 @@ def test_tf_checkpoint_without_tensorflow_says_so(tmp_path):
     (tmp_path / "model-Rain200H.index").write_bytes(b"")
     with pytest.raises(ValueError, match="model-Rain200H: reading a TensorFlow checkpoint needs the 'tensorflow'"):
         load_official("dualgcn", tmp_path / "model-Rain200H")
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_mspfn_configuration_and_layouts_from_variable_names(released):
+    """A small MSPFN (8 channels, 2 blocks, RCABs 1/2/1) in either official naming round-trips."""
+    from baselines.mspfn import mspfn
+    from baselines.mspfn_tf import TF_SHAPE, tf_variable_map
+
+    torch.manual_seed(0)
+    kw = {"blocks": 2, "rcabs": (1, 2, 1), "channels": 8, "lstm_hidden": (4, 8, 16)}
+    with torch.device("meta"):
+        small = mspfn(**kw)
+    shapes = {n: tuple(p.shape) for n, p in small.named_parameters()}
+    variables = {tf: torch.randn(TF_SHAPE[lay](shapes[ours]))
+                 for ours, (tf, lay) in tf_variable_map(small, released).items()}
+    root = "generator" if released else "model"
+    assert f"{root}/{'BCM' if released else 'URAB'}2_1/group_2_RCAB2/conv2d_3/kernel" in variables
+    model = load_official("mspfn", variables)
+    assert {n: tuple(p.shape) for n, p in model.named_parameters()} == shapes  # config read from names
+    assert model.channel_order == "bgr"
+    # stride-1 transposed conv -> flipped Conv2d; stride-2 conv HWIO -> OIHW; transposed [kh,kw,out,in] -> [in,out,..]
+    torch.testing.assert_close(model.head1[0].weight, variables[f"{root}/rnn1/weight"].flip(0, 1).permute(2, 3, 0, 1))
+    unit = "BCM_0" if released else "URAB_0"
+    torch.testing.assert_close(model.fine[0].unit1.down.conv.weight,
+                               variables[f"{root}/{unit}/down_1/weight"].permute(3, 2, 0, 1))
+    torch.testing.assert_close(model.fine[0].unit1.up.conv.weight,
+                               variables[f"{root}/{unit}/up_1/weight"].permute(3, 2, 0, 1))
+    with pytest.raises(ValueError, match=r"unexpected: .*group_1_RCAB2"):
+        load_official("mspfn", variables, rcabs=(1, 1, 1))
