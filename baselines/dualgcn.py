@@ -8,7 +8,7 @@ total as the 326 variables listed in the shipped checkpoint index ``model-Rain20
 Input and output are RGB in [0, 1]; the network predicts a residual added to the input.
 
 Conventions matched so that the official TF checkpoints can be converted
-(``load_tf_variables`` does it given a name -> numpy array dict read from a checkpoint):
+(``from_official`` reads a checkpoint / .npz / mapping, ``load_tf_variables`` converts):
 
 * Variable names: ``Generator/<scope>/conv2d[_k]/{kernel,bias}``. Scopes are ``basic``,
   ``encoder0..4``, ``middle``, ``decoder4..0`` (run in that order), ``reconstruct``. Inside a
@@ -43,15 +43,18 @@ and is unverified against the paper. No ``own_loss`` is needed: L1 is a shared p
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from benchmark.registry import register_model
+from benchmark.registry import register_model, register_official
 
 from .common import check_rgb_batch
+from .tf_variables import check_names, read_tf_variables
 
 
 def _conv(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -189,24 +192,44 @@ class DualGCN(nn.Module):
         return names
 
     @torch.no_grad()
-    def load_tf_variables(self, variables: Mapping[str, np.ndarray]) -> None:
-        """Copy TF variables (name -> array, kernels HWIO) into this model; strict on names and shapes."""
+    def load_tf_variables(self, variables: Mapping[str, np.ndarray], label: str = "the given variables") -> "DualGCN":
+        """Copy TF variables (name -> array, kernels HWIO) into this model; strict on names and shapes.
+
+        Missing or unexpected variables and wrong shapes give one ValueError naming ``label``.
+        """
         params = dict(self.named_parameters())
         mapping = self.tf_variable_names()
-        missing = sorted(set(mapping.values()) - set(variables))
-        if missing:
-            raise KeyError(f"{len(missing)} TF variables missing, e.g. {missing[:3]}")
+        expected = {tf: (s[2], s[3], s[1], s[0]) if len(s) == 4 else tuple(s)
+                    for ours, tf in mapping.items() for s in [tuple(params[ours].shape)]}
+        check_names({k: np.asarray(v) for k, v in variables.items()}, expected, label,
+                    f"DualGCN (channels={self.basic['f0'].out_channels}, depth={self.depth})")
         for ours, theirs in mapping.items():
-            target, array = params[ours], np.asarray(variables[theirs])
-            value = torch.as_tensor(array, dtype=target.dtype)
-            if value.dim() == 4:
-                value = value.permute(3, 2, 0, 1)  # HWIO -> OIHW
-            if value.shape != target.shape:
-                raise ValueError(f"{theirs} has shape {array.shape}; {ours} needs {tuple(target.shape)} (OIHW)")
-            target.copy_(value)
+            value = torch.as_tensor(np.asarray(variables[theirs]), dtype=params[ours].dtype)
+            params[ours].copy_(value.permute(3, 2, 0, 1) if value.dim() == 4 else value)  # HWIO -> OIHW
+        return self
 
 
 @register_model("dualgcn")
 def dualgcn(channels: int = 72, depth: int = 5, init: str = "torch") -> DualGCN:
     """Official configuration: 72 channels, 5 encoder + 1 middle + 5 decoder units (2,731,071 params)."""
     return DualGCN(channels=channels, depth=depth, init=init)
+
+
+@register_official("dualgcn")
+def from_official(source: str | Path | Mapping, **kwargs) -> DualGCN:
+    """DualGCN holding official TF weights (e.g. ``TrainedModel/model-Rain200H``; or an .npz / mapping).
+
+    Width and depth are read from the variables present (official: 72 channels, 5 encoders);
+    ``kwargs`` override them.
+    """
+    variables, label = read_tf_variables(source)
+    kw: dict = {}
+    head = variables.get("Generator/basic/conv2d/kernel")
+    if head is not None and np.ndim(head) == 4:
+        kw["channels"] = int(np.shape(head)[3])
+    encoders = {mt.group(1) for n in variables if (mt := re.match(r"Generator/encoder(\d+)/", n))}
+    if encoders:
+        kw["depth"] = len(encoders)
+    with torch.device("meta"):  # every parameter is overwritten: skip the random init
+        model = dualgcn(**{**kw, **kwargs})
+    return model.to_empty(device="cpu").load_tf_variables(variables, label)

@@ -54,12 +54,18 @@ multiple of 4 and cropped back, so the output always has the input's shape.
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Mapping
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.losses import charbonnier, stage_outputs
-from benchmark.registry import register_model
+from benchmark.registry import register_model, register_official
+
+from .mspfn_tf import TF_SHAPE, TO_OURS, config_from_names, tf_variable_map
+from .tf_variables import check_names, read_tf_variables
 
 MIN_SIZE = 4  # the 1/4 pyramid level must hold at least one pixel
 
@@ -302,3 +308,40 @@ def mspfn(blocks: int = 17, rcabs: tuple[int, int, int] = (1, 3, 3), channels: i
     """MSPFN as trained for Table 1 (``model/MSPFN.py``); ``rcabs=(1, 1, 1)`` = released M17N1."""
     return MSPFN(blocks=blocks, rcabs=tuple(rcabs), channels=channels, lstm_hidden=tuple(lstm_hidden),
                  channel_order=channel_order, pyramid=pyramid)
+
+
+# --- official TensorFlow weights (names and layouts: mspfn_tf.py) ----------------------------
+@torch.no_grad()
+def load_tf_variables(model: MSPFN, variables: Mapping, label: str = "the given variables",
+                      released_names: bool = False) -> MSPFN:
+    """Copy official TF variables (name -> array in TF layout) into ``model``; strict."""
+    mapping = tf_variable_map(model, released_names)
+    params = dict(model.named_parameters())
+    if set(mapping) != set(params):  # a wiring change in this file would break the converter
+        raise AssertionError(f"MSPFN TF map out of date: {sorted(set(mapping) ^ set(params))[:5]}")
+    expected = {tf: TF_SHAPE[lay](tuple(params[ours].shape)) for ours, (tf, lay) in mapping.items()}
+    first = model.fine[0]
+    rcabs = tuple(len(u.body) for u in (first.unit4, first.unit2, first.unit1))
+    graph = "released test graph" if released_names else "training graph"
+    what = f"MSPFN {graph} (blocks={len(model.fine)}, rcabs={rcabs})"
+    check_names(variables, expected, label, what)
+    for ours, (tf, lay) in mapping.items():
+        params[ours].copy_(TO_OURS[lay](torch.as_tensor(variables[tf], dtype=torch.float32)))
+    return model
+
+
+@register_official("mspfn")
+def from_official(source: str | Path | Mapping, **kwargs) -> MSPFN:
+    """MSPFN holding official TF weights: a checkpoint prefix, an .npz or a {name: array} mapping.
+
+    Both official naming schemes are accepted (training graph ``model/.../URAB*`` and the released
+    ``generator/.../BCM*``). Blocks, RCABs per unit and widths are read from the variables present
+    (the released M17N1 model gives ``rcabs=(1, 1, 1)``); ``kwargs`` override them. The network
+    runs in the official BGR order unless ``channel_order`` says otherwise.
+    """
+    variables, label = read_tf_variables(source)
+    released = any(n.startswith("generator/") for n in variables)
+    kw = {"channel_order": "bgr", **config_from_names(variables, released), **kwargs}
+    with torch.device("meta"):  # every parameter is overwritten: skip the 21M-value random init
+        model = mspfn(**kw)
+    return load_tf_variables(model.to_empty(device="cpu"), variables, label, released)

@@ -141,7 +141,7 @@ def test_load_tf_variables_reproduces_the_tf_graph():
 
     missing = dict(variables)
     del missing["Generator/middle/conv2d_5/kernel"]
-    with pytest.raises(KeyError, match="missing"):
+    with pytest.raises(ValueError, match="1 missing: Generator/middle/conv2d_5/kernel"):
         model.load_tf_variables(missing)
     wrong = dict(variables, **{"Generator/basic/conv2d/bias": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="Generator/basic/conv2d/bias"):
