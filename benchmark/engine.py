@@ -82,7 +82,9 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
 
-LIBRARY_PACKAGES = ("benchmark", "baselines", "msgnn")
+# Every package a train stage's code deps in dvc.yaml name (tests/test_dvc_deps.py checks the cover):
+# a code change that makes DVC rerun a stage must also stop it from resuming an older run.
+LIBRARY_PACKAGES = ("benchmark", "baselines", "msgnn", "pipelines")
 
 
 def library_digest() -> str:
