@@ -189,11 +189,16 @@ def _scratch_repo(tmp_path: Path) -> Path:
         if (REPO / f).is_file() and not (REPO / f).is_symlink():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, dst / f)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dst, check=True)
-    subprocess.run([*git, "commit", "-qm", "scratch"], cwd=dst, check=True)
+    for key, value in (("user.name", "test"), ("user.email", "test@example.invalid"), ("commit.gpgsign", "false")):
+        subprocess.run(["git", "config", key, value], cwd=dst, check=True)  # DVC's experiment commits too
+    _git_commit(dst, "scratch")
     return dst
+
+
+def _git_commit(repo: Path, message: str) -> None:
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True)
 
 
 def _dvc(repo: Path, *args: str) -> str:
@@ -252,3 +257,18 @@ def test_dvc_status_sees_code_and_params_edits(tmp_path):
     dcsfn = repo / "baselines/dcsfn.py"
     dcsfn.write_text(dcsfn.read_text() + "\n# edited\n")
     assert _stale(repo) == {"train@dcsfn-rain-synth", "evaluate@dcsfn-rain-synth"}
+
+
+def test_eval_only_sets_live_in_the_prepare_stage_output(tmp_path, monkeypatch, tiny_params):
+    """Test-only sets are read from data/eval_sets/<train set>/ (a declared output of prepare)."""
+    from pipelines import evaluate, prepare
+
+    monkeypatch.chdir(tmp_path)
+    tiny_params["tracking"]["enabled"] = False
+    prepare.prepare("rain-synth", tiny_params)
+    assert (tmp_path / "data/eval_sets/rain-synth").is_dir()  # exists even without eval sets
+    extra = tmp_path / "data/eval_sets/rain-synth/rain12"
+    shutil.copytree(tmp_path / "data/rain-synth/test", extra / "test")
+    tiny_params["datasets"]["rain-synth"]["eval_sets"] = ["rain-synth", "rain12"]
+    res = evaluate.evaluate("input", "rain-synth", params=tiny_params, progress=False)
+    assert res["results"]["rain12"]["n_images"] == res["results"]["rain-synth"]["n_images"] == 2
