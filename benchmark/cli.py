@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on your own folder (settings from params.yaml)")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True,
-                   help="folder with train/ (and test/ for validation) in any supported paired layout, or one paired folder")
+                   help="folder with train/ (and test/ for validation) in any supported paired layout, "
+                        "or one paired folder")
     p.add_argument("--name", help="dataset name for the run (default: the folder's name)")
     p.add_argument("--out", help="run folder (default: runs/own/<model>-<name>)")
     p.add_argument("--device", default=None)

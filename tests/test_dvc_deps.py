@@ -154,6 +154,9 @@ def test_params_deps_cover_every_resolved_key(repo_params, profile):
     params = dict(repo_params, profile=profile, run_datasets=repo_params["profiles"][profile]["datasets"])
     for st in _expand(params):
         model = _model_of(st["cmd"])
+        if st["name"].startswith("prepare@"):  # writes data from the dataset's section only
+            d = st["name"].split("@")[1]
+            assert {f"datasets.{d}", f"profiles.{profile}.dataset_overrides", "profile"} <= set(st["params"])
         if model is None:
             continue
         dataset = shlex.split(st["cmd"])[-1]
