@@ -219,6 +219,22 @@ def _stale(repo: Path) -> set[str]:
         return {name.rpartition(":")[2] for name in r.status()}  # keys are "<path>/dvc.yaml:<stage>"
 
 
+def placeholder_outputs(repo: Path, models: list[str]) -> None:
+    """Stand-in outputs of the train/evaluate stages of ``models`` (+ input) and of report, for a
+    `dvc commit` that records a lock without training anything."""
+    for m in ["input", *models]:
+        if m != "input":
+            (repo / f"runs/train/{m}-rain-synth").mkdir(parents=True, exist_ok=True)
+            for f in ["model.pt", "train_log.csv"]:
+                (repo / f"runs/train/{m}-rain-synth/{f}").write_text("step,loss\n1,0.5\n")
+        (repo / f"runs/eval/{m}-rain-synth/samples").mkdir(parents=True)
+        (repo / f"runs/eval/{m}-rain-synth/per_image.csv").write_text("x\n")
+        (repo / f"runs/eval/{m}-rain-synth/metrics.json").write_text("{}")
+    for f in ["table1.md", "table1.csv", "figures/training_curves.png"]:
+        (repo / "reports" / f).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "reports" / f).write_text("x")
+
+
 def test_dvc_status_sees_code_and_params_edits(tmp_path):
     """A lock recorded over placeholder outputs (`dvc commit`, no training), then edits."""
     repo = _scratch_repo(tmp_path)
@@ -229,17 +245,7 @@ def test_dvc_status_sees_code_and_params_edits(tmp_path):
     for d in ["data/rain-synth/train", "data/eval_sets/rain-synth"]:
         (repo / d).mkdir(parents=True)
     (repo / "data/rain-synth/train/x.png").write_bytes(b"x")
-    for m in ["input", *params["trained_models"]]:
-        (repo / f"runs/train/{m}-rain-synth").mkdir(parents=True, exist_ok=True)
-        for f in ["model.pt", "train_log.csv"]:
-            (repo / f"runs/train/{m}-rain-synth/{f}").write_text("step,loss\n1,0.5\n")
-        (repo / f"runs/eval/{m}-rain-synth/samples").mkdir(parents=True)
-        (repo / f"runs/eval/{m}-rain-synth/per_image.csv").write_text("x\n")
-        (repo / f"runs/eval/{m}-rain-synth/metrics.json").write_text("{}")
-    shutil.rmtree(repo / "runs/train/input-rain-synth")
-    for f in ["table1.md", "table1.csv", "figures/training_curves.png"]:
-        (repo / "reports" / f).parent.mkdir(parents=True, exist_ok=True)
-        (repo / "reports" / f).write_text("x")
+    placeholder_outputs(repo, params["trained_models"])
     _dvc(repo, "commit", "-f", "-q")
     assert _stale(repo) == set()
 
