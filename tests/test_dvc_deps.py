@@ -110,7 +110,7 @@ def test_every_imported_repository_file_is_a_dependency(repo_params):
         missing = sorted(f for f in files if not _covered(f, st["deps"]))
         assert not missing, f"{st['name']}: imports {missing} but dvc.yaml does not list them as deps"
         checked += 1
-    assert checked == 1 + 9 + 9 + 1 + 1  # prepare, trains, evaluates, evaluate_input, report (one dataset)
+    assert checked >= 1 + 9 + 9 + 1 + 1  # prepare, trains, evaluates, evaluate_input, report (one dataset)
 
 
 def test_stages_import_only_their_own_model(repo_params):
@@ -173,10 +173,11 @@ def test_params_deps_cover_every_resolved_key(repo_params, profile):
 
 
 def test_resume_fingerprint_covers_the_code_deps_of_training(repo_params):
-    try:
-        from benchmark.checkpoints import LIBRARY_PACKAGES  # where the fingerprint lives after the split
-    except ImportError:
-        from benchmark.engine import LIBRARY_PACKAGES
+    import importlib
+
+    # the fingerprint lives in engine.py, or in checkpoints.py once that module exists in this checkout
+    home = "checkpoints" if (REPO / "benchmark/checkpoints.py").is_file() else "engine"
+    LIBRARY_PACKAGES = importlib.import_module(f"benchmark.{home}").LIBRARY_PACKAGES
     for st in _expand(repo_params):
         if st["name"].startswith("train"):
             code = [d for d in st["deps"] if not d.startswith(("data/", "runs/"))]
