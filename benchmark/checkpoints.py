@@ -28,7 +28,9 @@ import torch
 from benchmark import io
 
 LAST, PREV, LOCK = "last.pt", "last.prev.pt", "train.lock"
-LIBRARY_PACKAGES = ("benchmark", "baselines", "msgnn")
+# Every package a train stage's code deps in dvc.yaml name (tests/test_dvc_deps.py checks the cover):
+# a code change that makes DVC rerun a stage must also stop it from resuming an older run.
+LIBRARY_PACKAGES = ("benchmark", "baselines", "msgnn", "pipelines")
 
 
 class CheckpointError(ValueError):

@@ -1,6 +1,6 @@
 """The ``msgnn-bench`` command line.
 
-Sub-commands: models, evaluate, derain, perf, datasets, profile, tracking, check-metrics. Every expected
+Sub-commands: models, train, evaluate, derain, perf, datasets, profile, tracking, check-metrics. Every expected
 failure (bad path, unknown model, corrupt image, bad params key) prints one line naming the
 file or key and exits 1; only genuine bugs show a traceback.
 """
@@ -74,6 +74,29 @@ def _exemplar(model, args):
         raise ValueError(f"model {args.model!r} needs an exemplar image: pass --exemplar PATH "
                          "(a rainy image from its training set)")
     return data.to_tensor(data.load_image(args.exemplar))
+
+
+def cmd_train(args) -> int:
+    """Train on one's own folder with params.yaml's settings for the model (current profile),
+    outside the DVC pipeline: the run goes to runs/own/<model>-<name>/ so that it never mixes
+    into the pipeline's runs/train/ (and Table 1)."""
+    import torch
+
+    from benchmark import config, data
+    from pipelines.train import train
+
+    root = Path(args.data)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder (expected training pairs, see README Datasets)")
+    name = args.name or root.resolve().name
+    out = Path(args.out) if args.out else Path("runs") / "own" / f"{args.model}-{name}"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        res = train(args.model, name, device, data_root=root, out=out, progress=True)
+    except (config.ConfigError, data.DataError, FloatingPointError) as exc:
+        raise ValueError(str(exc)) from exc
+    print(f"train {args.model} on {root}: {res['step']} steps; weights in {out / 'model.pt'}")
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -214,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="output folder; must not hold or lie inside an input")
             p.add_argument("--overwrite", action="store_true", help="replace existing output files")
         p.set_defaults(func=fn)
+    p = sub.add_parser("train", help="train a model on your own folder (settings from params.yaml)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True,
+                   help="folder with train/ (and test/ for validation) in any supported paired layout, "
+                        "or one paired folder")
+    p.add_argument("--name", help="dataset name for the run (default: the folder's name)")
+    p.add_argument("--out", help="run folder (default: runs/own/<model>-<name>)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_train)
     p = sub.add_parser("profile", help="switch params.yaml to a profile (quick, ci, paper)")
     p.add_argument("name")
     p.add_argument("--params", default="params.yaml")

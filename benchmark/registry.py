@@ -15,7 +15,8 @@ import torch.nn as nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _OFFICIAL: dict[str, Callable[..., nn.Module]] = {}
-_MODEL_PACKAGES = ("benchmark.identity", "baselines", "msgnn")
+_SPECIAL_MODULES = {"input": "benchmark.identity", "msgnn": "msgnn"}
+_BASELINES = ("rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss")  # baselines/<key>.py
 _loaded = False
 
 
@@ -55,12 +56,26 @@ def register_official(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
     return wrap
 
 
-def _load() -> None:
+def model_module(name: str) -> str | None:
+    """The module that registers model ``name``: ``baselines.<name>`` (file name = key), ``msgnn``,
+    or ``benchmark.identity`` for ``input``; None for a name no module provides."""
+    if name in _SPECIAL_MODULES:
+        return _SPECIAL_MODULES[name]
+    return f"baselines.{name}" if name in _BASELINES else None
+
+
+def _load(name: str | None = None) -> None:
+    """Import the module of model ``name`` only, or (``name`` None) every model module."""
     global _loaded
+    if name is not None:
+        module = model_module(name)
+        if module is not None:
+            importlib.import_module(module)
+            return
     if not _loaded:
         _loaded = True
-        for pkg in _MODEL_PACKAGES:
-            importlib.import_module(pkg)
+        for module in [*_SPECIAL_MODULES.values(), *(f"baselines.{m}" for m in _BASELINES)]:
+            importlib.import_module(module)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -70,7 +85,10 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_builder(name: str) -> Callable[..., nn.Module]:
-    _load()
+    if name not in _MODELS:
+        _load(name)
+    if name not in _MODELS:
+        _load()  # an unknown name: the message lists every model
     if name not in _MODELS:
         raise UnknownModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_MODELS))}")
     return _MODELS[name]

@@ -17,6 +17,18 @@ def data_dir(dataset: str) -> Path:
     return DATA / dataset
 
 
+def eval_set_dir(dataset: str, eval_set: str) -> Path:
+    """Test images of ``eval_set`` for a model trained on ``dataset``: the dataset's own folder, or,
+    for a test-only set of ``datasets.<dataset>.eval_sets``, the copy that ``prepare@<dataset>``
+    obtains under ``data/eval_sets/<dataset>/`` (a declared output of that stage, so the evaluate
+    stages can depend on it)."""
+    return data_dir(dataset) if eval_set == dataset else eval_sets_dir(dataset) / eval_set
+
+
+def eval_sets_dir(dataset: str) -> Path:
+    return DATA / "eval_sets" / dataset
+
+
 def train_dir(model: str, dataset: str) -> Path:
     return RUNS / "train" / f"{model}-{dataset}"
 

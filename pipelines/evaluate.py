@@ -51,7 +51,7 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     with tracking.run(cfg.tracking, f"evaluate/{cfg.key}", flat, tags) as tr:
         result["mlflow_run_id"] = tr.run_id
         for eval_set in cfg.dataset_cfg.get("eval_sets") or [dataset]:
-            root = runs.data_dir(eval_set)
+            root = runs.eval_set_dir(dataset, eval_set)
             paired = (params or config.load_params())["datasets"].get(eval_set, {}).get("ground_truth", True)
             ds = data.EvalImages(root, "test", paired=paired)
             ex = None

@@ -3,7 +3,8 @@
 ``rain-synth`` is generated offline from params; every other key goes through the dataset
 registry (download, verify, extract, normalise — or the exact manual step to take). Datasets
 that a training set is also evaluated on (``eval_sets``, e.g. Rain12 with the Rain200H model)
-are obtained here too.
+are obtained here too, into ``data/eval_sets/<dataset>/`` (created even when empty: it is a
+declared output of the stage and a dependency of the evaluate stages).
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from benchmark.datasets import synth
 
 def prepare(dataset: str, params: dict) -> None:
     cfg = config.resolve("input", dataset, params)
+    runs.eval_sets_dir(dataset).mkdir(parents=True, exist_ok=True)
     for name in [dataset, *[e for e in cfg.dataset_cfg.get("eval_sets", []) if e != dataset]]:
+        dest = runs.eval_set_dir(dataset, name)
         if name == "rain-synth":
             dcfg = config.resolve("input", name, params).dataset_cfg
             known = {f for f in synth.SynthParams.__dataclass_fields__}
@@ -25,12 +28,12 @@ def prepare(dataset: str, params: dict) -> None:
                 raise config.ConfigError(f"params.yaml: unknown key(s) {bad} in datasets.rain-synth")
             sp = synth.SynthParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in dcfg.items()
                                       if k in known})
-            counts = synth.generate(runs.data_dir(name), sp)
-            print(f"rain-synth: {counts['train']} train / {counts['test']} test pairs in {runs.data_dir(name)}")
+            counts = synth.generate(dest, sp)
+            print(f"rain-synth: {counts['train']} train / {counts['test']} test pairs in {dest}")
         else:
             from benchmark import datasets
 
-            path = datasets.ensure_dataset(name, root=str(runs.DATA))
+            path = datasets.ensure_dataset(name, root=str(dest.parent))
             print(f"{name}: ready in {path}")
         # every image decoded and checked once here, so that no training or evaluation meets a bad one
         paired = (params.get("datasets", {}).get(name) or {}).get("ground_truth", True)

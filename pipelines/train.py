@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 import yaml
@@ -16,10 +17,9 @@ from benchmark import checkpoints, config, contract, data, engine, io, metrics, 
 from benchmark.registry import build_model
 
 
-def _validator(model_name: str, cfg: config.RunConfig, device: str):
+def _validator(model_name: str, cfg: config.RunConfig, device: str, root: Path):
     """A few full test images for periodic validation (Y-PSNR/SSIM)."""
-    ds = data.EvalImages(runs.data_dir(cfg.dataset), "test", limit=cfg.train.val_images)
-    root = runs.data_dir(cfg.dataset)
+    ds = data.EvalImages(root, "test", limit=cfg.train.val_images)
 
     def validate(model: torch.nn.Module) -> dict:
         ex = data.eval_exemplar(root, cfg.eval.exemplar, cfg.train.seed, ds) if contract.needs_exemplar(model) else None
@@ -30,23 +30,31 @@ def _validator(model_name: str, cfg: config.RunConfig, device: str):
 
 
 def train(model_name: str, dataset: str, device: str = "cpu", params: dict | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, data_root: Path | None = None, out: Path | None = None) -> dict:
+    """Train on ``data/<dataset>`` into ``runs/train/<model>-<dataset>`` (the DVC stage), or on any
+    folder ``data_root`` into ``out`` (``msgnn-bench train --data DIR``; ``dataset`` is then only a
+    name and needs no ``datasets:`` section)."""
+    if data_root is not None:
+        params = dict(params if params is not None else config.load_params())
+        params["datasets"] = {**params["datasets"], dataset: params["datasets"].get(dataset) or {}}
     cfg = config.resolve(model_name, dataset, params)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    out = runs.train_dir(model_name, dataset)
+    root = Path(data_root) if data_root is not None else runs.data_dir(dataset)
+    out = Path(out) if out is not None else runs.train_dir(model_name, dataset)
     out.mkdir(parents=True, exist_ok=True)
     with checkpoints.RunLock(out):  # a second training of this folder refuses before writing anything
-        return _train(model_name, dataset, cfg, out, device, progress)
+        return _train(model_name, dataset, cfg, root, out, device, progress)
 
 
-def _train(model_name: str, dataset: str, cfg: config.RunConfig, out, device: str, progress: bool) -> dict:
+def _train(model_name: str, dataset: str, cfg: config.RunConfig, root: Path, out: Path, device: str,
+           progress: bool) -> dict:
     io.seed_everything(cfg.train.seed)  # model initialisation is part of the reproducible run
     model = build_model(model_name, **cfg.model_args)
     if contract.weightless(model):
         raise ValueError(f"model {model_name!r} has no weights to train")
     counts = metrics.count_params(model)
-    train_ds = data.TrainPatches(runs.data_dir(dataset), cfg.train.patch, seed=cfg.train.seed,
+    train_ds = data.TrainPatches(root, cfg.train.patch, seed=cfg.train.seed,
                                  hflip=cfg.train.hflip, exemplar=contract.needs_exemplar(model))
     io.write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{cfg.key}",
@@ -61,7 +69,7 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, out, device: st
     with tracking.run(cfg.tracking, f"train/{cfg.key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
         tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
-                            validate=_validator(model_name, cfg, device), device=device, progress=progress,
+                            validate=_validator(model_name, cfg, device, root), device=device, progress=progress,
                             run_id=run_id)
         runs.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
                         dataset=dataset, profile=cfg.profile)

@@ -1,0 +1,284 @@
+"""dvc.yaml lists everything a stage reads, so a stale result can never look fresh.
+
+* every repository file a stage's code can import (walked statically, transitively, including the
+  registry's import of the stage's model module) is covered by one of the stage's deps;
+* every params.yaml key the stage resolves is covered by one of its params deps;
+* the resume fingerprint hashes every package a train stage's code deps name;
+* in a scratch copy, editing the metric code or a profile's eval settings makes `dvc status` name
+  the evaluate stages, and editing one baseline's file names only that baseline's stages.
+"""
+from __future__ import annotations
+
+import ast
+import itertools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark import config, registry
+
+from .conftest import REPO
+
+PACKAGES = ("benchmark", "baselines", "msgnn", "pipelines")
+NOT_OUTPUTS = {"tracking"}  # decides where MLflow logs, never what a stage writes (see dvc.yaml)
+
+
+def _expand(params: dict) -> list[dict]:
+    """dvc.yaml's stages with matrix items, ${key} and ${profile} substituted (DVC's own rules)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    out = []
+    for name, st in stages.items():
+        axes = {a: (params[v[2:-1]] if isinstance(v, str) else v) for a, v in st.get("matrix", {}).items()}
+        for combo in itertools.product(*axes.values()) if axes else [()]:
+            item = dict(zip(axes, combo))
+
+            def sub(s: str, item=item) -> str:
+                s = s.replace("${key}", "-".join(item.values())).replace("${profile}", params["profile"])
+                return re.sub(r"\$\{item\.(\w+)\}", lambda m: item[m.group(1)], s)
+
+            def paths(entries):
+                return [sub(next(iter(e)) if isinstance(e, dict) else e) for e in entries or []]
+
+            out.append({"name": name + ("@" + "-".join(combo) if combo else ""), "cmd": sub(st["cmd"]),
+                        "deps": paths(st.get("deps")), "params": paths(st.get("params"))})
+    return out
+
+
+def _model_of(cmd: str) -> str | None:
+    args = shlex.split(cmd)
+    return args[args.index("--model") + 1] if "--model" in args else None
+
+
+def _module_file(module: str) -> Path | None:
+    base = REPO.joinpath(*module.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imports(path: Path, module: str, model: str | None) -> set[str]:
+    """Repository modules ``path`` imports anywhere in its body (lazy imports included)."""
+    pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join(p for p in [*parts, base] if p)
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+    if module == "benchmark.registry" and model is not None:
+        found.add(registry.model_module(model))  # the registry's importlib call, for this stage's model
+    closed = set()
+    for name in found:
+        parts = name.split(".")
+        closed.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # parents run first
+    return {m for m in closed if m.split(".")[0] in PACKAGES and _module_file(m)}
+
+
+def _reachable(start: str, model: str | None) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        todo += _imports(_module_file(mod), mod, model) - seen
+    return {_module_file(m).relative_to(REPO).as_posix() for m in seen}
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def test_every_imported_repository_file_is_a_dependency(repo_params):
+    checked = 0
+    for st in _expand(repo_params):
+        start = shlex.split(st["cmd"])[2]  # python -m pipelines.<stage>
+        files = _reachable(start, _model_of(st["cmd"]))
+        missing = sorted(f for f in files if not _covered(f, st["deps"]))
+        assert not missing, f"{st['name']}: imports {missing} but dvc.yaml does not list them as deps"
+        checked += 1
+    assert checked >= 1 + 9 + 9 + 1 + 1  # prepare, trains, evaluates, evaluate_input, report (one dataset)
+
+
+def test_stages_import_only_their_own_model(repo_params):
+    # the reason a baseline's stages may omit the other models' files: they cannot import them
+    files = _reachable("pipelines.train", "rescan")
+    assert "baselines/rescan.py" in files and "baselines/common.py" in files
+    assert not any(f.startswith("msgnn/") or f == "baselines/dcsfn.py" for f in files)
+    assert not any(f.startswith("baselines/") for f in _reachable("pipelines.train", "msgnn"))
+    # and at run time the registry imports exactly that module
+    code = ("import sys; from benchmark.registry import build_model; build_model('rescan'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('baselines', 'msgnn'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['baselines', 'baselines.common', 'baselines.rescan']"
+
+
+class _Recorder(dict):
+    """A params mapping that records the dotted path of every key read through it."""
+
+    def __init__(self, data: dict, path: str, log: set[str]):
+        super().__init__(data)
+        self._path, self._log = path, log
+
+    def _wrap(self, key, value):
+        p = f"{self._path}.{key}" if self._path else str(key)
+        self._log.add(p)
+        return _Recorder(value, p, self._log) if isinstance(value, dict) else value
+
+    def __getitem__(self, key):
+        return self._wrap(key, super().__getitem__(key))
+
+    def get(self, key, default=None):
+        return self._wrap(key, super().get(key, default)) if key in self else default
+
+
+def _leaves(log: set[str]) -> set[str]:
+    return {p for p in log if not any(q.startswith(p + ".") for q in log)}
+
+
+@pytest.mark.parametrize("profile", ["quick", "ci", "paper"])
+def test_params_deps_cover_every_resolved_key(repo_params, profile):
+    params = dict(repo_params, profile=profile, run_datasets=repo_params["profiles"][profile]["datasets"])
+    for st in _expand(params):
+        model = _model_of(st["cmd"])
+        if st["name"].startswith("prepare@"):  # writes data from the dataset's section only
+            d = st["name"].split("@")[1]
+            assert {f"datasets.{d}", f"profiles.{profile}.dataset_overrides", "profile"} <= set(st["params"])
+        if model is None:
+            continue
+        dataset = shlex.split(st["cmd"])[-1]
+        log: set[str] = set()
+        rec = _Recorder(params, "", log)
+        cfg = config.resolve(model, dataset, rec)
+        if st["name"].startswith("evaluate"):  # evaluate also reads each eval set's section
+            for e in cfg.dataset_cfg.get("eval_sets") or []:
+                rec["datasets"].get(e, {})
+        leaves = {p for p in _leaves(log) if p.split(".")[0] not in NOT_OUTPUTS}
+        missing = sorted(p for p in leaves if not _covered(p.replace(".", "/"),
+                                                           [d.replace(".", "/") for d in st["params"]]))
+        assert not missing, f"{st['name']} ({profile}): resolves {missing} without a params dep"
+
+
+def test_resume_fingerprint_covers_the_code_deps_of_training(repo_params):
+    import importlib
+
+    # the fingerprint lives in engine.py, or in checkpoints.py once that module exists in this checkout
+    home = "checkpoints" if (REPO / "benchmark/checkpoints.py").is_file() else "engine"
+    LIBRARY_PACKAGES = importlib.import_module(f"benchmark.{home}").LIBRARY_PACKAGES
+    for st in _expand(repo_params):
+        if st["name"].startswith("train"):
+            code = [d for d in st["deps"] if not d.startswith(("data/", "runs/"))]
+            assert {d.split("/")[0] for d in code} <= set(LIBRARY_PACKAGES), st["name"]
+
+
+def _scratch_repo(tmp_path: Path) -> Path:
+    """The working tree's versions of every non-ignored file, as a fresh git + DVC repository."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    dst = tmp_path / "repo"
+    for f in filter(None, files):
+        if (REPO / f).is_file() and not (REPO / f).is_symlink():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dst / f)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    for key, value in (("user.name", "test"), ("user.email", "test@example.invalid"), ("commit.gpgsign", "false")):
+        subprocess.run(["git", "config", key, value], cwd=dst, check=True)  # DVC's experiment commits too
+    _git_commit(dst, "scratch")
+    return dst
+
+
+def _git_commit(repo: Path, message: str) -> None:
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True)
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def _stale(repo: Path) -> set[str]:
+    """Stage names `dvc status` reports (in-process: a DVC start per call would dominate the test)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        return {name.rpartition(":")[2] for name in r.status()}  # keys are "<path>/dvc.yaml:<stage>"
+
+
+def placeholder_outputs(repo: Path, models: list[str]) -> None:
+    """Stand-in outputs of the train/evaluate stages of ``models`` (+ input) and of report, for a
+    `dvc commit` that records a lock without training anything."""
+    for m in ["input", *models]:
+        if m != "input":
+            (repo / f"runs/train/{m}-rain-synth").mkdir(parents=True, exist_ok=True)
+            for f in ["model.pt", "train_log.csv"]:
+                (repo / f"runs/train/{m}-rain-synth/{f}").write_text("step,loss\n1,0.5\n")
+        (repo / f"runs/eval/{m}-rain-synth/samples").mkdir(parents=True)
+        (repo / f"runs/eval/{m}-rain-synth/per_image.csv").write_text("x\n")
+        (repo / f"runs/eval/{m}-rain-synth/metrics.json").write_text("{}")
+    for f in ["table1.md", "table1.csv", "figures/training_curves.png"]:
+        (repo / "reports" / f).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "reports" / f).write_text("x")
+
+
+def test_dvc_status_sees_code_and_params_edits(tmp_path):
+    """A lock recorded over placeholder outputs (`dvc commit`, no training), then edits."""
+    repo = _scratch_repo(tmp_path)
+    subprocess.run([sys.executable, "-m", "benchmark.cli", "profile", "ci"], cwd=repo, check=True,
+                   capture_output=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    names = [st["name"] for st in _expand(params)]
+    for d in ["data/rain-synth/train", "data/eval_sets/rain-synth"]:
+        (repo / d).mkdir(parents=True)
+    (repo / "data/rain-synth/train/x.png").write_bytes(b"x")
+    placeholder_outputs(repo, params["trained_models"])
+    _dvc(repo, "commit", "-f", "-q")
+    assert _stale(repo) == set()
+
+    metrics = repo / "benchmark/metrics.py"
+    original = metrics.read_text()
+    metrics.write_text(original + "\n# edited\n")
+    stale = _stale(repo)
+    assert {n for n in names if n.startswith("evaluate")} <= stale
+    metrics.write_text(original)
+
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(text.replace("    eval: {save_images: 1}",
+                                                   "    eval: {save_images: 1, quantise: truncate}"))
+    stale = _stale(repo)
+    assert {n for n in names if n.startswith("evaluate")} <= stale
+    (repo / "params.yaml").write_text(text)
+
+    dcsfn = repo / "baselines/dcsfn.py"
+    dcsfn.write_text(dcsfn.read_text() + "\n# edited\n")
+    assert _stale(repo) == {"train@dcsfn-rain-synth", "evaluate@dcsfn-rain-synth"}
+
+
+def test_eval_only_sets_live_in_the_prepare_stage_output(tmp_path, monkeypatch, tiny_params):
+    """Test-only sets are read from data/eval_sets/<train set>/ (a declared output of prepare)."""
+    from pipelines import evaluate, prepare
+
+    monkeypatch.chdir(tmp_path)
+    tiny_params["tracking"]["enabled"] = False
+    prepare.prepare("rain-synth", tiny_params)
+    assert (tmp_path / "data/eval_sets/rain-synth").is_dir()  # exists even without eval sets
+    extra = tmp_path / "data/eval_sets/rain-synth/rain12"
+    shutil.copytree(tmp_path / "data/rain-synth/test", extra / "test")
+    tiny_params["datasets"]["rain-synth"]["eval_sets"] = ["rain-synth", "rain12"]
+    res = evaluate.evaluate("input", "rain-synth", params=tiny_params, progress=False)
+    assert res["results"]["rain12"]["n_images"] == res["results"]["rain-synth"]["n_images"] == 2
