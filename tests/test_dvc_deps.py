@@ -221,7 +221,7 @@ def _stale(repo: Path) -> set[str]:
 
 
 def placeholder_outputs(repo: Path, models: list[str]) -> None:
-    """Stand-in outputs of the train/evaluate stages of ``models`` (+ input) and of report, for a
+    """Stand-in outputs of the train/evaluate stages of ``models`` (+ input), of report and site, for a
     `dvc commit` that records a lock without training anything."""
     for m in ["input", *models]:
         if m != "input":
@@ -231,7 +231,7 @@ def placeholder_outputs(repo: Path, models: list[str]) -> None:
         (repo / f"runs/eval/{m}-rain-synth/samples").mkdir(parents=True)
         (repo / f"runs/eval/{m}-rain-synth/per_image.csv").write_text("x\n")
         (repo / f"runs/eval/{m}-rain-synth/metrics.json").write_text("{}")
-    for f in ["table1.md", "table1.csv", "figures/training_curves.png"]:
+    for f in ["table1.md", "table1.csv", "figures/training_curves.png", "index.html", "site/x.png"]:
         (repo / "reports" / f).parent.mkdir(parents=True, exist_ok=True)
         (repo / "reports" / f).write_text("x")
 
