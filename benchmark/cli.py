@@ -64,8 +64,10 @@ def _exemplar(model, args):
 def cmd_evaluate(args) -> int:
     import torch
 
-    from benchmark import config, data, engine
+    from benchmark import config, data, engine, protocols
 
+    if args.protocol and args.protocol != "all":
+        protocols.get(args.protocol)  # a misspelt name fails before the network runs
     model = _load(args)
     ds = data.EvalImages(args.data, split="test")
     cfg = config.EvalCfg(quantise=args.quantise, y_mode=args.y_mode, save_images=0, lpips=False)
@@ -74,6 +76,8 @@ def cmd_evaluate(args) -> int:
     out = {"model": args.model, "n_images": res["n_images"],
            **{k: res["mean"][k] for k in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")},
            "per_image": [{"name": r["name"], "psnr_y": r["psnr_y"], "ssim_y": r["ssim_y"]} for r in res["per_image"]]}
+    if args.protocol:
+        return _print_protocols(args, res, out)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -81,6 +85,30 @@ def cmd_evaluate(args) -> int:
             print(f"{r['name']:>12}  PSNR-Y {r['psnr_y']:7.3f}  SSIM-Y {r['ssim_y']:.4f}")
         print(f"{args.model}: {out['n_images']} images, PSNR-Y {out['psnr_y']:.3f} dB, SSIM-Y {out['ssim_y']:.4f}, "
               f"PSNR-RGB {out['psnr_rgb']:.3f} dB, SSIM-RGB {out['ssim_rgb']:.4f}")
+    return 0
+
+
+def _print_protocols(args, res: dict, out: dict) -> int:
+    """``evaluate --protocol NAME|all``: one protocol per image, or the protocol x metric matrix."""
+    from benchmark import protocols
+
+    names = protocols.ALL if args.protocol == "all" else (protocols.get(args.protocol).name,)
+    mean = res["mean"]
+    out["protocols"] = {n: {"psnr": mean[f"psnr:{n}"], "ssim": mean[f"ssim:{n}"]} for n in names}
+    out["per_image"] = [{"name": r["name"], **{k: r[k] for n in names for k in (f"psnr:{n}", f"ssim:{n}")}}
+                        for r in res["per_image"]]
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if len(names) == 1:
+        n = names[0]
+        for r in out["per_image"]:
+            print(f"{r['name']:>12}  PSNR {r[f'psnr:{n}']:7.3f}  SSIM {r[f'ssim:{n}']:.4f}")
+    print(f"{args.model}: {out['n_images']} images")
+    print(f"{'protocol':<16} {'PSNR (dB)':>10} {'SSIM':>8}  source")
+    for n in names:
+        src = protocols.get(n).source
+        print(f"{n:<16} {out['protocols'][n]['psnr']:>10.3f} {out['protocols'][n]['ssim']:>8.4f}  {src}")
     return 0
 
 
@@ -180,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--y-mode", choices=["uint8", "float"], default="uint8",
                            help="Y channel: rounded like MATLAB rgb2ycbcr on uint8 (default), or unrounded "
                                 "as PReNet's MATLAB statistic scripts compute it")
+            p.add_argument("--protocol", metavar="NAME|all",
+                           help="scoring protocol(s) to print: matlab-y, prenet, msgnn, skimage-default, "
+                                "ntire-crop, or all (the matrix); every protocol is always computed")
             p.add_argument("--json", action="store_true")
         else:
             p.add_argument("inputs", nargs="+")
