@@ -26,26 +26,32 @@ def lpips_for(cfg: config.EvalCfg, device: str):
 
 
 def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | None = None,
-             progress: bool = True) -> dict:
-    cfg = config.resolve(model_name, dataset, params)
+             progress: bool = True, cfg: config.RunConfig | None = None, key: str | None = None,
+             limit: int | None = None, eval_sets: list[str] | None = None, meta: dict | None = None) -> dict:
+    """Evaluate one run (default: the main run ``<model>-<dataset>``). Seed replicas and ablation
+    variants pass their ``cfg``/``key``, optionally fewer test images (``limit``), their own
+    ``eval_sets`` and ``meta`` fields (variant) for ``metrics.json``."""
+    cfg = cfg or config.resolve(model_name, dataset, params)
+    key = key or cfg.key
     model = build_model(model_name, **cfg.model_args)
     weightless = getattr(model, "weightless", False)
     if not weightless:
-        model = runs.load_model(runs.train_dir(model_name, dataset) / "model.pt", expect=model_name)
+        model = runs.load_model(runs.RUNS / "train" / key / "model.pt", expect=model_name)
     counts = metrics.count_params(model)
-    out = runs.eval_dir(model_name, dataset)
+    out = runs.RUNS / "eval" / key
     lp, lp_reason = lpips_for(cfg.eval, device)
-    result = {"model": model_name, "dataset": dataset, "profile": cfg.profile,
+    result = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "key": key,
+              "seed": cfg.train.seed, **(meta or {}),
               "params_total": counts["total"], "params_trainable": counts["trainable"],
               "lpips_status": "ok" if lp else lp_reason, "results": {}}
     rows = []
-    tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"evaluate@{cfg.key}",
+    tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"evaluate@{key}",
             "kind": "evaluate"}
-    with tracking.run(cfg.tracking, f"evaluate/{cfg.key}", config.flatten(cfg.to_dict()), tags) as tr:
-        for eval_set in cfg.dataset_cfg.get("eval_sets") or [dataset]:
+    with tracking.run(cfg.tracking, f"evaluate/{key}", config.flatten(cfg.to_dict()), tags) as tr:
+        for eval_set in eval_sets or cfg.dataset_cfg.get("eval_sets") or [dataset]:
             root = runs.data_dir(eval_set)
             paired = (params or config.load_params())["datasets"].get(eval_set, {}).get("ground_truth", True)
-            ds = data.EvalImages(root, "test", paired=paired)
+            ds = data.EvalImages(root, "test", paired=paired, limit=limit)
             ex = None
             if getattr(model, "needs_exemplar", False):
                 # the exemplar comes from the *training* dataset's split, never from the evaluated image

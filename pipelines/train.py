@@ -31,11 +31,14 @@ def _validator(model_name: str, cfg: config.RunConfig, device: str):
 
 
 def train(model_name: str, dataset: str, device: str = "cpu", params: dict | None = None,
-          progress: bool = True) -> dict:
-    cfg = config.resolve(model_name, dataset, params)
+          progress: bool = True, cfg: config.RunConfig | None = None, key: str | None = None) -> dict:
+    """Train one run. ``cfg``/``key`` (default: the resolved main run ``<model>-<dataset>``) let the
+    seed replicas and the ablation variants reuse this stage code with their own settings and folder."""
+    cfg = cfg or config.resolve(model_name, dataset, params)
+    key = key or cfg.key
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    out = runs.train_dir(model_name, dataset)
+    out = runs.RUNS / "train" / key
     out.mkdir(parents=True, exist_ok=True)
     io.seed_everything(cfg.train.seed)  # model initialisation is part of the reproducible run
     model = build_model(model_name, **cfg.model_args)
@@ -45,11 +48,11 @@ def train(model_name: str, dataset: str, device: str = "cpu", params: dict | Non
     train_ds = data.TrainPatches(runs.data_dir(dataset), cfg.train.patch, seed=cfg.train.seed,
                                  hflip=cfg.train.hflip, exemplar=bool(getattr(model, "needs_exemplar", False)))
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{cfg.key}",
+    tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{key}",
             "kind": "train"}
     flat = config.flatten(cfg.to_dict())
     flat.update({"params_total": counts["total"], "params_trainable": counts["trainable"]})
-    with tracking.run(cfg.tracking, f"train/{cfg.key}", flat, tags) as tr:
+    with tracking.run(cfg.tracking, f"train/{key}", flat, tags) as tr:
         tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
                             validate=_validator(model_name, cfg, device), device=device, progress=progress,
