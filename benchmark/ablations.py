@@ -5,8 +5,8 @@ the paper's training patch size (``patch``) and the table cells it fills (``cell
 column id, matching ``reports/paper_reference.yaml``). One variant = one switch set, so the
 default model (M6 = s3 = l3 = k5 = N4) is one variant that fills a cell of every table.
 ``profiles.<p>.ablation`` decides where and how long they train (dataset, variants, training
-deltas, ``patch_scale`` for tiny budgets, ``eval_images``); ``ablation_run`` holds the DVC matrix
-axes (dataset, variants) that ``msgnn-bench profile`` copies from the active profile.
+deltas, ``patch_scale`` for tiny budgets, ``eval_images``); ``ablation_dataset`` and
+``ablation_variants`` are the DVC matrix axes that ``msgnn-bench profile`` copies from it.
 
 Run keys (run folder = MLflow run name = DVC stage item):
 ``<model>-<dataset>`` main stages (seed = train.seed), ``<model>-<dataset>-s<seed>`` further seeds,
@@ -38,7 +38,7 @@ def _msgnn_switches() -> set[str]:
 
 
 def check(raw: dict, path: str | Path = config.PARAMS_FILE) -> None:
-    """Validate ``ablations``, ``ablation_run`` and every profile's ``ablation`` block."""
+    """Validate ``ablations``, the ablation axes and every profile's ``ablation`` block."""
     variants = raw.get("ablations") or {}
     switches = None
     for name, v in variants.items():
@@ -66,11 +66,12 @@ def check(raw: dict, path: str | Path = config.PARAMS_FILE) -> None:
             raise config.ConfigError(f"{path}: profiles.{pname}.ablation.dataset {a.get('dataset')!r} is not a dataset")
     prof = (raw.get("profiles") or {}).get(raw.get("profile", "quick"), {})
     if "ablation" in prof:
-        want = {"dataset": prof["ablation"]["dataset"], "variants": list(prof["ablation"]["variants"])}
-        have = raw.get("ablation_run") or {}
-        if {"dataset": have.get("dataset"), "variants": list(have.get("variants") or [])} != want:
-            raise config.ConfigError(f"{path}: ablation_run {have} does not match profile {raw.get('profile')!r} "
-                                     f"({want}); switch profiles with `msgnn-bench profile {raw.get('profile')}`")
+        want = (prof["ablation"]["dataset"], list(prof["ablation"]["variants"]))
+        have = (raw.get("ablation_dataset"), list(raw.get("ablation_variants") or []))
+        if have != want:
+            raise config.ConfigError(f"{path}: ablation_dataset/ablation_variants {have} do not match profile "
+                                     f"{raw.get('profile')!r} {want}; switch profiles with "
+                                     f"`msgnn-bench profile {raw.get('profile')}`")
 
 
 def profile_block(raw: dict) -> dict:

@@ -1,6 +1,6 @@
 """The ``msgnn-bench`` command line.
 
-Sub-commands: models, evaluate, derain, perf, datasets, profile, check-metrics. Every expected
+Sub-commands: models, evaluate, derain, ablations, perf, datasets, profile, check-metrics. Every expected
 failure (bad path, unknown model, corrupt image, bad params key) prints one line naming the
 file or key and exits 1; only genuine bugs show a traceback.
 """
@@ -155,14 +155,43 @@ def cmd_profile(args) -> int:
     raw = yaml.safe_load(text)
     if args.name not in raw.get("profiles", {}):
         raise ValueError(f"{path}: unknown profile {args.name!r}; defined: {sorted(raw.get('profiles', {}))}")
-    ds = raw["profiles"][args.name]["datasets"]
+    prof = raw["profiles"][args.name]
+    ds = prof["datasets"]
     text = re.sub(r"(?m)^profile:.*?(\s+#.*)?$", lambda m: f"profile: {args.name}" + (m.group(1) or ""), text, 1)
     text = re.sub(r"(?m)^run_datasets:\s*\[[^\]]*\]", f"run_datasets: [{', '.join(ds)}]", text, 1)
+    seeds = [str(x) for x in prof.get("seeds", [0])]
+    text = re.sub(r"(?m)^seeds:\s*\[[^\]]*\]", f"seeds: [{', '.join(seeds)}]", text, 1)
+    text = re.sub(r"(?m)^extra_seeds:\s*\[[^\]]*\]", f"extra_seeds: [{', '.join(seeds[1:])}]", text, 1)
+    if "ablation" in prof:
+        a = prof["ablation"]
+        text = re.sub(r"(?m)^ablation_dataset:.*$", f"ablation_dataset: {a['dataset']}", text, 1)
+        text = re.sub(r"(?m)^ablation_variants:\s*\[[^\]]*\]", f"ablation_variants: [{', '.join(a['variants'])}]",
+                      text, 1)
     from benchmark import io
 
     io.write_text(path, text)
     config.load_params(path)  # validate the result
     print(f"{path}: profile {args.name} (datasets: {', '.join(ds)}); now run `dvc repro`")
+    return 0
+
+
+def cmd_ablations(args) -> int:
+    """List the ablation variants of params.yaml with their switches, cells and parameter counts."""
+    from benchmark import ablations, config
+
+    raw = config.load_params(args.params)
+    active = set(ablations.profile_block(raw).get("variants") or []) if "ablation" in raw["profiles"][
+        raw.get("profile", "quick")] else set()
+    rows = [{**r, "in_profile": r["name"] in active} for r in ablations.listing(raw)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'variant':<13} {'parameters':>11}  {'patch':>5}  {'run':>3}  cells / switches")
+    for r in rows:
+        cells = ", ".join(f"{k}:{v}" for k, v in r["cells"].items())
+        sw = ", ".join(f"{k}={v}" for k, v in r["args"].items()) or "default"
+        print(f"{r['name']:<13} {r['params_total']:>11,}  {r['patch']:>5}  {'yes' if r['in_profile'] else 'no':>3}  "
+              f"{cells}  |  {sw}")
     return 0
 
 
@@ -216,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("inputs", nargs="+")
             p.add_argument("-o", "--output", required=True)
         p.set_defaults(func=fn)
+    p = sub.add_parser("ablations", help="list the ablation variants (Tables 2-5, Figs. 7-9) with parameter counts")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_ablations)
     p = sub.add_parser("profile", help="switch params.yaml to a profile (quick, ci, paper)")
     p.add_argument("name")
     p.add_argument("--params", default="params.yaml")

@@ -59,7 +59,7 @@ def markdown1(df: pd.DataFrame) -> str:
 
 def markdown_ablation(table: str, df: pd.DataFrame) -> str:
     lines = [f"# {tables.ABLATION_TABLES[table]} (regenerated)", "", _PROTO_NOTE, "",
-             "| cell | variant | switches | train patch | parameters | PSNR / SSIM | note |", "|---|---|---|---|---|---|---|"]
+             "| cell | variant | switches | train patch (paper) | parameters | PSNR / SSIM | note |", "|---|---|---|---|---|---|---|"]
     for r in df.to_dict("records"):
         lines.append(f"| {r['cell']} | {r['variant']} | {r['switches']} | {r['train_patch']} | {r['params']:,} | "
                      f"{tables.fmt_cell(r)} | {r['note'] or ''} |")
