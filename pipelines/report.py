@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     ref = yaml.safe_load(Path(args.reference).read_text())
-    variants = (yaml.safe_load(Path(args.params).read_text()) or {}).get("ablations") or {}
+    params = Path(args.params)
+    variants = ((yaml.safe_load(params.read_text()) or {}).get("ablations") or {}) if params.is_file() else {}
     t1 = tables.table1(rows, ref, runs_dir)
     md = markdown1(t1)
     write_table(out, "table1", t1, md)
