@@ -34,11 +34,12 @@ def current(runs_dir: Path) -> dict[str, float]:
     out = {}
     for f in sorted((runs_dir / "eval").glob("*/metrics.json")):
         m = json.loads(f.read_text())
+        key = m.get("key", f"{m['model']}-{m['dataset']}")  # seed replicas and ablation variants have their own
         for eval_set, r in m["results"].items():
             for k, v in r.items():
                 if tolerance(k) is not None:
-                    out[f"{m['model']}-{m['dataset']}/{eval_set}/{k}"] = v
-        out[f"{m['model']}-{m['dataset']}/params_total"] = m["params_total"]
+                    out[f"{key}/{eval_set}/{k}"] = v
+        out[f"{key}/params_total"] = m["params_total"]
     return out
 
 

@@ -116,3 +116,15 @@ def test_evaluate_protocol_matrix_and_unknown_name(shared, tmp_path, capsys):
     code = cli.main(["evaluate", "--model", "input", "--data", str(root), "--protocol", "nope"])
     err = capsys.readouterr().err
     assert code == 1 and "unknown scoring protocol 'nope'" in err and "%|" not in err  # before any image
+
+
+def test_gate_keys_runs_by_run_key(tmp_path):
+    from benchmark import io
+
+    for key, variant in (("msgnn-rain-synth", None), ("msgnn.m5-rain-synth-s0", "m5")):
+        io.write_json(tmp_path / "eval" / key / "metrics.json",
+                      {"model": "msgnn", "dataset": "rain-synth", "key": key, "variant": variant, "params_total": 1,
+                       "results": {"rain-synth": {"psnr_y": 20.0, "psnr:msgnn": 19.0, "seconds": 1.0}}})
+    now = gate.current(tmp_path)
+    assert now["msgnn.m5-rain-synth-s0/rain-synth/psnr:msgnn"] == 19.0
+    assert now["msgnn-rain-synth/rain-synth/psnr_y"] == 20.0 and "msgnn-rain-synth/rain-synth/seconds" not in now
