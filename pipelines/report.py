@@ -96,7 +96,7 @@ def fig7(df: pd.DataFrame, ref: dict, path: Path) -> None:
         ax2.plot([int(cell[1:])], [pm], "x", color="tab:red", ms=9, label=f"parameters paper ({cell}, exemplar off)")
     ax2.set_ylabel("parameters (M)")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_title("Fig. 7: PSNR and parameters vs N")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
