@@ -31,25 +31,28 @@ def run_key(model: str, dataset: str, seed: int | None = None, variant: str | No
     return f"{name}-{dataset}" + (f"-s{seed}" if seed is not None else "")
 
 
-def _msgnn_switches() -> set[str]:
-    from msgnn.model import msgnn
+def _check_switches(name: str, args: dict) -> None:
+    """Variant switches must be MSGNN builder arguments. Checked when a variant is resolved or
+    listed, not in ``check``: params loading (every stage) must not import the model code."""
+    from benchmark.registry import get_builder
 
-    return set(inspect.signature(msgnn).parameters)
+    switches = set(inspect.signature(get_builder("msgnn")).parameters)
+    bad = sorted(set(args) - switches)
+    if bad:
+        raise config.ConfigError(f"{config.PARAMS_FILE}: ablations.{name}.args: unknown MSGNN switch(es) {bad}; "
+                                 f"valid: {sorted(switches)}")
 
 
 def check(raw: dict, path: str | Path = config.PARAMS_FILE) -> None:
     """Validate ``ablations``, the ablation axes and every profile's ``ablation`` block."""
     variants = raw.get("ablations") or {}
-    switches = None
     for name, v in variants.items():
         where = f"ablations.{name}"
         if not isinstance(v, dict):
             raise config.ConfigError(f"{path}: {where} must be a mapping with args/patch/cells")
         config._check_keys(where, v, _VARIANT_KEYS)
-        switches = switches or _msgnn_switches()
-        bad = sorted(set(v.get("args") or {}) - switches)
-        if bad:
-            raise config.ConfigError(f"{path}: {where}.args: unknown MSGNN switch(es) {bad}; valid: {sorted(switches)}")
+        if not isinstance(v.get("args") or {}, dict):
+            raise config.ConfigError(f"{path}: {where}.args must be a mapping of MSGNN switches")
         bad = sorted(set(v.get("cells") or {}) - set(TABLES))
         if bad or not v.get("cells"):
             raise config.ConfigError(f"{path}: {where}.cells must name table(s) among {TABLES}, got {v.get('cells')}")
@@ -91,6 +94,7 @@ def resolve(variant: str, seed: int, params: dict | None = None) -> config.RunCo
         raise config.ConfigError(f"{config.PARAMS_FILE}: unknown ablation variant {variant!r}; "
                                  f"variants: {sorted(variants)}")
     v, block = variants[variant], profile_block(raw)
+    _check_switches(variant, v.get("args") or {})
     base = config.resolve("msgnn", block["dataset"], raw)
     train = {**dataclasses.asdict(base.train), **(block.get("train") or {}), "seed": int(seed)}
     if "iters" in (block.get("train") or {}):
@@ -109,6 +113,7 @@ def listing(raw: dict, counts: bool = True) -> list[dict]:
     base_args = ((raw.get("models") or {}).get("msgnn") or {}).get("args") or {}
     rows = []
     for name, v in (raw.get("ablations") or {}).items():
+        _check_switches(name, v.get("args") or {})
         row = {"name": name, "cells": dict(v.get("cells") or {}), "args": dict(v.get("args") or {}),
                "patch": v.get("patch", PAPER_PATCH)}
         if counts:

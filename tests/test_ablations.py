@@ -50,7 +50,6 @@ def test_resolve_scales_patch_and_sets_seed(repo_params):
 
 
 @pytest.mark.parametrize("edit, needle", [
-    (lambda p: p["ablations"]["m1"]["args"].update(strid=2), "unknown MSGNN switch"),
     (lambda p: p["ablations"]["m1"].update(cells={"table9": "x"}), "cells must name"),
     (lambda p: p.update(ablation_variants=["default"]), "do not match profile"),
     (lambda p: p.update(seeds=[0, 1]), "do not match profile"),
@@ -65,6 +64,13 @@ def test_bad_ablation_params_are_named(repo_params, tmp_path, edit, needle):
     path.write_text(yaml.safe_dump(p))
     with pytest.raises(config.ConfigError, match=needle):
         config.load_params(path)
+
+
+def test_unknown_switch_is_named(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["ablations"]["m1"]["args"]["strid"] = 2
+    with pytest.raises(config.ConfigError, match=r"ablations.m1.args: unknown MSGNN switch\(es\) \['strid'\]"):
+        ablations.resolve("m1", 0, p)
 
 
 def test_cli_ablations_json(capsys):
