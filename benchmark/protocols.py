@@ -114,8 +114,9 @@ def score(p: Protocol, out: np.ndarray, target: np.ndarray) -> tuple[float, floa
         b = target.astype(np.float64)
     if p.crop:
         c = p.crop
-        if min(a.shape[:2]) <= 2 * c:
-            raise ValueError(f"protocol {p.name}: image {a.shape[:2]} too small for a {c}-pixel border crop")
+        if min(a.shape[:2]) < 2 * c + 11:
+            raise ValueError(f"protocol {p.name}: image {a.shape[:2]} too small for a {c}-pixel border crop "
+                             "and an 11x11 SSIM window")
         a, b, raw = a[c:-c, c:-c], b[c:-c, c:-c], raw[c:-c, c:-c]
     ps = metrics.psnr(a, b, 255.0)
     if p.psnr_cap is not None and ps == float("inf"):
