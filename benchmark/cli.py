@@ -1,8 +1,8 @@
 """The ``msgnn-bench`` command line.
 
-Sub-commands: models, train, evaluate, derain, perf, datasets, profile, tracking, check-metrics. Every expected
-failure (bad path, unknown model, corrupt image, bad params key) prints one line naming the
-file or key and exits 1; only genuine bugs show a traceback.
+Sub-commands: models, train, evaluate, derain, ablations, perf, datasets, profile, tracking,
+check-metrics. Every expected failure (bad path, unknown model, corrupt image, bad params key)
+prints one line naming the file or key and exits 1; only genuine bugs show a traceback.
 """
 from __future__ import annotations
 
@@ -102,8 +102,10 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from benchmark import config, data, engine
+    from benchmark import config, data, engine, protocols
 
+    if args.protocol and args.protocol != "all":
+        protocols.get(args.protocol)  # a misspelt name fails before the network runs
     model = _load(args)
     ds = data.EvalImages(args.data, split="test", max_pixels=args.max_pixels)
     cfg = config.EvalCfg(quantise=args.quantise, y_mode=args.y_mode, save_images=0, lpips=False)
@@ -112,6 +114,8 @@ def cmd_evaluate(args) -> int:
     out = {"model": args.model, "n_images": res["n_images"],
            **{k: res["mean"][k] for k in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")},
            "per_image": [{"name": r["name"], "psnr_y": r["psnr_y"], "ssim_y": r["ssim_y"]} for r in res["per_image"]]}
+    if args.protocol:
+        return _print_protocols(args, res, out)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -119,6 +123,30 @@ def cmd_evaluate(args) -> int:
             print(f"{r['name']:>12}  PSNR-Y {r['psnr_y']:7.3f}  SSIM-Y {r['ssim_y']:.4f}")
         print(f"{args.model}: {out['n_images']} images, PSNR-Y {out['psnr_y']:.3f} dB, SSIM-Y {out['ssim_y']:.4f}, "
               f"PSNR-RGB {out['psnr_rgb']:.3f} dB, SSIM-RGB {out['ssim_rgb']:.4f}")
+    return 0
+
+
+def _print_protocols(args, res: dict, out: dict) -> int:
+    """``evaluate --protocol NAME|all``: one protocol per image, or the protocol x metric matrix."""
+    from benchmark import protocols
+
+    names = protocols.ALL if args.protocol == "all" else (protocols.get(args.protocol).name,)
+    mean = res["mean"]
+    out["protocols"] = {n: {"psnr": mean[f"psnr:{n}"], "ssim": mean[f"ssim:{n}"]} for n in names}
+    out["per_image"] = [{"name": r["name"], **{k: r[k] for n in names for k in (f"psnr:{n}", f"ssim:{n}")}}
+                        for r in res["per_image"]]
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if len(names) == 1:
+        n = names[0]
+        for r in out["per_image"]:
+            print(f"{r['name']:>12}  PSNR {r[f'psnr:{n}']:7.3f}  SSIM {r[f'ssim:{n}']:.4f}")
+    print(f"{args.model}: {out['n_images']} images")
+    print(f"{'protocol':<16} {'PSNR (dB)':>10} {'SSIM':>8}  source")
+    for n in names:
+        src = protocols.get(n).source
+        print(f"{n:<16} {out['protocols'][n]['psnr']:>10.3f} {out['protocols'][n]['ssim']:>8.4f}  {src}")
     return 0
 
 
@@ -151,14 +179,43 @@ def cmd_profile(args) -> int:
     raw = yaml.safe_load(text)
     if args.name not in raw.get("profiles", {}):
         raise ValueError(f"{path}: unknown profile {args.name!r}; defined: {sorted(raw.get('profiles', {}))}")
-    ds = raw["profiles"][args.name]["datasets"]
+    prof = raw["profiles"][args.name]
+    ds = prof["datasets"]
     text = re.sub(r"(?m)^profile:.*?(\s+#.*)?$", lambda m: f"profile: {args.name}" + (m.group(1) or ""), text, 1)
     text = re.sub(r"(?m)^run_datasets:\s*\[[^\]]*\]", f"run_datasets: [{', '.join(ds)}]", text, 1)
+    seeds = [str(x) for x in prof.get("seeds", [0])]
+    text = re.sub(r"(?m)^seeds:\s*\[[^\]]*\]", f"seeds: [{', '.join(seeds)}]", text, 1)
+    text = re.sub(r"(?m)^extra_seeds:\s*\[[^\]]*\]", f"extra_seeds: [{', '.join(seeds[1:])}]", text, 1)
+    if "ablation" in prof:
+        a = prof["ablation"]
+        text = re.sub(r"(?m)^ablation_dataset:.*$", f"ablation_dataset: {a['dataset']}", text, 1)
+        text = re.sub(r"(?m)^ablation_variants:\s*\[[^\]]*\]", f"ablation_variants: [{', '.join(a['variants'])}]",
+                      text, 1)
     from benchmark import io
 
     io.write_text(path, text)
     config.load_params(path)  # validate the result
     print(f"{path}: profile {args.name} (datasets: {', '.join(ds)}); now run `dvc repro`")
+    return 0
+
+
+def cmd_ablations(args) -> int:
+    """List the ablation variants of params.yaml with their switches, cells and parameter counts."""
+    from benchmark import ablations, config
+
+    raw = config.load_params(args.params)
+    active = set(ablations.profile_block(raw).get("variants") or []) if "ablation" in raw["profiles"][
+        raw.get("profile", "quick")] else set()
+    rows = [{**r, "in_profile": r["name"] in active} for r in ablations.listing(raw)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'variant':<13} {'parameters':>11}  {'patch':>5}  {'run':>3}  cells / switches")
+    for r in rows:
+        cells = ", ".join(f"{k}:{v}" for k, v in r["cells"].items())
+        sw = ", ".join(f"{k}={v}" for k, v in r["args"].items()) or "default"
+        print(f"{r['name']:<13} {r['params_total']:>11,}  {r['patch']:>5}  {'yes' if r['in_profile'] else 'no':>3}  "
+              f"{cells}  |  {sw}")
     return 0
 
 
@@ -229,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--y-mode", choices=["uint8", "float"], default="uint8",
                            help="Y channel: rounded like MATLAB rgb2ycbcr on uint8 (default), or unrounded "
                                 "as PReNet's MATLAB statistic scripts compute it")
+            p.add_argument("--protocol", metavar="NAME|all",
+                           help="scoring protocol(s) to print: matlab-y, prenet, msgnn, skimage-default, "
+                                "ntire-crop, or all (the matrix); every protocol is always computed")
             p.add_argument("--json", action="store_true")
         else:
             p.add_argument("inputs", nargs="+", help="image files, folders of images, or paired folders "
@@ -246,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/own/<model>-<name>)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("ablations", help="list the ablation variants (Tables 2-5, Figs. 7-9) with parameter counts")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_ablations)
     p = sub.add_parser("profile", help="switch params.yaml to a profile (quick, ci, paper)")
     p.add_argument("name")
     p.add_argument("--params", default="params.yaml")

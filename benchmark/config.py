@@ -96,9 +96,10 @@ class ReportCfg:
 
 
 _TOP_KEYS = {"profile", "run_datasets", "baselines", "trained_models", "train", "eval", "tracking", "models",
-             "datasets", "profiles", "report"}
+             "datasets", "profiles", "report", "seeds", "extra_seeds", "ablation_dataset", "ablation_variants",
+             "ablations"}
 _MODEL_KEYS = {"args", "train", "own"}
-_PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description"}
+_PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation"}
 
 
 def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
@@ -172,7 +173,26 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     for d in raw.get("run_datasets", []):
         if d not in raw.get("datasets", {}):
             raise ConfigError(f"{path}: dataset {d!r} in run_datasets has no datasets.{d} section")
+    _check_seeds_and_ablations(path, raw, prof, p)
     return raw
+
+
+def _check_seeds_and_ablations(path: Path, raw: dict, prof: str, p: dict) -> None:
+    """``seeds``/``extra_seeds``/``ablation_dataset``/``ablation_variants``: DVC axes copied from the profile."""
+    from benchmark import ablations  # late: ablations builds on this module
+
+    seeds = list(raw.get("seeds", [0]))
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) for x in seeds):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of distinct integers, got {seeds}")
+    if "seeds" in p and list(p["seeds"]) != seeds:
+        raise ConfigError(f"{path}: seeds {seeds} do not match profile {prof!r} ({p['seeds']}); "
+                          f"switch profiles with `msgnn-bench profile {prof}`")
+    if list(raw.get("extra_seeds", [])) != seeds[1:]:
+        raise ConfigError(f"{path}: extra_seeds must be seeds[1:] = {seeds[1:]} (the first seed is train.seed: "
+                          "the main stages), got " + str(raw.get("extra_seeds")))
+    if seeds[0] != (raw.get("train") or {}).get("seed", 0):
+        raise ConfigError(f"{path}: seeds[0] ({seeds[0]}) must equal train.seed, the seed of the main stages")
+    ablations.check(raw, path)
 
 
 @dataclass(frozen=True)

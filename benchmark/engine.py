@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmark import checkpoints, contract, data, io, metrics
+from benchmark import checkpoints, contract, data, io, metrics, protocols
 from benchmark.config import EvalCfg, TrainCfg
 from benchmark.losses import build_loss, stage_outputs
 
@@ -246,6 +246,8 @@ def evaluate(model: torch.nn.Module, dataset, cfg: EvalCfg, device: str | torch.
             else:
                 out8c, tgt8c = out8, tgt8
             row.update(metrics.image_metrics(out8c, tgt8c, y_mode=cfg.y_mode))
+            # every named scoring protocol from the same raw output (the network runs once)
+            row.update(protocols.score_all(out.permute(1, 2, 0).numpy(), tgt8))
             if lpips_metric is not None:
                 row["lpips"] = lpips_metric(out8c, tgt8c)
         if save_dir is not None and (i < (cfg.save_images if item.target is not None else len(dataset))

@@ -19,17 +19,27 @@ DEFAULT_REF = ".ci/reference_metrics.json"
 # Tolerances absorb float differences between CPUs/BLAS builds, not real regressions:
 # a 6-step training on 2 images moves by far more than this when the code changes behaviour.
 TOLERANCE = {"psnr_y": 0.05, "psnr_rgb": 0.05, "ssim_y": 0.002, "ssim_rgb": 0.002}
+# every scoring protocol's keys ("psnr:msgnn", "ssim:prenet", ...) get the PSNR / SSIM tolerance
+PROTOCOL_TOLERANCE = {"psnr": 0.05, "ssim": 0.002}
+
+
+def tolerance(metric: str) -> float | None:
+    """The tolerance of a metric key, None for keys the gate does not compare."""
+    if metric in TOLERANCE:
+        return TOLERANCE[metric]
+    return PROTOCOL_TOLERANCE.get(metric.split(":", 1)[0]) if ":" in metric else None
 
 
 def current(runs_dir: Path) -> dict[str, float]:
     out = {}
     for f in sorted((runs_dir / "eval").glob("*/metrics.json")):
         m = json.loads(f.read_text())
+        key = m.get("key", f"{m['model']}-{m['dataset']}")  # seed replicas and ablation variants have their own
         for eval_set, r in m["results"].items():
-            for k in TOLERANCE:
-                if k in r:
-                    out[f"{m['model']}-{m['dataset']}/{eval_set}/{k}"] = r[k]
-        out[f"{m['model']}-{m['dataset']}/params_total"] = m["params_total"]
+            for k, v in r.items():
+                if tolerance(k) is not None:
+                    out[f"{key}/{eval_set}/{k}"] = v
+        out[f"{key}/params_total"] = m["params_total"]
     return out
 
 
@@ -42,7 +52,7 @@ def compare(ref: dict[str, float], now: dict[str, float]) -> list[tuple[str, str
             bad.append((key, str(r), str(c), "missing in " + ("reference" if r is None else "this run")))
             continue
         metric = key.rsplit("/", 1)[-1]
-        tol = TOLERANCE.get(metric, 0)  # parameter counts must match exactly
+        tol = tolerance(metric) or 0  # parameter counts must match exactly
         if not (math.isclose(r, c, abs_tol=tol) or (math.isinf(r) and r == c)):
             bad.append((key, f"{r:.4f}", f"{c:.4f}", f"|Δ| {abs(r - c):.4f} > {tol}"))
     return bad

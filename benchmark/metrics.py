@@ -1,5 +1,8 @@
 """Evaluation metrics: MATLAB-compatible Y-channel PSNR/SSIM, RGB PSNR/SSIM, LPIPS, parameter counts.
 
+The named scoring protocols of the papers (matlab-y, prenet, msgnn, skimage-default, ntire-crop) are
+built from these functions in ``benchmark.protocols`` (a module of its own to keep both small).
+
 Conventions (reference/datasets.md section 6, "Restormer/MPRNet evaluate_PSNR_SSIM.m" row):
 * Images are uint8 RGB arrays [H, W, 3]. Model outputs are clamped to [0, 1] and quantised with
   ``to_uint8`` first (rounding by default; PReNet's official script truncates).

@@ -26,34 +26,40 @@ def lpips_for(cfg: config.EvalCfg, device: str):
 
 
 def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, cfg: config.RunConfig | None = None, key: str | None = None,
+             limit: int | None = None, eval_sets: list[str] | None = None, meta: dict | None = None) -> dict:
+    """Evaluate one run (default: the main run ``<model>-<dataset>``). Seed replicas and ablation
+    variants pass their ``cfg``/``key``, optionally fewer test images (``limit``), their own
+    ``eval_sets`` and ``meta`` fields (variant) for ``metrics.json``."""
     raw = params if params is not None else config.load_params()
-    cfg = config.resolve(model_name, dataset, raw)
+    cfg = cfg or config.resolve(model_name, dataset, raw)
+    key = key or cfg.key
     report_images = config.report_cfg(raw).images  # the figures' test images: always saved
     model = build_model(model_name, **cfg.model_args)
     weightless = contract.weightless(model)
     if not weightless:
-        model = runs.load_model(runs.train_dir(model_name, dataset) / "model.pt", expect=model_name)
+        model = runs.load_model(runs.RUNS / "train" / key / "model.pt", expect=model_name)
     counts = metrics.count_params(model)
-    out = runs.eval_dir(model_name, dataset)
+    out = runs.RUNS / "eval" / key
     lp, lp_reason = lpips_for(cfg.eval, device)
-    train_run = None if weightless else tracking.latest_run_id(cfg.tracking, f"train/{cfg.key}")
-    result = {"model": model_name, "dataset": dataset, "profile": cfg.profile,
+    train_run = None if weightless else tracking.latest_run_id(cfg.tracking, f"train/{key}")
+    result = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "key": key,
+              "seed": cfg.train.seed, **(meta or {}),
               "params_total": counts["total"], "params_trainable": counts["trainable"],
               "lpips_status": "ok" if lp else lp_reason,
               "protocol": {"quantise": cfg.eval.quantise, "y_mode": cfg.eval.y_mode,
                            "crop_border": cfg.eval.crop_border, "ssim": "gaussian sigma 1.5, data_range 255"},
               "git_commit": tracking.git_commit(), "mlflow_run_id": None, "train_run_id": train_run, "results": {}}
     rows = []
-    tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"evaluate@{cfg.key}",
+    tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"evaluate@{key}",
             "kind": "evaluate", **({"train_run_id": train_run} if train_run else {})}
     flat = {**config.flatten(cfg.to_dict()), "params_total": counts["total"], "params_trainable": counts["trainable"]}
-    with tracking.run(cfg.tracking, f"evaluate/{cfg.key}", flat, tags) as tr:
+    with tracking.run(cfg.tracking, f"evaluate/{key}", flat, tags) as tr:
         result["mlflow_run_id"] = tr.run_id
-        for eval_set in cfg.dataset_cfg.get("eval_sets") or [dataset]:
+        for eval_set in eval_sets or cfg.dataset_cfg.get("eval_sets") or [dataset]:
             root = runs.eval_set_dir(dataset, eval_set)
-            paired = (params or config.load_params())["datasets"].get(eval_set, {}).get("ground_truth", True)
-            ds = data.EvalImages(root, "test", paired=paired)
+            paired = raw["datasets"].get(eval_set, {}).get("ground_truth", True)
+            ds = data.EvalImages(root, "test", paired=paired, limit=limit)
             ex = None
             if contract.needs_exemplar(model):
                 # the exemplar comes from the *training* dataset's split, never from the evaluated image
@@ -89,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name, r in res["results"].items():
         if "psnr_y" in r:
-            print(f"{args.model}-{args.dataset} on {name}: PSNR-Y {r['psnr_y']:.3f} dB, SSIM-Y {r['ssim_y']:.4f}")
+            print(f"{args.model}-{args.dataset} on {name}: PSNR-Y {r['psnr_y']:.3f} dB, SSIM-Y {r['ssim_y']:.4f}; "
+                  f"paper protocol (msgnn): PSNR {r['psnr:msgnn']:.3f} dB, SSIM {r['ssim:msgnn']:.4f}")
     return 0
 
 

@@ -30,24 +30,27 @@ def _validator(model_name: str, cfg: config.RunConfig, device: str, root: Path):
 
 
 def train(model_name: str, dataset: str, device: str = "cpu", params: dict | None = None,
-          progress: bool = True, data_root: Path | None = None, out: Path | None = None) -> dict:
-    """Train on ``data/<dataset>`` into ``runs/train/<model>-<dataset>`` (the DVC stage), or on any
-    folder ``data_root`` into ``out`` (``msgnn-bench train --data DIR``; ``dataset`` is then only a
-    name and needs no ``datasets:`` section)."""
+          progress: bool = True, data_root: Path | None = None, out: Path | None = None,
+          cfg: config.RunConfig | None = None, key: str | None = None) -> dict:
+    """Train on ``data/<dataset>`` into ``runs/train/<key>`` (the DVC stage; ``key`` defaults to
+    ``<model>-<dataset>``), or on any folder ``data_root`` into ``out`` (``msgnn-bench train --data
+    DIR``; ``dataset`` is then only a name and needs no ``datasets:`` section). ``cfg``/``key`` let the
+    seed replicas and the ablation variants reuse this stage code with their own settings and folder."""
     if data_root is not None:
         params = dict(params if params is not None else config.load_params())
         params["datasets"] = {**params["datasets"], dataset: params["datasets"].get(dataset) or {}}
-    cfg = config.resolve(model_name, dataset, params)
+    cfg = cfg or config.resolve(model_name, dataset, params)
+    key = key or cfg.key
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     root = Path(data_root) if data_root is not None else runs.data_dir(dataset)
-    out = Path(out) if out is not None else runs.train_dir(model_name, dataset)
+    out = Path(out) if out is not None else runs.RUNS / "train" / key
     out.mkdir(parents=True, exist_ok=True)
     with checkpoints.RunLock(out):  # a second training of this folder refuses before writing anything
-        return _train(model_name, dataset, cfg, root, out, device, progress)
+        return _train(model_name, dataset, cfg, key, root, out, device, progress)
 
 
-def _train(model_name: str, dataset: str, cfg: config.RunConfig, root: Path, out: Path, device: str,
+def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root: Path, out: Path, device: str,
            progress: bool) -> dict:
     io.seed_everything(cfg.train.seed)  # model initialisation is part of the reproducible run
     model = build_model(model_name, **cfg.model_args)
@@ -57,7 +60,7 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, root: Path, out
     train_ds = data.TrainPatches(root, cfg.train.patch, seed=cfg.train.seed,
                                  hflip=cfg.train.hflip, exemplar=contract.needs_exemplar(model))
     io.write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{cfg.key}",
+    tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{key}",
             "kind": "train"}
     flat = config.flatten(cfg.to_dict())
     flat.update({"params_total": counts["total"], "params_trainable": counts["trainable"]})
@@ -66,7 +69,7 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, root: Path, out
     ck = checkpoints.load_state(out, checkpoints.run_fingerprint(cfg.train, train_ds, run_id), quiet=True)
     resume_rows = list(ck["log"]) if ck is not None else None
     del ck
-    with tracking.run(cfg.tracking, f"train/{cfg.key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
+    with tracking.run(cfg.tracking, f"train/{key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
         tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
                             validate=_validator(model_name, cfg, device, root), device=device, progress=progress,

@@ -1,0 +1,118 @@
+"""The ablation study as data: variants, parameter counts, validation, and one real run per kind."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from benchmark import ablations, cli, config
+from pipelines import prepare, replicate, report
+
+from .conftest import REPO
+
+
+def _counts(repo_params) -> dict[str, int]:
+    return {r["name"]: r["params_total"] for r in ablations.listing(repo_params)}
+
+
+def test_variant_parameter_counts(repo_params):
+    c = _counts(repo_params)
+    assert c["default"] == 2061579 and c["m5"] == 1322115  # method as described; M5 = CT, no graph
+    for n in range(1, 9):  # Fig. 7: N = 1..8
+        assert c["default" if n == 4 else f"n{n}"] == 1059051 + (n - 1) * 334176
+    # Fig. 9 changes one thing: the exemplar branch goes, the 1x1 fuse stays (not the official 5x5 pairing)
+    assert c["exemplar-off"] == 1968169 != 2459689
+    cells = {t: [r["cells"][t] for r in ablations.listing(repo_params, counts=False) if t in r["cells"]]
+             for t in ablations.TABLES}
+    assert cells["table2"] == ["M6", "M1", "M2", "M3", "M4", "M5"]
+    assert sorted(cells["table3"]) == ["s1-p48", "s1-p64", "s2-p48", "s2-p64", "s3-p48", "s3-p64"]
+    assert cells["table4"] == ["l3", "l5", "l7"] and cells["table5"] == ["k5", "k3", "k7"]
+    assert sorted(cells["fig7"]) == [f"N{n}" for n in range(1, 9)]
+
+
+def test_profiles_decide_the_grid(repo_params):
+    prof = repo_params["profiles"]
+    assert prof["paper"]["ablation"]["variants"] == list(repo_params["ablations"])  # the full grid
+    assert len(prof["ci"]["ablation"]["variants"]) == 2
+    quick = prof["quick"]["ablation"]["variants"]
+    for table in ("table2", "table3", "table4", "table5", "fig7"):  # every table and Fig. 7 in quick
+        need = {n for n, v in repo_params["ablations"].items() if table in v["cells"]}
+        assert need <= set(quick), table
+
+
+def test_resolve_scales_patch_and_sets_seed(repo_params):
+    cfg = ablations.resolve("s1-p48", 3, repo_params)
+    scale = repo_params["profiles"]["quick"]["ablation"]["patch_scale"]
+    assert cfg.model_args == {"stride": 1} and cfg.train.seed == 3 and cfg.train.patch == round(48 * scale)
+    assert ablations.resolve("default", 0, repo_params).train.patch == round(64 * scale)
+    assert ablations.run_key("msgnn", "rain200h", 1, "m1") == "msgnn.m1-rain200h-s1"
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda p: p["ablations"]["m1"].update(cells={"table9": "x"}), "cells must name"),
+    (lambda p: p.update(ablation_variants=["default"]), "do not match profile"),
+    (lambda p: p.update(seeds=[0, 1]), "do not match profile"),
+    (lambda p: (p.update(seeds=[0, 1]), p["profiles"]["quick"].update(seeds=[0, 1])), "extra_seeds must be"),
+])
+def test_bad_ablation_params_are_named(repo_params, tmp_path, edit, needle):
+    import yaml
+
+    p = copy.deepcopy(repo_params)
+    edit(p)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p))
+    with pytest.raises(config.ConfigError, match=needle):
+        config.load_params(path)
+
+
+def test_unknown_switch_is_named(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["ablations"]["m1"]["args"]["strid"] = 2
+    with pytest.raises(config.ConfigError, match=r"ablations.m1.args: unknown MSGNN switch\(es\) \['strid'\]"):
+        ablations.resolve("m1", 0, p)
+
+
+def test_cli_ablations_json(capsys):
+    assert cli.main(["ablations", "--json", "--params", str(REPO / "params.yaml")]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["m5"]["params_total"] == 1322115 and rows["m5"]["args"] == {"graph": False}
+    assert rows["default"]["in_profile"] and not rows["exemplar-off"]["in_profile"]
+
+
+@pytest.fixture
+def ablation_params(tiny_params):
+    """ci profile with two deliberately tiny variants (variants are data), one with the graph + exemplar."""
+    p = tiny_params
+    p["tracking"]["enabled"] = False  # tracking is covered by test_pipeline; here it would only cost time
+    p["ablations"] = {
+        "tiny": {"args": {"n_subnets": 1, "blocks": 1, "graph": False}, "cells": {"table2": "M6", "fig7": "N4"}},
+        "tiny-graph": {"args": {"n_subnets": 1, "blocks": 1, "window": 8}, "patch": 48, "cells": {"table3": "s3-p48"}},
+    }
+    p["profiles"]["ci"]["ablation"].update(variants=["tiny", "tiny-graph"], train={"iters": 1, "batch": 1},
+                                           eval_images=1)
+    p["ablation_variants"] = ["tiny", "tiny-graph"]
+    return p
+
+
+def test_variant_and_seed_runs_reach_the_tables(tmp_path, monkeypatch, ablation_params):
+    monkeypatch.chdir(tmp_path)
+    prepare.prepare("rain-synth", ablation_params)
+    for v in ("tiny", "tiny-graph"):
+        res = replicate.run_variant(v, 0, params=ablation_params, progress=False)
+        assert res["variant"] == v and res["results"]["rain-synth"]["n_images"] == 1
+        assert "psnr:msgnn" in res["results"]["rain-synth"]
+    cfg = json.loads(json.dumps(config.resolve("prenet", "rain-synth", ablation_params).to_dict()))
+    assert cfg["train"]["seed"] == 0
+    res = replicate.run_seed("prenet", "rain-synth", 1, params=ablation_params, progress=False)
+    assert res["key"] == "prenet-rain-synth-s1" and res["seed"] == 1
+    assert (tmp_path / "runs/train/msgnn.tiny-graph-rain-synth-s0/model.pt").is_file()
+    import yaml
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(ablation_params))
+    assert report.main(["--reference", str(REPO / "reports/paper_reference.yaml")]) == 0
+    t2 = (tmp_path / "reports/table2.md").read_text()
+    assert "| M6 | tiny |" in t2 and "[29.627 / 0.9178" in t2
+    assert "| s3-p48 | tiny-graph |" in (tmp_path / "reports/table3.md").read_text()
+    assert "PReNet" in (tmp_path / "reports/table1.md").read_text()
+    assert (tmp_path / "reports/figures/fig7_subnetworks.png").stat().st_size > 1000
