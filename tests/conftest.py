@@ -39,6 +39,9 @@ def tiny_params(repo_params, tmp_path) -> dict:
     p = copy.deepcopy(repo_params)
     p["profile"] = "ci"
     p["run_datasets"] = list(p["profiles"]["ci"]["datasets"])
+    ci = p["profiles"]["ci"]  # the axes `msgnn-bench profile ci` rewrites
+    p["seeds"], p["extra_seeds"] = list(ci.get("seeds", [0])), list(ci.get("seeds", [0]))[1:]
+    p["ablation_dataset"], p["ablation_variants"] = ci["ablation"]["dataset"], list(ci["ablation"]["variants"])
     p["tracking"] = {"enabled": True, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test"}
     p["profiles"]["ci"]["train"].update({"iters": 3, "patch": 24, "batch": 2, "ckpt_every": 2, "log_every": 1})
     p["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update(

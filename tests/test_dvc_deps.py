@@ -37,10 +37,12 @@ def _expand(params: dict) -> list[dict]:
     for name, st in stages.items():
         axes = {a: (params[v[2:-1]] if isinstance(v, str) else v) for a, v in st.get("matrix", {}).items()}
         for combo in itertools.product(*axes.values()) if axes else [()]:
+            combo = tuple(str(c) for c in combo)  # seeds are numbers
             item = dict(zip(axes, combo))
 
             def sub(s: str, item=item) -> str:
                 s = s.replace("${key}", "-".join(item.values())).replace("${profile}", params["profile"])
+                s = s.replace("${ablation_dataset}", str(params.get("ablation_dataset", "")))
                 return re.sub(r"\$\{item\.(\w+)\}", lambda m: item[m.group(1)], s)
 
             def paths(entries):
@@ -221,17 +223,23 @@ def _stale(repo: Path) -> set[str]:
 
 
 def placeholder_outputs(repo: Path, models: list[str]) -> None:
-    """Stand-in outputs of the train/evaluate stages of ``models`` (+ input), of report and site, for a
-    `dvc commit` that records a lock without training anything."""
-    for m in ["input", *models]:
-        if m != "input":
-            (repo / f"runs/train/{m}-rain-synth").mkdir(parents=True, exist_ok=True)
+    """Stand-in outputs of the train/evaluate stages of ``models`` (+ input), of the ablation stages
+    (``params.yaml``'s variants and seeds), of report and site, for a `dvc commit` that records a lock
+    without training anything."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    ablations = [f"msgnn.{v}-{params['ablation_dataset']}-s{s}" for v in params["ablation_variants"]
+                 for s in params["seeds"]]
+    for key in ["input-rain-synth", *(f"{m}-rain-synth" for m in models), *ablations]:
+        if not key.startswith("input-"):
+            (repo / f"runs/train/{key}").mkdir(parents=True, exist_ok=True)
             for f in ["model.pt", "train_log.csv"]:
-                (repo / f"runs/train/{m}-rain-synth/{f}").write_text("step,loss\n1,0.5\n")
-        (repo / f"runs/eval/{m}-rain-synth/samples").mkdir(parents=True)
-        (repo / f"runs/eval/{m}-rain-synth/per_image.csv").write_text("x\n")
-        (repo / f"runs/eval/{m}-rain-synth/metrics.json").write_text("{}")
-    for f in ["table1.md", "table1.csv", "figures/training_curves.png", "index.html", "site/x.png"]:
+                (repo / f"runs/train/{key}/{f}").write_text("step,loss\n1,0.5\n")
+        (repo / f"runs/eval/{key}/samples").mkdir(parents=True)
+        (repo / f"runs/eval/{key}/per_image.csv").write_text("x\n")
+        (repo / f"runs/eval/{key}/metrics.json").write_text("{}")
+    tables = [f"table{i}.{x}" for i in range(1, 6) for x in ("md", "csv", "tex")]
+    for f in [*tables, "fig7.csv", "figures/fig7_subnetworks.png", "figures/training_curves.png", "index.html",
+              "site/x.png"]:
         (repo / "reports" / f).parent.mkdir(parents=True, exist_ok=True)
         (repo / "reports" / f).write_text("x")
 

@@ -35,9 +35,10 @@ def readme_examples() -> list[list[str]]:
 
 
 def _set_profile(path: Path, name: str) -> None:
-    p = yaml.safe_load(path.read_text())
-    p["profile"], p["run_datasets"] = name, p["profiles"][name]["datasets"]
-    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    from benchmark import cli
+
+    # the real command: it also rewrites the seed and ablation axes the profile decides
+    assert cli.main(["profile", name, "--params", str(path)]) == 0
 
 
 def test_readme_set_examples_apply_on_the_ci_profile(tmp_path):
@@ -81,7 +82,8 @@ def test_two_experiments_show_their_metrics(tmp_path):
     (repo / "dvc.lock").unlink(missing_ok=True)
     from dvc.utils.hydra import apply_overrides
 
-    apply_overrides(str(repo / "params.yaml"), ["profile=ci", "run_datasets=[rain-synth]", "tracking.enabled=false"])
+    apply_overrides(str(repo / "params.yaml"), ["profile=ci", "run_datasets=[rain-synth]",
+                                                     "ablation_variants=[default,m5]", "tracking.enabled=false"])
     _dvc(repo, "repro", "-q", "prepare@rain-synth")
     others = [m for m in yaml.safe_load((repo / "params.yaml").read_text())["trained_models"] if m != "prenet"]
     placeholder_outputs(repo, others)
