@@ -19,14 +19,13 @@ weights trained in BGR.
 """
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.official import load_mapped, read_state
+from benchmark.official import load_mapped, read_state, rename_by_rules
 from benchmark.registry import register_model, register_official
 
 from .common import ConvGRUCell, check_rgb_batch
@@ -197,15 +196,12 @@ def rescan(channels: int = 24, stages: int = 4, depth: int = 7, unit: Unit = "GR
 
 def official_name_to_ours(name: str) -> str | None:
     """Official RESCAN (XiaLiPKU/RESCAN config/model.py) state-dict key -> ours (None: unknown)."""
-    for pattern, repl in ((r"rnns\.(\d+)\.(conv_\w+\.(?:weight|bias))", r"layers.\1.cell.\2"),
-                          (r"rnns\.(\d+)\.se\.fc\.0\.(weight|bias)", r"layers.\1.se.fc1.\2"),
-                          (r"rnns\.(\d+)\.se\.fc\.2\.(weight|bias)", r"layers.\1.se.fc2.\2"),
-                          (r"dec\.(0|3)\.(weight|bias)", r"decoder.\1.\2"),
-                          (r"dec\.1\.fc\.0\.(weight|bias)", r"decoder.1.fc1.\1"),
-                          (r"dec\.1\.fc\.2\.(weight|bias)", r"decoder.1.fc2.\1")):
-        if re.fullmatch(pattern, name):
-            return re.sub(pattern, repl, name)
-    return None
+    return rename_by_rules(name, ((r"rnns\.(\d+)\.(conv_\w+\.(?:weight|bias))", r"layers.\1.cell.\2"),
+                                 (r"rnns\.(\d+)\.se\.fc\.0\.(weight|bias)", r"layers.\1.se.fc1.\2"),
+                                 (r"rnns\.(\d+)\.se\.fc\.2\.(weight|bias)", r"layers.\1.se.fc2.\2"),
+                                 (r"dec\.(0|3)\.(weight|bias)", r"decoder.\1.\2"),
+                                 (r"dec\.1\.fc\.0\.(weight|bias)", r"decoder.1.fc1.\1"),
+                                 (r"dec\.1\.fc\.2\.(weight|bias)", r"decoder.1.fc2.\1")))
 
 
 @register_official("rescan")

@@ -22,6 +22,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
+from benchmark.official import problems_error
+
 
 def _as_array(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
@@ -91,12 +93,8 @@ def check_names(variables: Mapping[str, np.ndarray], expected: Mapping[str, tupl
     unexpected = {n for n in set(variables) - set(expected) if not _TRAINING_STATE.search(n)}
     wrong = [f"{n} {tuple(variables[n].shape)} (expected {tuple(s)})"
              for n, s in expected.items() if n in variables and tuple(variables[n].shape) != tuple(s)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing: {_short(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_short(unexpected)}")
-    if wrong:
-        problems.append(f"{len(wrong)} with wrong shape: {_short(wrong)}")
-    if problems:
-        raise ValueError(f"{label}: not the variables of {what}; " + "; ".join(problems))
+    error = problems_error(f"{label}: not the variables of {what}; ",
+                           [("missing", missing), ("unexpected", unexpected), ("with wrong shape", wrong)],
+                           lambda title, items: f"{len(items)} {title}: {_short(items)}")
+    if error:
+        raise error

@@ -234,11 +234,7 @@ def training_panels(runs_dir: Path, out: Path, ncols: int = 3) -> list[str]:
             ax2.plot(*zip(*val), "o-", color="tab:orange", ms=3, lw=1)
             ax2.set_ylabel("val PSNR-Y (dB)", color="tab:orange", fontsize=8)
             ax2.tick_params(labelsize=7)
-    if not logs:
-        axes[0, 0].text(0.5, 0.5, "no train_log.csv found", ha="center", va="center")
-    fig.tight_layout()
-    save_figure(fig, out)
-    plt.close(fig)
+    _finish(fig, axes, out, None if logs else "no train_log.csv found")
     return [k for k, _ in logs]
 
 
@@ -279,12 +275,20 @@ def psnr_vs_params(runs: list[Run], out: Path, protocol: str = "") -> list[str]:
         ax.set_ylabel(f"{pkey} (dB)")
         ax.set_title(s)
         ax.grid(alpha=0.3)
-    if not sets:
-        axes[0, 0].text(0.5, 0.5, "no evaluated set with ground truth", ha="center", va="center")
+    _finish(fig, axes, out, None if sets else "no evaluated set with ground truth")
+    return sets
+
+
+def _finish(fig, axes, out: Path, empty: str | None) -> None:
+    """Lay out, save and close a panel figure; ``empty`` (nothing to plot) is written in the first
+    panel, so an empty figure says why instead of being blank."""
+    import matplotlib.pyplot as plt
+
+    if empty:
+        axes[0, 0].text(0.5, 0.5, empty, ha="center", va="center")
     fig.tight_layout()
     save_figure(fig, out)
     plt.close(fig)
-    return sets
 
 
 def _atomic(path: Path, write) -> None:

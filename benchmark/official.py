@@ -9,7 +9,8 @@ mis-shaped key, so a wrong or truncated file never half-loads.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,23 @@ _WRAPPERS = ("state_dict", "net", "model", "params")
 
 def source_label(source) -> str:
     return str(source) if isinstance(source, (str, Path)) else "official state mapping"
+
+
+def rename_by_rules(name: str, rules: Iterable[tuple[str, str]]) -> str | None:
+    """Name maps written as (regex, template) rules: the first pattern that matches the whole of
+    ``name`` gives ``name`` rewritten by its template (``\\1`` ...); None when no rule matches."""
+    for pattern, template in rules:
+        if m := re.fullmatch(pattern, name):
+            return m.expand(template)
+    return None
+
+
+def problems_error(head: str, groups: Iterable[tuple[str, list]], describe=None) -> ValueError | None:
+    """One ValueError ``head`` + every non-empty (title, items) group joined by "; " (None if all are
+    empty), so a loader reports all that is wrong at once; ``describe(title, items)`` words a group."""
+    describe = describe or (lambda title, items: f"{title} {items}")
+    problems = [describe(title, items) for title, items in groups if items]
+    return ValueError(head + "; ".join(problems)) if problems else None
 
 
 def read_state(source, what: str) -> dict[str, torch.Tensor]:
@@ -79,17 +97,10 @@ def load_mapped(model: nn.Module, state: Mapping[str, torch.Tensor], rename: Cal
         else:
             mapped[ours] = tensor.detach().to(own[ours].dtype)
     missing = [k for k in own if k not in mapped and k not in tried]
-    problems = []
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if doubles:
-        problems.append(f"keys mapped twice {doubles}")
-    if shapes:
-        problems.append(f"shape mismatches {shapes}")
-    if missing:
-        problems.append(f"missing (our names) {missing}")
-    if problems:
-        raise ValueError(f"{source_label(source)}: not an official {what} state_dict for this configuration; "
-                         + "; ".join(problems))
+    error = problems_error(f"{source_label(source)}: not an official {what} state_dict for this configuration; ",
+                           [("unexpected keys", unexpected), ("keys mapped twice", doubles),
+                            ("shape mismatches", shapes), ("missing (our names)", missing)])
+    if error:
+        raise error
     model.load_state_dict(mapped, strict=True)
     return model

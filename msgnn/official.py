@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from benchmark.official import load_mapped, read_state
+from benchmark.official import load_mapped, read_state, rename_by_rules
 from benchmark.registry import register_official
 
 from .model import MSGNN, msgnn
@@ -30,29 +30,23 @@ OFFICIAL_SWITCHES = {"window_align": "official", "shared_embedding": False, "tra
 
 def _chain(rest: str) -> str | None:
     """Inside a dense chain (official DenseConnection/Dense): units, 1x1 dense convs, fusion."""
-    for pattern, repl in ((r"units\.(\d+)\.avg_eca\.(alpha|gamma|beta)", r"units.\1.att.\2"),
-                          (r"units\.(\d+)\.res\.0\.(weight|bias)", r"units.\1.body.0.0.\2"),
-                          (r"units\.(\d+)\.res\.2\.(weight|bias)", r"units.\1.body.1.\2"),
-                          (r"conv1x1\.(\d+)\.0\.(weight|bias)", r"dense.\1.0.\2"),
-                          (r"conv_fusion\.0\.(weight|bias)", r"fusion.0.\1")):
-        if re.fullmatch(pattern, rest):
-            return re.sub(pattern, repl, rest)
-    return None
+    return rename_by_rules(rest, ((r"units\.(\d+)\.avg_eca\.(alpha|gamma|beta)", r"units.\1.att.\2"),
+                                 (r"units\.(\d+)\.res\.0\.(weight|bias)", r"units.\1.body.0.0.\2"),
+                                 (r"units\.(\d+)\.res\.2\.(weight|bias)", r"units.\1.body.1.\2"),
+                                 (r"conv1x1\.(\d+)\.0\.(weight|bias)", r"dense.\1.0.\2"),
+                                 (r"conv_fusion\.0\.(weight|bias)", r"fusion.0.\1")))
 
 
 def _gcn(rest: str) -> str | None:
     """GCNBlock: the official wraps every conv in a Sequential (``.0``); ours only where an
     activation follows."""
-    for pattern, repl in ((r"knn_downsample\.0\.0\.(weight|bias)", r"knn_downsample.0.\1"),
-                          (r"knn_downsample\.1\.0\.(weight|bias)", r"knn_downsample.2.0.\1"),
-                          (r"knn_downsample\.2\.0\.(weight|bias)", r"knn_downsample.3.\1"),
-                          (r"weightnet_(lr|hr)\.0\.0\.(weight|bias)", r"weightnet_\1.0.\2"),
-                          (r"weightnet_(lr|hr)\.1\.body\.0\.(weight|bias)", r"weightnet_\1.1.body.0.0.\2"),
-                          (r"weightnet_(lr|hr)\.1\.body\.2\.(weight|bias)", r"weightnet_\1.1.body.1.\2"),
-                          (r"weightnet_(lr|hr)\.2\.0\.(weight|bias)", r"weightnet_\1.2.\2")):
-        if re.fullmatch(pattern, rest):
-            return re.sub(pattern, repl, rest)
-    return None
+    return rename_by_rules(rest, ((r"knn_downsample\.0\.0\.(weight|bias)", r"knn_downsample.0.\1"),
+                                 (r"knn_downsample\.1\.0\.(weight|bias)", r"knn_downsample.2.0.\1"),
+                                 (r"knn_downsample\.2\.0\.(weight|bias)", r"knn_downsample.3.\1"),
+                                 (r"weightnet_(lr|hr)\.0\.0\.(weight|bias)", r"weightnet_\1.0.\2"),
+                                 (r"weightnet_(lr|hr)\.1\.body\.0\.(weight|bias)", r"weightnet_\1.1.body.0.0.\2"),
+                                 (r"weightnet_(lr|hr)\.1\.body\.2\.(weight|bias)", r"weightnet_\1.1.body.1.\2"),
+                                 (r"weightnet_(lr|hr)\.2\.0\.(weight|bias)", r"weightnet_\1.2.\2")))
 
 
 def official_name_to_ours(name: str) -> str | None:

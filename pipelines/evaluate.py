@@ -88,15 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
+    what = f"{args.model}-{args.dataset}"
+    return run_and_report(f"evaluate {what}", lambda: evaluate(args.model, args.dataset, args.device), "psnr_y",
+                          lambda res, name, r: f"{what} on {name}: PSNR-Y {r['psnr_y']:.3f} dB, "
+                          f"SSIM-Y {r['ssim_y']:.4f}; paper protocol (msgnn): PSNR {r['psnr:msgnn']:.3f} dB, "
+                          f"SSIM {r['ssim:msgnn']:.4f}")
+
+STAGE_ERRORS = (config.ConfigError, data.DataError, KeyError, ValueError, FileNotFoundError)
+
+
+def run_and_report(what: str, run, needs: str, line, errors: tuple = STAGE_ERRORS) -> int:
+    """A stage's command line: ``run()``; a bad input or config -> one ``what: error: ...`` line on
+    stderr and exit code 1 (no traceback); else ``line(result, set, metrics)`` for each evaluated
+    set whose metrics hold ``needs`` (sets without ground truth have none to print)."""
     try:
-        res = evaluate(args.model, args.dataset, args.device)
-    except (config.ConfigError, data.DataError, KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"evaluate {args.model}-{args.dataset}: error: {exc}", file=sys.stderr)
+        res = run()
+    except errors as exc:
+        print(f"{what}: error: {exc}", file=sys.stderr)
         return 1
     for name, r in res["results"].items():
-        if "psnr_y" in r:
-            print(f"{args.model}-{args.dataset} on {name}: PSNR-Y {r['psnr_y']:.3f} dB, SSIM-Y {r['ssim_y']:.4f}; "
-                  f"paper protocol (msgnn): PSNR {r['psnr:msgnn']:.3f} dB, SSIM {r['ssim:msgnn']:.4f}")
+        if needs in r:
+            print(line(res, name, r))
     return 0
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from functools import partial
 
 import torch
 
-from benchmark import ablations, config, data
+from benchmark import ablations, config
 from pipelines import evaluate as evaluate_stage
 from pipelines import train as train_stage
 
@@ -53,19 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.variant) == bool(args.model and args.dataset):
         ap.error("give either --variant V or --model M --dataset D")
     what = args.variant or f"{args.model}-{args.dataset}"
-    try:
-        if args.variant:
-            res = run_variant(args.variant, args.seed, args.device)
-        else:
-            res = run_seed(args.model, args.dataset, args.seed, args.device)
-    except (config.ConfigError, data.DataError, KeyError, ValueError, FileNotFoundError, FloatingPointError) as exc:
-        print(f"{what} seed {args.seed}: error: {exc}", file=sys.stderr)
-        return 1
-    for name, r in res["results"].items():
-        if "psnr:msgnn" in r:
-            print(f"{res['key']} on {name}: PSNR {r['psnr:msgnn']:.3f} dB, SSIM {r['ssim:msgnn']:.4f} "
-                  f"(msgnn protocol), {res['params_total']:,} parameters")
-    return 0
+    run = (partial(run_variant, args.variant, args.seed, args.device) if args.variant
+           else partial(run_seed, args.model, args.dataset, args.seed, args.device))
+    return evaluate_stage.run_and_report(
+        f"{what} seed {args.seed}", run, "psnr:msgnn",
+        lambda res, name, r: f"{res['key']} on {name}: PSNR {r['psnr:msgnn']:.3f} dB, SSIM {r['ssim:msgnn']:.4f} "
+        f"(msgnn protocol), {res['params_total']:,} parameters",
+        evaluate_stage.STAGE_ERRORS + (FloatingPointError,))
 
 
 if __name__ == "__main__":

@@ -98,12 +98,7 @@ def fig7(df: pd.DataFrame, ref: dict, path: Path) -> None:
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_title("Fig. 7: PSNR and parameters vs N")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
 
 
 def curves(runs_dir: Path, out: Path) -> None:
@@ -123,12 +118,19 @@ def curves(runs_dir: Path, out: Path) -> None:
     ax.set_title("Training curves")
     if ax.lines:
         ax.legend(fontsize=7)
+    _save(fig, out)
+
+
+def _save(fig, path: Path) -> None:
+    """Lay out, write (temporary name, then rename: never a half-written PNG) and close."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(out)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

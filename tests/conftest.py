@@ -20,6 +20,31 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def two_pairs(shared, tmp_path) -> Path:
+    """A paired folder (input/, target/) holding Rain100L test images 1 and 2."""
+    import shutil
+
+    root = tmp_path / "pairs"
+    for sub in ("input", "target"):
+        (root / sub).mkdir(parents=True)
+        for i in (1, 2):
+            shutil.copy(shared / f"data/Rain100L_test/{sub}/{i}.png", root / sub / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def edited_params(repo_params, tmp_path):
+    """``edited_params(edit)``: a params.yaml in tmp_path holding the repository's params after ``edit``."""
+    def write(edit) -> Path:
+        p = copy.deepcopy(repo_params)
+        edit(p)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(p))
+        return path
+    return write
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A generated rain-synth dataset small enough for unit tests (12 train, 3 test pairs)."""

@@ -55,15 +55,9 @@ def test_resolve_scales_patch_and_sets_seed(repo_params):
     (lambda p: p.update(seeds=[0, 1]), "do not match profile"),
     (lambda p: (p.update(seeds=[0, 1]), p["profiles"]["quick"].update(seeds=[0, 1])), "extra_seeds must be"),
 ])
-def test_bad_ablation_params_are_named(repo_params, tmp_path, edit, needle):
-    import yaml
-
-    p = copy.deepcopy(repo_params)
-    edit(p)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(p))
+def test_bad_ablation_params_are_named(edited_params, edit, needle):
     with pytest.raises(config.ConfigError, match=needle):
-        config.load_params(path)
+        config.load_params(edited_params(edit))
 
 
 def test_unknown_switch_is_named(repo_params):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -38,17 +37,8 @@ def test_evaluate_input_row_on_real_fixture(shared, capsys):
     assert set(res) == {"model", "n_images", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "per_image"}
 
 
-def _two_pairs(shared, tmp_path):
-    root = tmp_path / "pairs"
-    for sub in ("input", "target"):
-        (root / sub).mkdir(parents=True)
-        for i in (1, 2):
-            shutil.copy(shared / f"data/Rain100L_test/{sub}/{i}.png", root / sub / f"{i}.png")
-    return root
-
-
-def test_evaluate_official_prenet(shared, tmp_path, capsys):
-    root = _two_pairs(shared, tmp_path)
+def test_evaluate_official_prenet(shared, two_pairs, capsys):
+    root = two_pairs
     w = shared / "official_weights/prenet/PReNet6_Rain100L.pth"
     code, out, _ = run(capsys, "evaluate", "--model", "prenet", "--official", str(w), "--data", str(root),
                        "--quantise", "truncate", "--y-mode", "float", "--json")

@@ -1,8 +1,8 @@
 """Dataset download / extraction / normalisation (benchmark/datasets/), all offline.
 
 Archives are built in tmp_path from the real fixtures in ../shared/data (each real naming
-layout) and served by a small HTTP server on 127.0.0.1 that honours Range requests and can
-drop the connection part-way through a transfer.
+layout) and served by a small HTTP server on 127.0.0.1 (tests/dataset_fixtures.py); archive
+safety is in test_dataset_archives.py.
 """
 from __future__ import annotations
 
@@ -12,15 +12,10 @@ import json
 import re
 import shutil
 import socket
-import stat
-import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 from PIL import Image
 
 from benchmark import cli
@@ -28,108 +23,10 @@ from benchmark import datasets as ds
 from benchmark.datasets import acquisition, specs
 from benchmark.datasets import transfer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-# PNG encoding of the larger fixtures (DID-MDN sample 3 is 4800x1639) is slow; tests use the small ones.
-BIG_DIDMDN = ("2.jpg", "3.jpg", "4.jpg", "8.jpg")
-BIG_INTERNET = tuple(f"{i}.jpg" for i in range(9, 21))
+from .dataset_fixtures import (BIG_DIDMDN, BIG_INTERNET, SHARED, make_tar, make_zip, rain100l_registry, registry,
+                               serve, server, sha, sums)  # noqa: F401 (server: a fixture)
+
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"fixtures not found at {SHARED}")
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def sums(folder: str) -> dict[str, str]:
-    """The fixture's SHA256SUMS as {relative path: sha256}."""
-    lines = (SHARED / folder / "SHA256SUMS").read_text().split("\n")
-    return {p.removeprefix("./"): d for d, p in (ln.split() for ln in lines if ln.strip())}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server API)
-        srv = self.server
-        rng = self.headers.get("Range")
-        srv.requests.append((self.path, rng))
-        body = srv.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        start = 0
-        if rng and srv.honour_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        payload = body[start:]
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        cut = srv.cut_first.pop(self.path, None)
-        if cut is not None:  # simulate a dropped connection: half the body, then hang up
-            self.wfile.write(payload[:cut])
-            self.wfile.flush()
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(transfer, "RETRY_DELAY_S", 0.0)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.requests, srv.cut_first, srv.honour_range = {}, [], {}, True
-    srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-def make_zip(folder: str, out: Path, top: str, skip: tuple[str, ...] = ()) -> Path:
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
-        for f in sorted((SHARED / folder).rglob("*")):
-            if f.is_file() and f.name != "SHA256SUMS" and f.name not in skip:
-                zf.write(f, f"{top}/{f.relative_to(SHARED / folder).as_posix()}")
-    return out
-
-
-def make_tar(folder: str, out: Path, top: str, mode: str = "w:gz") -> Path:
-    with tarfile.open(out, mode, **({"compresslevel": 1} if mode.endswith("gz") else {})) as tf:
-        tf.add(SHARED / folder, arcname=top, filter=lambda ti: None if ti.name.endswith("SHA256SUMS") else ti)
-    return out
-
-
-def registry(tmp_path: Path, key: str, **entry) -> Path:
-    """A test-only registry: real layouts, fixture-sized counts (the real spec stays untouched)."""
-    entry.setdefault("source", "download")
-    entry.setdefault("title", key)
-    entry.setdefault("manual", "Fetch it by hand from https://example.invalid/page.")
-    path = tmp_path / f"reg-{key}.yaml"
-    path.write_text(yaml.safe_dump({"version": 1, "datasets": {key: entry}}))
-    return path
-
-
-def serve(server, archive: Path) -> str:
-    server.files["/" + archive.name] = archive.read_bytes()
-    return server.url("/" + archive.name)
-
-
-def rain100l_registry(tmp_path, url=None, sha256=None, count=20):
-    return registry(tmp_path, "rain100l", source="download" if url else "manual", archives=[
-        {"file": "Rain100L.zip", "urls": [url] if url else [], "sha256": sha256, "splits": ["test"]}],
-        splits={"test": {"count": count, "locate": ["Rain100L", "*test*"]},
-                "train": {"count": 200, "optional": True}})
 
 
 def test_http_download_normalises_rain100l(tmp_path, server, capsys):
@@ -281,73 +178,6 @@ def test_checksum_mismatch_is_refused(tmp_path, server, capsys):
     assert len(server.requests) == 2  # a bad download is fetched once more before giving up
     assert not (root / "rain100l").exists()
     assert not (root / "downloads/rain100l/Rain100L.zip").exists()
-
-
-@pytest.mark.parametrize("fmt, message", [("zip", "neither a zip nor a tar"), ("tar.gz", "damaged archive")])
-def test_corrupt_archive_is_downloaded_again(tmp_path, server, capsys, fmt, message):
-    archive = tmp_path / "Rain100L.zip"  # the name the registry expects; content may be a tar
-    if fmt == "zip":
-        make_zip("Rain100L_test", archive, "Rain100L")
-    else:
-        make_tar("Rain100L_test", archive, "Rain100L")
-    reg = rain100l_registry(tmp_path, serve(server, archive))  # no published sha256
-    placed = tmp_path / "data/downloads/rain100l/Rain100L.zip"
-    placed.parent.mkdir(parents=True)
-    placed.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # half-downloaded
-    ds.download("rain100l", tmp_path / "data", registry=reg, progress=False)
-    assert message in capsys.readouterr().err
-    assert sha(placed) == sha(archive) and len(server.requests) == 1
-    assert len(list((tmp_path / "data/rain100l/test/input").iterdir())) == 20
-
-
-def _evil_zip(path: Path, kind: str) -> None:
-    png = (SHARED / "Rain100L_test/input/1.png").read_bytes()
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("Rain100L/input/1.png", png)
-        if kind == "dotdot":
-            zf.writestr("Rain100L/../../evil.png", png)
-        elif kind == "absolute":
-            zf.writestr(zipfile.ZipInfo(str(path.parent / "abs_evil.png")), png)
-        else:
-            info = zipfile.ZipInfo("Rain100L/target/1.png")
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, str(path.parent / "outside.png"))
-
-
-def _evil_tar(path: Path, kind: str) -> None:
-    png = (SHARED / "Rain100L_test/input/1.png").read_bytes()
-    with tarfile.open(path, "w:gz") as tf:
-        def add(name, data=png, **kw):
-            info = tarfile.TarInfo(name)
-            for k, v in kw.items():
-                setattr(info, k, v)
-            info.size = len(data) if info.type == tarfile.REGTYPE else 0
-            tf.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
-        add("Rain100L/input/1.png")
-        if kind == "dotdot":
-            add("../evil.png")
-        elif kind == "absolute":
-            add(str(path.parent / "abs_evil.png"))
-        elif kind == "symlink":
-            add("Rain100L/target/1.png", type=tarfile.SYMTYPE, linkname=str(path.parent / "outside.png"))
-        else:
-            add("Rain100L/dev", type=tarfile.CHRTYPE)
-
-
-@pytest.mark.parametrize("fmt, kind", [("zip", "dotdot"), ("zip", "absolute"), ("zip", "symlink"),
-                                       ("tar", "dotdot"), ("tar", "absolute"), ("tar", "symlink"),
-                                       ("tar", "device")])
-def test_malicious_archives_are_refused(tmp_path, fmt, kind):
-    evil_dir = tmp_path / "evil"
-    evil_dir.mkdir()
-    archive = evil_dir / f"Rain100L.{'zip' if fmt == 'zip' else 'tar.gz'}"
-    (_evil_zip if fmt == "zip" else _evil_tar)(archive, kind)
-    root = tmp_path / "deep" / "data"
-    with pytest.raises(transfer.UnsafeArchiveError, match="refusing"):
-        ds.download("rain100l", root, source=archive, registry=rain100l_registry(tmp_path, count=1))
-    assert not (root / "rain100l").exists()
-    assert not any(p.name in ("evil.png", "abs_evil.png") for p in tmp_path.rglob("*"))
-    assert not list((root / "downloads/rain100l").iterdir())  # temporary extraction removed
 
 
 def test_manual_placement(tmp_path, capsys):
@@ -524,86 +354,6 @@ def test_git_blob_id_and_http_errors(tmp_path, server, capsys):
 
 
 # ---------------------------------------------------------------- issue 15/16: archives, rain-synth
-
-def _dup_archive(path: Path, fmt: str) -> None:
-    rainy = (SHARED / "Rain100L_test/input/1.png").read_bytes()
-    clean = (SHARED / "Rain100L_test/target/1.png").read_bytes()
-    entries = [("Rain100L/input/1.png", rainy), ("Rain100L/target/1.png", clean),
-               ("Rain100L/./input/1.png", clean)]  # the same name again: a clean image as the rainy one
-    if fmt == "zip":
-        with zipfile.ZipFile(path, "w") as zf:
-            for name, data in entries:
-                zf.writestr(name, data)
-    else:
-        with tarfile.open(path, "w:gz") as tf:
-            for name, data in entries:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-
-
-@pytest.mark.parametrize("fmt", ["zip", "tar"])
-def test_duplicate_entries_are_refused(tmp_path, fmt):
-    archive = tmp_path / f"Rain100L.{'zip' if fmt == 'zip' else 'tar.gz'}"
-    _dup_archive(archive, fmt)
-    with pytest.raises(transfer.UnsafeArchiveError, match=r"duplicate entry 'Rain100L/./input/1.png'"):
-        transfer.safe_extract(archive, tmp_path / "out")
-    assert not any((tmp_path / "out").rglob("*.png"))  # checked before anything is written
-
-
-def _bomb(path: Path, fmt: str, mib: int = 24) -> None:
-    zeros = b"\0" * (mib << 20)
-    if fmt == "zip":
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("Rain100L/input/1.png", (SHARED / "Rain100L_test/input/1.png").read_bytes())
-            zf.writestr("Rain100L/input/2.png", zeros)
-    else:
-        with tarfile.open(path, "w:gz", compresslevel=1) as tf:
-            info = tarfile.TarInfo("Rain100L/input/2.png")
-            info.size = len(zeros)
-            tf.addfile(info, io.BytesIO(zeros))
-
-
-@pytest.mark.parametrize("fmt", ["zip", "tar"])
-def test_decompression_bombs_are_refused(tmp_path, fmt):
-    archive = tmp_path / f"bomb.{'zip' if fmt == 'zip' else 'tar.gz'}"
-    _bomb(archive, fmt)
-    assert archive.stat().st_size < 600_000  # small on disk, 24 MiB unpacked
-    with pytest.raises(transfer.UnsafeArchiveError, match="ratio above 100") as refusal:
-        transfer.safe_extract(archive, tmp_path / "out")
-    assert "'Rain100L/input/2.png'" in str(refusal.value)  # the entry is named
-    assert not any((tmp_path / "out").rglob("*.png"))
-    # limits are per archive: a spec may raise them, and a size cap applies whatever the ratio
-    transfer.safe_extract(archive, tmp_path / "ok", transfer.ArchiveLimits(max_ratio=1e6))
-    assert (tmp_path / "ok/Rain100L/input/2.png").stat().st_size == 24 << 20
-    with pytest.raises(transfer.UnsafeArchiveError, match="max_unpacked_bytes"):
-        transfer.safe_extract(archive, tmp_path / "small", transfer.ArchiveLimits(max_ratio=1e6,
-                                                                                  max_unpacked_bytes=1 << 20))
-
-
-def test_archive_limits_from_the_registry(tmp_path):
-    archive = tmp_path / "Rain100L.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for sub in ("input", "target"):
-            zf.writestr(f"Rain100L/{sub}/1.png", (SHARED / f"Rain100L_test/{sub}/1.png").read_bytes())
-        zf.writestr("Rain100L/input/2.png", b"\0" * (2 << 20))  # 2 MiB of zeros: ratio ~1000
-        zf.writestr("Rain100L/target/2.png", (SHARED / "Rain100L_test/target/2.png").read_bytes())
-    default = registry(tmp_path, "rain100l", source="manual", archives=[{"file": "Rain100L.zip", "splits": ["test"]}],
-                       splits={"test": {"count": 2, "locate": ["Rain100L"]}})
-    with pytest.raises(transfer.UnsafeArchiveError, match="'Rain100L/input/2.png'.*ratio above 100"):
-        ds.download("rain100l", tmp_path / "data", source=archive, registry=default)
-    reg = registry(tmp_path, "rain100l", source="manual", archives=[
-        {"file": "Rain100L.zip", "splits": ["test"], "max_ratio": 1e6}],
-        splits={"test": {"count": 2, "locate": ["Rain100L"]}})
-    # the bomb is let through by the spec's limit; its zero "image" is then named by the reader
-    with pytest.raises(ds.DataError, match=r"2.png.*not a readable image"):
-        ds.download("rain100l", tmp_path / "data", source=archive, registry=reg)
-    bad = registry(tmp_path, "x", source="manual", archives=[{"file": "a.zip", "max_ratio": "big"}],
-                   splits={"test": {"count": 1}})
-    with pytest.raises(ds.DatasetError, match="max_ratio must be positive"):
-        ds.load_registry(bad)
-
-
 def test_generated_rain_synth_is_listed_present(tmp_path, capsys):
     from benchmark.datasets import synth
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -85,17 +84,8 @@ def test_gate_covers_protocol_keys():
     assert gate.tolerance("seconds") is None and gate.tolerance("psnr_y") == 0.05
 
 
-def _two_pairs(shared, tmp_path):
-    root = tmp_path / "pairs"
-    for sub in ("input", "target"):
-        (root / sub).mkdir(parents=True)
-        for i in (1, 2):
-            shutil.copy(shared / f"data/Rain100L_test/{sub}/{i}.png", root / sub / f"{i}.png")
-    return root
-
-
-def test_official_prenet_under_prenet_protocol_reproduces_expected(shared, tmp_path, capsys):
-    root = _two_pairs(shared, tmp_path)
+def test_official_prenet_under_prenet_protocol_reproduces_expected(shared, two_pairs, capsys):
+    root = two_pairs
     w = shared / "official_weights/prenet/PReNet6_Rain100L.pth"
     code = cli.main(["evaluate", "--model", "prenet", "--official", str(w), "--data", str(root),
                      "--protocol", "prenet", "--json"])
@@ -107,8 +97,8 @@ def test_official_prenet_under_prenet_protocol_reproduces_expected(shared, tmp_p
         assert got["ssim:prenet"] == pytest.approx(exp["truncated_uint8"]["y_ssim"], abs=1e-6)
 
 
-def test_evaluate_protocol_matrix_and_unknown_name(shared, tmp_path, capsys):
-    root = _two_pairs(shared, tmp_path)
+def test_evaluate_protocol_matrix_and_unknown_name(shared, two_pairs, capsys):
+    root = two_pairs
     code = cli.main(["evaluate", "--model", "input", "--data", str(root), "--protocol", "all"])
     out = capsys.readouterr().out
     assert code == 0

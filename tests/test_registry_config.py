@@ -68,16 +68,12 @@ def test_unknown_keys_are_errors(repo_params, tmp_path, section, key):
         config.load_params(f)
 
 
-def test_unknown_top_level_and_model_keys(repo_params, tmp_path):
+def test_unknown_top_level_and_model_keys(edited_params):
     for mutate, msg in ((lambda p: p.update(trian={}), "trian"),
                         (lambda p: p["models"]["prenet"].update(arg={}), "models.prenet"),
                         (lambda p: p["models"]["prenet"].update(train={"batchsize": 4}), "batchsize")):
-        p = copy.deepcopy(repo_params)
-        mutate(p)
-        f = tmp_path / "params.yaml"
-        f.write_text(yaml.safe_dump(p))
         with pytest.raises(config.ConfigError, match=msg):
-            config.load_params(f)
+            config.load_params(edited_params(mutate))
 
 
 def test_profile_switch_rewrites_axis_and_keeps_comments(repo_params, tmp_path):
