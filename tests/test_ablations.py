@@ -110,3 +110,21 @@ def test_variant_and_seed_runs_reach_the_tables(tmp_path, monkeypatch, ablation_
     assert "| s3-p48 | tiny-graph |" in (tmp_path / "reports/table3.md").read_text()
     assert "PReNet" in (tmp_path / "reports/table1.md").read_text()
     assert (tmp_path / "reports/figures/fig7_subnetworks.png").stat().st_size > 1000
+
+
+def test_stage_command_line_prints_scored_sets_and_names_errors(capsys):
+    from pipelines import evaluate
+
+    res = {"key": "k", "results": {"a": {"psnr:msgnn": 30.0}, "real": {"niqe": 4.0}}}
+    line = lambda r, name, m: f"{r['key']} on {name}: {m['psnr:msgnn']:.1f}"  # noqa: E731
+    assert evaluate.run_and_report("w", lambda: res, "psnr:msgnn", line) == 0
+    assert capsys.readouterr().out == "k on a: 30.0\n"  # the set without ground truth prints nothing
+
+    def broken():
+        raise FloatingPointError("loss is NaN")
+
+    assert evaluate.run_and_report("w", broken, "psnr:msgnn", line,
+                                   evaluate.STAGE_ERRORS + (FloatingPointError,)) == 1
+    assert capsys.readouterr().err == "w: error: loss is NaN\n"
+    with pytest.raises(FloatingPointError):  # outside the given errors: not swallowed
+        evaluate.run_and_report("w", broken, "psnr:msgnn", line)
