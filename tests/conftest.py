@@ -13,6 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def use_profile(p: dict, name: str) -> None:
+    """Switch a params dict to profile ``name`` with every axis `msgnn-bench profile` rewrites."""
+    prof = p["profiles"][name]
+    p["profile"], p["run_datasets"] = name, list(prof["datasets"])
+    p["seeds"], p["extra_seeds"] = list(prof.get("seeds", [0])), list(prof.get("seeds", [0]))[1:]
+    p["ablation_dataset"], p["ablation_variants"] = prof["ablation"]["dataset"], list(prof["ablation"]["variants"])
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not (SHARED / "data").is_dir():
@@ -62,11 +70,7 @@ def repo_params() -> dict:
 def tiny_params(repo_params, tmp_path) -> dict:
     """The repository's params switched to the ci profile, tracking into a temporary SQLite file."""
     p = copy.deepcopy(repo_params)
-    p["profile"] = "ci"
-    p["run_datasets"] = list(p["profiles"]["ci"]["datasets"])
-    ci = p["profiles"]["ci"]  # the axes `msgnn-bench profile ci` rewrites
-    p["seeds"], p["extra_seeds"] = list(ci.get("seeds", [0])), list(ci.get("seeds", [0]))[1:]
-    p["ablation_dataset"], p["ablation_variants"] = ci["ablation"]["dataset"], list(ci["ablation"]["variants"])
+    use_profile(p, "ci")
     p["tracking"] = {"enabled": True, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test"}
     p["profiles"]["ci"]["train"].update({"iters": 3, "patch": 24, "batch": 2, "ckpt_every": 2, "log_every": 1})
     p["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update(

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from pipelines import evaluate, prepare, report, site, train
+from tests.conftest import use_profile
 
 HOSTILE = "<script>alert('x')</script>&\"q\""
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tree_params(params: dict, workdir: Path) -> dict:
     """The repository's params on the ci profile, shrunk, tracking into ``workdir/mlflow.db``."""
     p = copy.deepcopy(params)
-    p["profile"], p["run_datasets"] = "ci", list(p["profiles"]["ci"]["datasets"])
+    use_profile(p, "ci")
     p["tracking"] = {"enabled": True, "uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "site"}
     p["profiles"]["ci"]["train"].update({"iters": 3, "patch": 24, "batch": 2, "ckpt_every": 3, "log_every": 1})
     p["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update(
