@@ -16,6 +16,12 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNo
 
 
 def _load(args) -> "torch.nn.Module":  # noqa: F821
+    from benchmark import tiling
+
+    return tiling.maybe_tiled(_load_model(args), args.tile, args.tile_overlap)
+
+
+def _load_model(args) -> "torch.nn.Module":  # noqa: F821
     from benchmark import runs
     from benchmark.registry import build_model
 
@@ -173,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--official", help="official checkpoint file (prenet, spanet)")
         p.add_argument("--exemplar", help="exemplar image for MSGNN")
         p.add_argument("--device", default=None)
+        p.add_argument("--tile", type=int, default=None, metavar="SIZE",
+                       help="tiled inference: core tiles of SIZE px (large images on a small GPU)")
+        p.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
+                       help="context pixels on each side of a tile (exact for local models when >= their "
+                            "receptive radius; see benchmark/tiling.py)")
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder in any supported paired layout")
             p.add_argument("--quantise", choices=["round", "truncate"], default="round",
