@@ -156,6 +156,12 @@ def cmd_datasets(args) -> int:
     return datasets.datasets_main(args.rest)
 
 
+def cmd_grid(args) -> int:
+    from benchmark import grid
+
+    return grid.grid_main(args.rest)
+
+
 def cmd_check_metrics(args) -> int:
     from benchmark import gate
 
@@ -202,14 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
     for name, fn, hlp in (("perf", cmd_perf, "speed/memory table (see `msgnn-bench perf -h`)"),
                           ("datasets", cmd_datasets, "list | download | verify | path (see `datasets -h`)"),
-                          ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)")):
+                          ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)"),
+                          ("grid", cmd_grid, "run DVC stages in parallel, one per device (see `grid -h`)")):
         p = sub.add_parser(name, help=hlp, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=fn)
     return ap
 
 
-PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "check-metrics": cmd_check_metrics}
+PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "check-metrics": cmd_check_metrics, "grid": cmd_grid}
 
 
 def main(argv: list[str] | None = None) -> int:
