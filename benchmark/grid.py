@@ -126,6 +126,8 @@ def grid_main(argv: list[str] | None = None) -> int:
                    "CPU worker (repeatable: cpu,cpu). Default: all visible GPUs, else one CPU worker")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.add_argument("--dry-run", action="store_true", help="print the stages, their order and commands, run nothing")
+    p.add_argument("--list", action="store_true", help="print 'stage<TAB>command' lines (input of the SLURM "
+                   "job-array script pipelines/slurm/stage.sbatch), run nothing")
     args = p.parse_args(argv)
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     if not devices:
@@ -133,6 +135,9 @@ def grid_main(argv: list[str] | None = None) -> int:
         devices = [str(i) for i in range(torch.cuda.device_count())] or ["cpu"]
     root = Path(args.root).resolve()
     jobs = collect(root, args.targets)
+    if args.list:
+        print("\n".join(f"{j.name}\t{j.cmd}" for j in jobs))
+        return 0
     if args.dry_run:
         for j in jobs:
             print(f"{j.name}: {j.cmd}" + (f"   (after {', '.join(sorted(j.after))})" if j.after else ""))

@@ -77,3 +77,18 @@ def test_a_failing_stage_is_reported_and_not_committed(repo, capsys):
 def test_unknown_target_is_one_clear_error(repo):
     with pytest.raises(ValueError, match="dvc.yaml.*nosuch"):
         collect(repo, ["nosuch"])
+
+
+def test_slurm_array_script_runs_the_listed_stage_and_dvc_records_it(repo, capsys):
+    # the job-array task script, run as SLURM would run task 1 (no scheduler here: see README)
+    assert grid_main(["--root", str(repo), "--list", "train*"]) == 0
+    listing = capsys.readouterr().out
+    assert [ln.split("\t")[0] for ln in listing.splitlines()] == ["train@a", "train@b"]
+    (repo / "stages.tsv").write_text(listing)
+    script = Path(__file__).resolve().parents[1] / "pipelines/slurm/stage.sbatch"
+    env = {"PATH": "/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "1", "MSGNN_REPO": str(repo), "CUDA_VISIBLE_DEVICES": "3"}
+    subprocess.run(["bash", str(script), "stages.tsv"], cwd=repo, env=env, check=True, capture_output=True)
+    assert json.loads((repo / "out_b.json").read_text())["dev"] == "3" and not (repo / "out_a.json").exists()
+    subprocess.run(DVC + ["commit", "-f", "-q", "train@b"], cwd=repo, check=True)
+    status = subprocess.run(DVC + ["status", "--json", "train@b"], cwd=repo, capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout) == {}
