@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmark import io
 from benchmark.losses import ssim
 from benchmark.registry import register_model, register_official
 
@@ -146,10 +147,7 @@ def from_official(path: str | Path, stages: int = 6) -> PReNet:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"official PReNet checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated/corrupt zip, pickle error, not a torch file
-        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    state = io.load_torch(path)  # weights-only: a file that would run code is refused, naming it
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a plain state_dict of tensors, got {type(state).__name__}")
     if state and all(k.startswith("module.") for k in state):

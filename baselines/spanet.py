@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.common import check_rgb_batch
+from benchmark import io
 from benchmark.losses import ssim
 from benchmark.registry import register_model, register_official
 
@@ -268,10 +269,7 @@ def from_official(path: str | Path, direction_attention: bool = False) -> SPANet
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"official SPANet checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, not a torch checkpoint
-        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    ckpt = io.load_torch(path)  # weights-only: a file that would run code is refused, naming it
     state = ckpt.get("net", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict or a dict with key 'net', got {type(ckpt).__name__}")

@@ -1,6 +1,6 @@
 """The ``msgnn-bench`` command line.
 
-Sub-commands: models, evaluate, derain, perf, datasets, profile, check-metrics. Every expected
+Sub-commands: models, evaluate, derain, perf, datasets, profile, tracking, check-metrics. Every expected
 failure (bad path, unknown model, corrupt image, bad params key) prints one line naming the
 file or key and exits 1; only genuine bugs show a traceback.
 """
@@ -168,6 +168,20 @@ def cmd_check_metrics(args) -> int:
     return gate.main(args.rest)
 
 
+def cmd_tracking(args) -> int:
+    """``tracking sync``: send what MLflow lacks of every training folder (offline or killed runs)."""
+    from benchmark import config, tracking
+
+    cfg = config.tracking_settings(args.params)
+    if not cfg.enabled:
+        raise ValueError(f"{args.params}: tracking.enabled is false; nothing to sync")
+    lines = tracking.sync(cfg, args.runs)
+    for line in lines:
+        print(line)
+    print(f"tracking sync: {len(lines)} run folder(s) handled, MLflow at {cfg.uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="msgnn-bench", description="MSGNN deraining benchmark suite")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -206,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_profile)
+    p = sub.add_parser("tracking", help="tracking sync: send metrics MLflow missed (server down, killed runs)")
+    p.add_argument("action", choices=["sync"])
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--runs", default="runs/train", help="folder of the training run folders")
+    p.set_defaults(func=cmd_tracking)
     for name, fn, hlp in (("perf", cmd_perf, "speed/memory table (see `msgnn-bench perf -h`)"),
                           ("datasets", cmd_datasets, "list | download | verify | path (see `datasets -h`)"),
                           ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)"),

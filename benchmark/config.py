@@ -12,11 +12,14 @@ day of training.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from benchmark.config_types import RANGES, checked
 
 PARAMS_FILE = "params.yaml"
 
@@ -87,18 +90,18 @@ def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
         raise ConfigError(f"{PARAMS_FILE}: unknown key(s) {bad} in {where}; allowed: {sorted(allowed)}")
 
 
-def _build(cls, where: str, values: dict):
+def _build(cls, where: str, values: dict | None, file: str | Path = PARAMS_FILE):
+    """``cls`` from one section; every key known, every value of its field's type and range."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{file}: {where} must be a mapping of settings, got {type(values).__name__}")
     names = {f.name for f in fields(cls)}
-    _check_keys(where, values, names)
-    out = {}
-    for f in fields(cls):
-        if f.name in values:
-            v = values[f.name]
-            out[f.name] = tuple(v) if isinstance(v, list) else v
-    try:
-        return cls(**out)
-    except TypeError as exc:
-        raise ConfigError(f"{PARAMS_FILE}: bad value in {where}: {exc}") from exc
+    bad = sorted(set(values) - names)
+    if bad:
+        raise ConfigError(f"{file}: unknown key(s) {bad} in {where}; allowed: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    out = {k: checked(hints[k], v, f"{where}.{k}", file, RANGES.get((cls.__name__, k))) for k, v in values.items()}
+    return cls(**out)
 
 
 def _merge(*dicts: dict | None) -> dict:
@@ -117,6 +120,8 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of settings, got {type(raw).__name__}")
     _check_keys("the top level", raw, _TOP_KEYS)
     profiles = raw.get("profiles", {})
     prof = raw.get("profile", "quick")
@@ -124,15 +129,15 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
         raise ConfigError(f"{path}: profile {prof!r} is not defined; defined: {sorted(profiles)}")
     for name, p in profiles.items():
         _check_keys(f"profiles.{name}", p, _PROFILE_KEYS)
-        _build(TrainCfg, f"profiles.{name}.train", p.get("train", {}))
-        _build(EvalCfg, f"profiles.{name}.eval", p.get("eval", {}))
+        _build(TrainCfg, f"profiles.{name}.train", p.get("train", {}), path)
+        _build(EvalCfg, f"profiles.{name}.eval", p.get("eval", {}), path)
     for name, m in raw.get("models", {}).items():
         _check_keys(f"models.{name}", m or {}, _MODEL_KEYS)
-        _build(TrainCfg, f"models.{name}.train", (m or {}).get("train", {}))
-        _build(TrainCfg, f"models.{name}.own", (m or {}).get("own", {}))
-    _build(TrainCfg, "train", raw.get("train", {}))
-    _build(EvalCfg, "eval", raw.get("eval", {}))
-    _build(TrackingCfg, "tracking", raw.get("tracking", {}))
+        _build(TrainCfg, f"models.{name}.train", (m or {}).get("train", {}), path)
+        _build(TrainCfg, f"models.{name}.own", (m or {}).get("own", {}), path)
+    _build(TrainCfg, "train", raw.get("train", {}), path)
+    _build(EvalCfg, "eval", raw.get("eval", {}), path)
+    _build(TrackingCfg, "tracking", raw.get("tracking", {}), path)
     p = profiles[prof]
     if list(raw.get("run_datasets", [])) != list(p.get("datasets", [])):
         raise ConfigError(f"{path}: run_datasets {raw.get('run_datasets')} does not match profile {prof!r} "
@@ -176,6 +181,7 @@ class RunConfig:
 def resolve(model: str, dataset: str, params: dict | None = None, path: str | Path = PARAMS_FILE) -> RunConfig:
     """The resolved settings for training/evaluating ``model`` on ``dataset``."""
     raw = params if params is not None else load_params(path)
+    path = Path(path) if params is None else PARAMS_FILE
     models, datasets = raw.get("models", {}), raw.get("datasets", {})
     if model not in models:
         raise ConfigError(f"{PARAMS_FILE}: no models.{model} section; models: {sorted(models)}")
@@ -194,14 +200,19 @@ def resolve(model: str, dataset: str, params: dict | None = None, path: str | Pa
             own.pop("iters", None)
             own.pop("epochs", None)
         train.update(own)
-    tcfg = _build(TrainCfg, f"the resolved train settings of {model}-{dataset}", train)
+    tcfg = _build(TrainCfg, f"the resolved train settings of {model}-{dataset}", train, path)
     if (tcfg.iters is None) == (tcfg.epochs is None):
         raise ConfigError(f"{PARAMS_FILE}: set exactly one of train.iters / train.epochs for {model}-{dataset}")
-    ecfg = _build(EvalCfg, "eval", _merge(raw.get("eval"), prof.get("eval")))
+    ecfg = _build(EvalCfg, "eval", _merge(raw.get("eval"), prof.get("eval")), path)
     dcfg = _merge(datasets[dataset], (prof.get("dataset_overrides") or {}).get(dataset))
     return RunConfig(model=model, dataset=dataset, profile=prof_name, model_args=dict(m.get("args") or {}),
-                     train=tcfg, eval=ecfg, tracking=_build(TrackingCfg, "tracking", raw.get("tracking", {})),
+                     train=tcfg, eval=ecfg, tracking=_build(TrackingCfg, "tracking", raw.get("tracking", {}), path),
                      dataset_cfg=dcfg)
+
+
+def tracking_settings(path: str | Path = PARAMS_FILE) -> TrackingCfg:
+    """The ``tracking`` section of a (validated) params.yaml."""
+    return _build(TrackingCfg, "tracking", load_params(path).get("tracking"), path)
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

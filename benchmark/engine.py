@@ -9,10 +9,6 @@ need is its ``pad_multiple`` attribute, MSGNN's exemplar is an extra input the d
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import importlib.util
-import json
 import math
 import sys
 import time
@@ -23,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmark import io, metrics
+from benchmark import checkpoints, io, metrics
 from benchmark.config import EvalCfg, TrainCfg
 from benchmark.losses import build_loss, stage_outputs
 
@@ -82,99 +78,50 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
 
-LIBRARY_PACKAGES = ("benchmark", "baselines", "msgnn")
-
-
-def library_digest() -> str:
-    """sha256 over the Python sources of the suite's library packages (not of what happens to be
-    imported, which differs between processes): any edit to a model, the engine or the data code
-    changes it."""
-    h = hashlib.sha256()
-    for name in LIBRARY_PACKAGES:
-        spec = importlib.util.find_spec(name)
-        for folder in (spec.submodule_search_locations or []) if spec else []:
-            for path in sorted(Path(folder).rglob("*.py")):
-                h.update(f"{name}/{path.relative_to(folder).as_posix()}\0".encode())
-                h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def files_digest(pairs) -> str:
-    """Identity of the training files: name, size and modification time of every input and target
-    (cheap, and a regenerated or replaced file counts as changed)."""
-    h = hashlib.sha256()
-    for pair in pairs:
-        for path in (pair.input, pair.target):
-            if path is not None:
-                st = Path(path).stat()
-                h.update(f"{Path(path).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def run_fingerprint(cfg: TrainCfg, train_ds, run_id: dict | None = None) -> dict:
-    """What a ``last.pt`` must match to be resumed: the training settings, the caller's identity of the
-    run (model name and builder arguments), the library's code and the training files. Only an
-    interrupted run of the very same training continues; after an edit to a switch, the code or the
-    data, ``dvc repro`` (which reruns the stage) trains from scratch instead of finishing stale weights."""
-    d = dataclasses.asdict(cfg)
-    for k in ("log_every", "val_every", "ckpt_every", "val_images", "threads", "source"):
-        d.pop(k)  # bookkeeping that may change between a run and its resume
-    # through JSON so that tuples and lists, or dict order, never make two equal runs differ
-    ident = json.loads(json.dumps(run_id or {}, sort_keys=True, default=str))
-    return {"train": d, "run": ident, "code": library_digest(), "data": files_digest(train_ds.pairs)}
-
-
-def _mismatch(saved: dict | None, now: dict) -> str:
-    """'' when a checkpoint's fingerprint matches, else what differs, for the user."""
-    if not isinstance(saved, dict) or set(saved) != set(now):
-        return "written in an older checkpoint format"
-    changed = [{"train": "training settings", "run": "model or builder arguments", "code": "library code",
-                "data": "training files"}[k] for k in now if saved[k] != now[k]]
-    return f"written with other {', '.join(changed)}" if changed else ""
-
-
 def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, log: LogFn | None = None,
         validate: Callable[[torch.nn.Module], dict] | None = None, device: str | torch.device = "cpu",
         num_workers: int = 0, progress: bool = True, stop_after: int | None = None,
         run_id: dict | None = None) -> dict:
     """Train ``model`` on ``train_ds`` (a ``TrainPatches``); writes ``last.pt`` and ``train_log.csv``.
 
-    Resumes from ``out_dir/last.pt`` when it exists and belongs to the same run (``run_fingerprint``;
-    ``run_id`` names the model and its builder arguments). The log rows live in the checkpoint too,
-    so a resumed run's log is whole even if ``train_log.csv`` was removed meanwhile.
+    Resumes from ``out_dir/last.pt`` (or the kept-back ``last.prev.pt``) when it belongs to the same
+    run (``checkpoints.run_fingerprint``; ``run_id`` names the model and its builder arguments). The
+    log rows live in the checkpoint too, so a resumed run's log is whole even if ``train_log.csv`` was
+    removed meanwhile. The run folder is locked for the duration (``checkpoints.RunLock``).
     ``stop_after`` ends the process-local loop early (for tests of resumption); the run is then
     incomplete (``finished`` is False) and the caller should not save a final model.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    log = log or (lambda m, s: None)
+    with checkpoints.RunLock(out_dir):
+        return _fit(model, train_ds, cfg, out_dir, log or (lambda m, s: None), validate, torch.device(device),
+                    num_workers, progress, stop_after, run_id)
+
+
+def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, progress, stop_after, run_id):
     total = total_iters(cfg, len(train_ds.pairs))
     model.to(device).train()
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     loss_fn = make_loss(model, cfg)
-    start, fingerprint, rows = 0, run_fingerprint(cfg, train_ds, run_id), []
-    ckpt_path, log_path = out_dir / "last.pt", out_dir / "train_log.csv"
-    if ckpt_path.exists():
-        ck = io.load_torch(ckpt_path)
-        changed = _mismatch(ck.get("fingerprint"), fingerprint)
-        if not changed:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            scaler.load_state_dict(ck["scaler"])
-            io.set_rng_state(ck["rng"])
-            start, rows = ck["step"], list(ck["log"])
-            print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr)
-        else:
-            print(f"{ckpt_path}: {changed}; starting from scratch", file=sys.stderr)
+    start, fingerprint, rows = 0, checkpoints.run_fingerprint(cfg, train_ds, run_id), []
+    ckpt_path, log_path = out_dir / checkpoints.LAST, out_dir / "train_log.csv"
+    ck = checkpoints.load_state(out_dir, fingerprint)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        io.set_rng_state(ck["rng"])
+        start, rows = ck["step"], list(ck["log"])
+        print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr)
+    checkpoints.check_free_space(out_dir, model)
     train_ds.length = total * cfg.batch
     loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(start * cfg.batch, total * cfg.batch),
                         num_workers=num_workers, drop_last=True, persistent_workers=False)
     bar = _progress(total, start, enabled=progress, desc=out_dir.name)
-    step, t0, window = start, time.perf_counter(), []
+    step, t0, window, saved = start, time.perf_counter(), [], start
     for batch in loader:
         rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
         ex = batch.get("exemplar")
@@ -182,11 +129,17 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
             out = forward(model, rainy, ex.to(device) if ex is not None else None)
             loss = loss_fn(out, rainy, clean)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{out_dir.name}: loss became {loss.item()} at step {step}; "
-                                     "lower the learning rate or enable grad_clip")
+            bar.close()
+            io.write_csv(log_path, rows)
+            first = step - len(window) + 1  # the log window this step belongs to
+            kept = f"the last good checkpoint {ckpt_path} (step {saved}) is kept" if saved else \
+                "no checkpoint was written yet"
+            raise FloatingPointError(
+                f"{out_dir.name}: loss became {loss.item()} at step {step + 1} (log window of steps {first}-"
+                f"{step + 1}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
+        if cfg.grad_clip > 0:  # clip the global gradient norm (unscaled first when AMP scales the loss)
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(opt)
@@ -207,11 +160,12 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
             log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if step % cfg.ckpt_every == 0 or step == total:
-            io.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                                      "rng": io.rng_state(), "step": step, "fingerprint": fingerprint,
-                                      "log": rows})
+            checkpoints.save_state(out_dir, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(), "rng": io.rng_state(), "step": step, "fingerprint": fingerprint,
+                "log": rows})
             io.write_csv(log_path, rows)
+            saved = step
         if stop_after is not None and step >= stop_after and step < total:
             bar.close()
             return {"step": step, "total": total, "finished": False}

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from benchmark import io
-from benchmark.registry import build_model
+from benchmark import checkpoints
 
 DATA = Path("data")
 RUNS = Path("runs")
@@ -28,24 +25,9 @@ def eval_dir(model: str, dataset: str) -> Path:
     return RUNS / "eval" / f"{model}-{dataset}"
 
 
-def save_model(path: str | Path, name: str, args: dict, model: torch.nn.Module, **meta) -> None:
-    io.save_torch(path, {"format": io.CKPT_FORMAT, "model_name": name, "model_args": args,
-                         "state_dict": model.state_dict(), **meta})
-
-
-def load_model(path: str | Path, expect: str | None = None) -> torch.nn.Module:
-    """Rebuild the network recorded in a suite checkpoint and load its weights (strictly)."""
-    ck = io.load_torch(path)
-    if not isinstance(ck, dict) or ck.get("format") != io.CKPT_FORMAT:
-        raise ValueError(f"{path}: not an msgnn-bench checkpoint (for official weights use --official)")
-    if expect is not None and ck["model_name"] != expect:
-        raise ValueError(f"{path}: holds model {ck['model_name']!r}, not {expect!r}")
-    model = build_model(ck["model_name"], **ck["model_args"])
-    try:
-        model.load_state_dict(ck["state_dict"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit {ck['model_name']} {ck['model_args']}: {exc}") from exc
-    return model.eval()
+# model.pt lives in benchmark.checkpoints with the other checkpoint formats; these names stay for callers
+save_model = checkpoints.save_model
+load_model = checkpoints.load_model
 
 
 def load_official(name: str, path: str | Path) -> torch.nn.Module:

@@ -12,7 +12,7 @@ import sys
 import torch
 import yaml
 
-from benchmark import config, data, engine, io, metrics, runs, tracking
+from benchmark import checkpoints, config, data, engine, io, metrics, runs, tracking
 from benchmark.registry import build_model
 
 
@@ -37,6 +37,11 @@ def train(model_name: str, dataset: str, device: str = "cpu", params: dict | Non
         torch.set_num_threads(cfg.train.threads)
     out = runs.train_dir(model_name, dataset)
     out.mkdir(parents=True, exist_ok=True)
+    with checkpoints.RunLock(out):  # a second training of this folder refuses before writing anything
+        return _train(model_name, dataset, cfg, out, device, progress)
+
+
+def _train(model_name: str, dataset: str, cfg: config.RunConfig, out, device: str, progress: bool) -> dict:
     io.seed_everything(cfg.train.seed)  # model initialisation is part of the reproducible run
     model = build_model(model_name, **cfg.model_args)
     if getattr(model, "weightless", False):
@@ -44,16 +49,21 @@ def train(model_name: str, dataset: str, device: str = "cpu", params: dict | Non
     counts = metrics.count_params(model)
     train_ds = data.TrainPatches(runs.data_dir(dataset), cfg.train.patch, seed=cfg.train.seed,
                                  hflip=cfg.train.hflip, exemplar=bool(getattr(model, "needs_exemplar", False)))
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    io.write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{cfg.key}",
             "kind": "train"}
     flat = config.flatten(cfg.to_dict())
     flat.update({"params_total": counts["total"], "params_trainable": counts["trainable"]})
-    with tracking.run(cfg.tracking, f"train/{cfg.key}", flat, tags) as tr:
+    run_id = {"model": model_name, "args": cfg.model_args, "dataset": dataset}
+    # a resumed training continues its own MLflow run and sends the steps a killed process had buffered
+    ck = checkpoints.load_state(out, checkpoints.run_fingerprint(cfg.train, train_ds, run_id), quiet=True)
+    resume_rows = list(ck["log"]) if ck is not None else None
+    del ck
+    with tracking.run(cfg.tracking, f"train/{cfg.key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
         tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
                             validate=_validator(model_name, cfg, device), device=device, progress=progress,
-                            run_id={"model": model_name, "args": cfg.model_args, "dataset": dataset})
+                            run_id=run_id)
         runs.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
                         dataset=dataset, profile=cfg.profile)
         tr.log_artifact(out / "train_log.csv")
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         res = train(args.model, args.dataset, args.device)
-    except (config.ConfigError, data.DataError, KeyError, ValueError, FloatingPointError) as exc:
+    except (config.ConfigError, data.DataError, KeyError, ValueError, FloatingPointError, OSError) as exc:
         print(f"train {args.model}-{args.dataset}: error: {exc}", file=sys.stderr)
         return 1
     print(f"train {args.model}-{args.dataset}: {res['step']} steps, final loss {res.get('final_loss')}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import data, engine, io
+from benchmark import checkpoints, data, engine, io
 from benchmark.config import EvalCfg, TrainCfg
 from benchmark.registry import build_model
 
@@ -103,8 +103,8 @@ def test_changed_training_files_do_not_resume(synth_root, tmp_path, capsys):
 
 def test_changed_library_code_does_not_resume(synth_root, tmp_path, capsys, monkeypatch):
     _interrupted(synth_root, tmp_path)
-    digest = engine.library_digest()
-    monkeypatch.setattr(engine, "library_digest", lambda: "0" * len(digest))  # as after editing a model file
+    digest = checkpoints.library_digest()
+    monkeypatch.setattr(checkpoints, "library_digest", lambda: "0" * len(digest))  # as after editing a model file
     engine.fit(_model(), data.TrainPatches(synth_root, 24, seed=3), CFG, tmp_path, progress=False)
     assert "other library code" in _restarted(capsys)
 
@@ -116,7 +116,7 @@ def test_library_digest_covers_every_model_source(tmp_path):
 
     files = [p for pkg in (baselines, msgnn) for p in Path(pkg.__file__).parent.glob("*.py")]
     assert {"prenet.py", "model.py", "knn.py"} <= {p.name for p in files}
-    assert engine.library_digest() == engine.library_digest()
+    assert checkpoints.library_digest() == checkpoints.library_digest()
 
 
 def test_resumed_log_is_whole_without_the_csv(synth_root, tmp_path):
@@ -141,7 +141,7 @@ def test_non_finite_loss_is_a_clear_error(synth_root, tmp_path):
     model = _model()
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="loss became nan"):
+    with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
         engine.fit(model, data.TrainPatches(synth_root, 24, seed=3), CFG, tmp_path, progress=False)
 
 

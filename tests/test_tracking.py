@@ -1,0 +1,212 @@
+"""Tracking faults: MLflow unreachable, runs killed mid-training, a copied clone's artifacts."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import yaml
+
+from benchmark import cli, config, tracking
+from benchmark.config import TrackingCfg
+from pipelines import prepare, train
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="session")
+def empty_db(tmp_path_factory):
+    """One migrated MLflow SQLite database, copied per test (creating one costs seconds)."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    tracking.list_runs(TrackingCfg(uri=f"sqlite:///{path}", experiment="test"))
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, empty_db, tiny_params):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    tiny_params["tracking"]["uri"] = "sqlite:///mlflow.db"  # relative, as in the repository's params.yaml
+    prepare.prepare("rain-synth", tiny_params)
+    return tmp_path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _steps(runs, name):
+    r = [r for r in runs if r["name"] == name]
+    assert len(r) == 1, runs
+    return r[0]
+
+
+def _history(uri, run_id, key="train/loss"):
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking.store_uri(TrackingCfg(uri=uri))
+    return sorted(m.step for m in MlflowClient(tracking_uri=uri).get_metric_history(run_id, key))
+
+
+def test_a_server_that_does_not_answer_costs_seconds_not_minutes(tmp_path, capsys):
+    with socket.socket() as s:  # accepts connections (backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        cfg = TrackingCfg(uri=f"http://127.0.0.1:{s.getsockname()[1]}", experiment="x")
+        t = time.monotonic()
+        with tracking.run(cfg, "x", {"a": 1}, {}, run_dir=tmp_path) as tr:
+            tr.log({"m": 1.0}, 1)
+        assert time.monotonic() - t < tracking.PROBE_TIMEOUT_S + 3
+    assert tr.offline and capsys.readouterr().err.count("warning: tracking:") == 1
+    assert json.loads((tmp_path / tracking.RECORD).read_text())["synced"] is False
+
+
+def test_server_down_training_goes_on_and_sync_sends_later(workdir, tiny_params, capsys):
+    good = tiny_params["tracking"]["uri"]
+    tiny_params["tracking"]["uri"] = f"http://127.0.0.1:{_free_port()}"  # nobody listens there
+    res = train.train("prenet", "rain-synth", params=tiny_params, progress=False)
+    err = capsys.readouterr().err
+    assert res["finished"] and err.count("warning: tracking:") == 1 and "msgnn-bench tracking sync" in err
+    run_dir = workdir / "runs/train/prenet-rain-synth"
+    rec = json.loads((run_dir / tracking.RECORD).read_text())
+    assert rec["status"] == "FINISHED" and rec["synced"] is False
+    # the server is back (here: the SQLite store), and the user syncs
+    tiny_params["tracking"]["uri"] = good
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert cli.main(["tracking", "sync"]) == 0
+    assert "1 run folder(s) handled" in capsys.readouterr().out
+    cfg = config.resolve("prenet", "rain-synth", tiny_params).tracking
+    run = _steps(tracking.list_runs(cfg), "train/prenet-rain-synth")
+    assert run["status"] == "FINISHED" and run["params"]["train.batch"] == "2"
+    assert _history(good, run["run_id"]) == [1, 2, 3]
+    assert cli.main(["tracking", "sync"]) == 0  # nothing left to send: no second copy
+    assert _history(good, run["run_id"]) == [1, 2, 3]
+
+
+def test_store_failing_mid_run_warns_once_and_keeps_training(workdir, tiny_params, capsys, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    real = MlflowClient.log_batch
+
+    def broken(self, run_id, metrics=(), params=(), tags=()):
+        if metrics:
+            raise RuntimeError("database is locked")
+        return real(self, run_id, metrics=metrics, params=params, tags=tags)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", broken)
+    monkeypatch.setattr(tracking.MlflowTracker, "__init__", _small_flush(tracking.MlflowTracker.__init__))
+    res = train.train("prenet", "rain-synth", params=tiny_params, progress=False)
+    assert res["finished"] and capsys.readouterr().err.count("warning: tracking:") == 1
+    rec = json.loads((workdir / "runs/train/prenet-rain-synth" / tracking.RECORD).read_text())
+    assert rec["synced"] is False and rec["status"] == "FINISHED"
+
+
+def _small_flush(init):
+    def wrapped(self, *a, **k):
+        init(self, *a, **k)
+        self.flush_every = 1
+    return wrapped
+
+
+_KILLED_AT_STEP_5 = textwrap.dedent("""
+    import os, signal, sys, yaml
+    from benchmark import tracking
+    from pipelines import train
+    log = tracking.MlflowTracker.log
+    def log_then_die(self, metrics, step):
+        log(self, metrics, step)
+        if step == 5:  # metrics of steps 1-5 are still in the buffer: lost with the process
+            os.kill(os.getpid(), signal.SIGKILL)
+    tracking.MlflowTracker.log = log_then_die
+    train.train("prenet", "rain-synth", params=yaml.safe_load(open(sys.argv[1])), progress=False)
+""")
+
+
+def test_after_sigkill_the_resumed_training_continues_the_same_mlflow_run(workdir, tiny_params, capsys):
+    tiny_params["profiles"]["ci"]["train"].update({"iters": 8, "ckpt_every": 2, "log_every": 1})
+    tiny_params["models"]["prenet"]["args"] = {"stages": 2}
+    (workdir / "p.yaml").write_text(yaml.safe_dump(tiny_params))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_AT_STEP_5, "p.yaml"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    uri, cfg = "sqlite:///mlflow.db", config.resolve("prenet", "rain-synth", tiny_params).tracking
+    killed = _steps(tracking.list_runs(cfg), "train/prenet-rain-synth")
+    assert killed["status"] == "RUNNING" and _history(uri, killed["run_id"]) == []  # buffer lost
+    run_dir = workdir / "runs/train/prenet-rain-synth"
+    assert [r["step"] for r in csv.DictReader(open(run_dir / "train_log.csv"))] == ["1", "2", "3", "4"]
+
+    res = train.train("prenet", "rain-synth", params=tiny_params, progress=False)
+    assert res["finished"] and "resuming" in capsys.readouterr().err
+    runs = tracking.list_runs(cfg)
+    assert len(runs) == 1 and runs[0]["run_id"] == killed["run_id"] and runs[0]["status"] == "FINISHED"
+    assert _history(uri, killed["run_id"]) == list(range(1, 9))  # every step once, none missing
+    assert _history(uri, killed["run_id"], "train/lr") == list(range(1, 9))
+
+
+def test_sync_closes_a_killed_run_that_was_not_resumed(workdir, tiny_params, capsys):
+    cfg = dataclasses.replace(config.resolve("prenet", "rain-synth", tiny_params).tracking)
+    run_dir = workdir / "runs/train/prenet-rain-synth"
+    run_dir.mkdir(parents=True)
+    ctx = tracking.run(cfg, "train/prenet-rain-synth", {"a": 1}, {"model": "prenet"}, run_dir=run_dir)
+    tr = ctx.__enter__()  # the process dies here: the context is never left, the buffer never sent
+    tr.log({"train/loss": 0.5}, 1)
+    (run_dir / "train_log.csv").write_text("step,loss,lr\n1,0.5,0.001\n2,0.25,0.001\n")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert cli.main(["tracking", "sync"]) == 0
+    out = capsys.readouterr().out
+    assert "4 metric values sent" in out and "(KILLED)" in out
+    run = _steps(tracking.list_runs(cfg), "train/prenet-rain-synth")
+    assert run["run_id"] == tr.run_id and run["status"] == "KILLED"
+    assert _history(cfg.uri, tr.run_id) == [1, 2]
+
+
+def test_a_copied_clone_writes_artifacts_into_its_own_mlruns(tmp_path, monkeypatch, empty_db):
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    first.mkdir()
+    shutil.copy(empty_db, first / "mlflow.db")
+    cfg = TrackingCfg(uri="sqlite:///mlflow.db", experiment="clone")
+    monkeypatch.chdir(first)
+    (first / "a.txt").write_text("first")
+    with tracking.run(cfg, "one", {}, {}) as tr:
+        tr.log_artifact(first / "a.txt")
+    assert len(list((first / "mlruns").rglob("a.txt"))) == 1
+    shutil.copytree(first, copy)  # the repository is copied (or moved) elsewhere, mlflow.db with it
+    monkeypatch.chdir(copy)
+    (copy / "a.txt").write_text("copy")
+    with tracking.run(cfg, "two", {}, {}) as tr2:
+        tr2.log_artifact(copy / "a.txt")
+    landed = list((copy / "mlruns").rglob("a.txt"))
+    assert len(list((first / "mlruns").rglob("a.txt"))) == 1  # nothing written into the first clone
+    assert len(landed) == 2 and any(tr2.run_id in p.as_posix() and p.read_text() == "copy" for p in landed)
+
+
+def test_a_locked_sqlite_store_costs_seconds_and_one_warning(tmp_path, empty_db, capsys):
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    shutil.copy(empty_db, db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the database: every write waits, then fails
+    try:
+        cfg = TrackingCfg(uri=f"sqlite:///{db}", experiment="test")
+        t = time.monotonic()
+        with tracking.run(cfg, "x", {"a": 1}, {}, run_dir=tmp_path) as tr:
+            tr.log({"m": 1.0}, 1)
+        took = time.monotonic() - t
+    finally:
+        holder.rollback()
+        holder.close()
+    assert tr.offline and capsys.readouterr().err.count("warning: tracking:") == 1
+    assert took < 15, took  # SQLite's busy timeout (5 s), not MLflow's minutes of retries
