@@ -73,9 +73,10 @@ def make_loss(model: torch.nn.Module, cfg: TrainCfg) -> Callable:
     return lambda out, rainy, clean: crit(out, clean)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+def _autocast(device: torch.device, amp: str):
+    """``train.amp``: off | bf16 (no loss scaling needed: bf16 has fp32's exponent range) | fp16."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, torch.float32)
+    return torch.autocast(device.type, dtype=dtype, enabled=amp != "off")
 
 
 def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, log: LogFn | None = None,
@@ -103,7 +104,11 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
     model.to(device).train()
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+    if cfg.batch % cfg.accumulate:
+        raise ValueError(f"train.batch {cfg.batch} is not a multiple of train.accumulate {cfg.accumulate}")
+    micro = cfg.batch // cfg.accumulate
     loss_fn = make_loss(model, cfg)
     start, fingerprint, rows = 0, checkpoints.run_fingerprint(cfg, train_ds, run_id), []
     ckpt_path, log_path = out_dir / checkpoints.LAST, out_dir / "train_log.csv"
@@ -118,27 +123,32 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
         print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr)
     checkpoints.check_free_space(out_dir, model)
     train_ds.length = total * cfg.batch
-    loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(start * cfg.batch, total * cfg.batch),
-                        num_workers=num_workers, drop_last=True, persistent_workers=False)
+    # micro-batches of the same index stream: accumulate=2 sees exactly the samples of one full batch
+    workers = num_workers or cfg.workers
+    loader = DataLoader(train_ds, batch_size=micro, sampler=range(start * cfg.batch, total * cfg.batch),
+                        num_workers=workers, drop_last=True, pin_memory=cfg.pin_memory and device.type == "cuda",
+                        persistent_workers=cfg.persistent_workers and workers > 0)
     bar = _progress(total, start, enabled=progress, desc=out_dir.name)
-    step, t0, window, saved = start, time.perf_counter(), [], start
-    for batch in loader:
-        rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
-        ex = batch.get("exemplar")
-        with _autocast(device, cfg.amp):
-            out = forward(model, rainy, ex.to(device) if ex is not None else None)
-            loss = loss_fn(out, rainy, clean)
-        if not torch.isfinite(loss):
-            bar.close()
-            io.write_csv(log_path, rows)
-            first = step - len(window) + 1  # the log window this step belongs to
-            kept = f"the last good checkpoint {ckpt_path} (step {saved}) is kept" if saved else \
-                "no checkpoint was written yet"
-            raise FloatingPointError(
-                f"{out_dir.name}: loss became {loss.item()} at step {step + 1} (log window of steps {first}-"
-                f"{step + 1}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
+    step, t0, n_window, saved = start, time.perf_counter(), 0, start
+    # the loss stays on the device between log points (no host sync per step); the first non-finite
+    # step and its loss are kept there too, so the error still names them
+    loss_sum, bad_step, bad_loss = (torch.zeros((), device=device) for _ in range(3))
+    batches = iter(loader)
+    while step < total:
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        step_loss = torch.zeros((), device=device)
+        for _ in range(cfg.accumulate):
+            batch = next(batches)
+            rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
+            ex = batch.get("exemplar")
+            with _autocast(device, cfg.amp):
+                out = forward(model, rainy, ex.to(device) if ex is not None else None)
+                loss = loss_fn(out, rainy, clean) / cfg.accumulate  # mean over the full batch
+            scaler.scale(loss).backward()
+            step_loss += loss.detach().float()
+        new_bad = (~torch.isfinite(step_loss)) & (bad_step == 0)
+        bad_step = torch.where(new_bad, torch.full_like(bad_step, step + 1), bad_step)
+        bad_loss = torch.where(new_bad, step_loss, bad_loss)
         if cfg.grad_clip > 0:  # clip the global gradient norm (unscaled first when AMP scales the loss)
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -146,12 +156,24 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
         scaler.update()
         sched.step()
         step += 1
-        window.append(loss.item())
+        n_window += 1
+        loss_sum += step_loss
         bar.update(1)
+        if step % cfg.log_every == 0 or step % cfg.ckpt_every == 0 or step == total:
+            if bad_step.item():  # one sync per log/checkpoint point, before anything is written
+                bar.close()
+                io.write_csv(log_path, rows)
+                bad, first = int(bad_step.item()), step - n_window + 1
+                kept = f"the last good checkpoint {ckpt_path} (step {saved}) is kept" if saved else \
+                    "no checkpoint was written yet"
+                raise FloatingPointError(
+                    f"{out_dir.name}: loss became {bad_loss.item()} at step {bad} (log window of steps {first}-"
+                    f"{step}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
         if step % cfg.log_every == 0 or step == total:
-            row = {"step": step, "loss": sum(window) / len(window), "lr": opt.param_groups[0]["lr"],
-                   "sec_per_step": (time.perf_counter() - t0) / len(window)}
-            window, t0 = [], time.perf_counter()
+            row = {"step": step, "loss": loss_sum.item() / n_window, "lr": opt.param_groups[0]["lr"],
+                   "sec_per_step": (time.perf_counter() - t0) / n_window}
+            loss_sum.zero_()
+            n_window, t0 = 0, time.perf_counter()
             if validate is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == total):
                 model.eval()
                 row.update({f"val_{k}": v for k, v in validate(model).items()})
