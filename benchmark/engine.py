@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmark import checkpoints, io, metrics
+import contextlib
+
+from benchmark import distributed, checkpoints, io, metrics
 from benchmark.config import EvalCfg, TrainCfg
 from benchmark.losses import build_loss, stage_outputs
 
@@ -56,7 +58,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainCfg) -> torch.optim.Optimi
 
 def forward(model: torch.nn.Module, x: torch.Tensor, exemplar: torch.Tensor | None = None):
     """Call a model with its exemplar when it takes one (MSGNN), plainly otherwise."""
-    if getattr(model, "needs_exemplar", False):
+    if getattr(getattr(model, "module", model), "needs_exemplar", False):  # model or its DDP wrapper
         if exemplar is None:
             raise ValueError(f"{type(model).__name__} needs an exemplar image but none was given")
         return model(x, exemplar=exemplar)
@@ -94,7 +96,8 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with checkpoints.RunLock(out_dir):
+    lock = checkpoints.RunLock(out_dir) if distributed.is_main() else contextlib.nullcontext()
+    with lock:  # under torchrun only rank 0 writes into the run folder
         return _fit(model, train_ds, cfg, out_dir, log or (lambda m, s: None), validate, torch.device(device),
                     num_workers, progress, stop_after, run_id)
 
@@ -109,6 +112,11 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
     if cfg.batch % cfg.accumulate:
         raise ValueError(f"train.batch {cfg.batch} is not a multiple of train.accumulate {cfg.accumulate}")
     micro = cfg.batch // cfg.accumulate
+    rank, size = distributed.world()
+    main = rank == 0
+    net = model
+    if size > 1:  # modules built but never run (official counts) need unused-parameter detection
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     loss_fn = make_loss(model, cfg)
     start, fingerprint, rows = 0, checkpoints.run_fingerprint(cfg, train_ds, run_id), []
     ckpt_path, log_path = out_dir / checkpoints.LAST, out_dir / "train_log.csv"
@@ -125,10 +133,11 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
     train_ds.length = total * cfg.batch
     # micro-batches of the same index stream: accumulate=2 sees exactly the samples of one full batch
     workers = num_workers or cfg.workers
-    loader = DataLoader(train_ds, batch_size=micro, sampler=range(start * cfg.batch, total * cfg.batch),
+    loader = DataLoader(train_ds, batch_size=micro // size,
+                        sampler=distributed.rank_indices(start, total, cfg.batch, cfg.accumulate, rank, size),
                         num_workers=workers, drop_last=True, pin_memory=cfg.pin_memory and device.type == "cuda",
                         persistent_workers=cfg.persistent_workers and workers > 0)
-    bar = _progress(total, start, enabled=progress, desc=out_dir.name)
+    bar = _progress(total, start, enabled=progress and main, desc=out_dir.name)
     step, t0, n_window, saved = start, time.perf_counter(), 0, start
     # the loss stays on the device between log points (no host sync per step); the first non-finite
     # step and its loss are kept there too, so the error still names them
@@ -142,7 +151,7 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
             rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
             ex = batch.get("exemplar")
             with _autocast(device, cfg.amp):
-                out = forward(model, rainy, ex.to(device) if ex is not None else None)
+                out = forward(net, rainy, ex.to(device) if ex is not None else None)
                 loss = loss_fn(out, rainy, clean) / cfg.accumulate  # mean over the full batch
             scaler.scale(loss).backward()
             step_loss += loss.detach().float()
@@ -160,9 +169,10 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
         loss_sum += step_loss
         bar.update(1)
         if step % cfg.log_every == 0 or step % cfg.ckpt_every == 0 or step == total:
-            if bad_step.item():  # one sync per log/checkpoint point, before anything is written
+            if distributed.all_max(bad_step).item():  # one sync per log/checkpoint point, before any write
                 bar.close()
-                io.write_csv(log_path, rows)
+                if main:
+                    io.write_csv(log_path, rows)
                 bad, first = int(bad_step.item()), step - n_window + 1
                 kept = f"the last good checkpoint {ckpt_path} (step {saved}) is kept" if saved else \
                     "no checkpoint was written yet"
@@ -170,18 +180,19 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
                     f"{out_dir.name}: loss became {bad_loss.item()} at step {bad} (log window of steps {first}-"
                     f"{step}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
         if step % cfg.log_every == 0 or step == total:
-            row = {"step": step, "loss": loss_sum.item() / n_window, "lr": opt.param_groups[0]["lr"],
+            row = {"step": step, "loss": distributed.all_mean(loss_sum).item() / n_window, "lr": opt.param_groups[0]["lr"],
                    "sec_per_step": (time.perf_counter() - t0) / n_window}
             loss_sum.zero_()
             n_window, t0 = 0, time.perf_counter()
-            if validate is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == total):
+            if main and validate is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == total):
                 model.eval()
                 row.update({f"val_{k}": v for k, v in validate(model).items()})
                 model.train()
             rows.append(row)
-            log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
+            if main:
+                log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if step % cfg.ckpt_every == 0 or step == total:
+        if main and (step % cfg.ckpt_every == 0 or step == total):
             checkpoints.save_state(out_dir, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(), "rng": io.rng_state(), "step": step, "fingerprint": fingerprint,
@@ -192,7 +203,8 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
             bar.close()
             return {"step": step, "total": total, "finished": False}
     bar.close()
-    io.write_csv(log_path, rows)
+    if main:
+        io.write_csv(log_path, rows)
     return {"step": step, "total": total, "finished": True, "final_loss": rows[-1]["loss"] if rows else None}
 
 

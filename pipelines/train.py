@@ -7,12 +7,13 @@ engine on ``data/<dataset>/train`` and writes ``runs/train/<model>-<dataset>/`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import torch
 import yaml
 
-from benchmark import checkpoints, config, data, engine, io, metrics, runs, tracking
+from benchmark import checkpoints, distributed, config, data, engine, io, metrics, runs, tracking
 from benchmark.registry import build_model
 
 
@@ -37,6 +38,9 @@ def train(model_name: str, dataset: str, device: str = "cpu", params: dict | Non
         torch.set_num_threads(cfg.train.threads)
     out = runs.train_dir(model_name, dataset)
     out.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():  # torchrun: ranks > 0 train in lockstep and write nothing
+        cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False))
+        return _train(model_name, dataset, cfg, out, device, False)
     with checkpoints.RunLock(out):  # a second training of this folder refuses before writing anything
         return _train(model_name, dataset, cfg, out, device, progress)
 
@@ -49,7 +53,8 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, out, device: st
     counts = metrics.count_params(model)
     train_ds = data.TrainPatches(runs.data_dir(dataset), cfg.train.patch, seed=cfg.train.seed,
                                  hflip=cfg.train.hflip, exemplar=bool(getattr(model, "needs_exemplar", False)))
-    io.write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if distributed.is_main():
+        io.write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{cfg.key}",
             "kind": "train"}
     flat = config.flatten(cfg.to_dict())
@@ -60,10 +65,13 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, out, device: st
     resume_rows = list(ck["log"]) if ck is not None else None
     del ck
     with tracking.run(cfg.tracking, f"train/{cfg.key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
-        tr.log_artifact(out / "config.yaml")
+        if distributed.is_main():
+            tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
                             validate=_validator(model_name, cfg, device), device=device, progress=progress,
                             run_id=run_id)
+        if not distributed.is_main():
+            return result
         runs.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
                         dataset=dataset, profile=cfg.profile)
         tr.log_artifact(out / "train_log.csv")
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     try:
-        res = train(args.model, args.dataset, args.device)
+        res = train(args.model, args.dataset, distributed.setup(args.device))
     except (config.ConfigError, data.DataError, KeyError, ValueError, FloatingPointError, OSError) as exc:
         print(f"train {args.model}-{args.dataset}: error: {exc}", file=sys.stderr)
         return 1
