@@ -180,7 +180,8 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
                     f"{out_dir.name}: loss became {bad_loss.item()} at step {bad} (log window of steps {first}-"
                     f"{step}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
         if step % cfg.log_every == 0 or step == total:
-            row = {"step": step, "loss": distributed.all_mean(loss_sum).item() / n_window, "lr": opt.param_groups[0]["lr"],
+            mean_loss = distributed.all_mean(loss_sum).item() / n_window
+            row = {"step": step, "loss": mean_loss, "lr": opt.param_groups[0]["lr"],
                    "sec_per_step": (time.perf_counter() - t0) / n_window}
             loss_sum.zero_()
             n_window, t0 = 0, time.perf_counter()

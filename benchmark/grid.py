@@ -90,7 +90,8 @@ def run_grid(root: Path, jobs: list[Job], devices: list[str], log=print) -> int:
         logf = root / ".dvc" / "tmp" / "grid" / f"{job.name.replace('@', '_')}.log"
         logf.parent.mkdir(parents=True, exist_ok=True)
         with open(logf, "w") as fh:
-            return subprocess.run(job.cmd, shell=True, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+            proc = subprocess.run(job.cmd, shell=True, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            return proc.returncode
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         while pending or running:
@@ -111,7 +112,8 @@ def run_grid(root: Path, jobs: list[Job], devices: list[str], log=print) -> int:
                 (done.add if rc == 0 else failed.append)(job.name)
     if done:
         # record the results: dvc.lock gets the hashes of what ran, outputs go to the cache
-        subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *sorted(done)], cwd=root, check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *sorted(done)],
+                       cwd=root, check=True)
     if failed or pending:
         log(f"grid: failed {failed}; not started {sorted(pending)}; logs in .dvc/tmp/grid/")
         return 1
@@ -120,7 +122,8 @@ def run_grid(root: Path, jobs: list[Job], devices: list[str], log=print) -> int:
 
 def grid_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="msgnn-bench grid", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("targets", nargs="+", help="DVC stage names or globs, e.g. 'train@prenet-*' 'evaluate*'")
     p.add_argument("--devices", default="", help="comma-separated CUDA device ids, one worker each; 'cpu' for a "
                    "CPU worker (repeatable: cpu,cpu). Default: all visible GPUs, else one CPU worker")
