@@ -109,7 +109,8 @@ def run_fingerprint(cfg, train_ds, run_id: dict | None = None) -> dict:
     interrupted run of the very same training continues; after an edit to a switch, the code or the
     data, ``dvc repro`` (which reruns the stage) trains from scratch instead of finishing stale weights."""
     d = dataclasses.asdict(cfg)
-    for k in ("log_every", "val_every", "ckpt_every", "val_images", "threads", "source"):
+    for k in ("log_every", "val_every", "ckpt_every", "val_images", "threads", "source", "workers", "pin_memory",
+              "persistent_workers"):
         d.pop(k, None)  # bookkeeping that may change between a run and its resume
     # through JSON so that tuples and lists, or dict order, never make two equal runs differ
     d = json.loads(json.dumps(d, sort_keys=True, default=str))

@@ -12,9 +12,8 @@ import re
 import sys
 from pathlib import Path
 
-from benchmark import contract, datasets
+from benchmark import contract
 from benchmark.datasets.images import MAX_PIXELS
-from benchmark.datasets.transfer import say
 
 
 class _OfficialHelp(str):
@@ -31,6 +30,12 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNo
 
 
 def _load(args) -> "torch.nn.Module":  # noqa: F821
+    from benchmark import tiling
+
+    return tiling.maybe_tiled(_load_model(args), args.tile, args.tile_overlap)
+
+
+def _load_model(args) -> "torch.nn.Module":  # noqa: F821
     from benchmark import runs
     from benchmark.registry import build_model
 
@@ -226,7 +231,15 @@ def cmd_perf(args) -> int:
 
 
 def cmd_datasets(args) -> int:
+    from benchmark.cli_datasets import datasets_main
+
     return datasets_main(args.rest)
+
+
+def cmd_grid(args) -> int:
+    from benchmark import grid
+
+    return grid.grid_main(args.rest)
 
 
 def cmd_check_metrics(args) -> int:
@@ -279,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
                        help=f"refuse images with more than N pixels, checked from the header before any "
                             f"work (default {MAX_PIXELS} = 4096x4096)")
+        p.add_argument("--tile", type=int, default=None, metavar="SIZE",
+                       help="tiled inference: core tiles of SIZE px (large images on a small GPU)")
+        p.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
+                       help="context pixels on each side of a tile (exact for local models when >= their "
+                            "receptive radius; see benchmark/tiling.py)")
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder in any supported paired layout")
             p.add_argument("--quantise", choices=["round", "truncate"], default="round",
@@ -321,86 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tracking)
     for name, fn, hlp in (("perf", cmd_perf, "speed/memory table (see `msgnn-bench perf -h`)"),
                           ("datasets", cmd_datasets, "list | download | verify | path (see `datasets -h`)"),
-                          ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)")):
+                          ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)"),
+                          ("grid", cmd_grid, "run DVC stages in parallel, one per device (see `grid -h`)")):
         p = sub.add_parser(name, help=hlp, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=fn)
     return ap
 
 
-# ---------------------------------------------------------------- msgnn-bench datasets
-
-def _datasets_list(args: argparse.Namespace) -> int:
-    reg = datasets.load_registry(args.registry)
-    print(f"{'key':<11}{'source':<10}{'splits':<28}{'present':<9}title")
-    for key, s in reg.items():
-        splits = ", ".join(f"{n} {sp.count if sp.count is not None else '?'}{'*' if sp.optional else ''}"
-                           for n, sp in s.splits.items())
-        present = "yes" if all(datasets.split_ready(Path(args.root) / key / n, sp) for n, sp in s.splits.items()
-                               if not sp.optional) else "no"
-        print(f"{key:<11}{s.source:<10}{splits:<28}{present:<9}{s.title}")
-    print("(* optional split; source 'manual' = needs a manual step, see `datasets download NAME`)")
-    return 0
-
-
-def _datasets_download(args: argparse.Namespace) -> int:
-    datasets.download(args.name, args.root, source=args.source, splits=args.split, registry=args.registry,
-                      force=args.force)
-    return 0
-
-
-def _datasets_verify(args: argparse.Namespace) -> int:
-    counts = datasets.verify(args.name, args.root, args.registry)
-    print(f"{args.name}: OK ({', '.join(f'{k} {v}' for k, v in counts.items())})")
-    return 0
-
-
-def _datasets_path(args: argparse.Namespace) -> int:
-    path = datasets.dataset_path(args.name, args.root, args.registry)
-    if not path.is_dir():
-        raise datasets.DatasetError(f"dataset {args.name!r} is not in {path}; "
-                                    f"run `msgnn-bench datasets download {args.name}`")
-    print(path.resolve())
-    return 0
-
-
-def datasets_parser(prog: str = "msgnn-bench datasets") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Obtain, normalise and check deraining datasets.")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default="data", help="data folder (default: data)")
-    common.add_argument("--registry", default=None,
-                        help="dataset registry yaml (default: benchmark/datasets/datasets.yaml)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    listing = sub.add_parser("list", parents=[common], help="list datasets and whether they are present")
-    listing.set_defaults(fn=_datasets_list)
-    p = sub.add_parser("download", parents=[common], help="download (or take --from), check and normalise")
-    p.add_argument("name")
-    p.add_argument("--from", dest="source", default=None, help="a manually obtained archive or extracted folder")
-    p.add_argument("--split", action="append", choices=datasets.SPLITS, help="only this split (repeatable)")
-    p.add_argument("--force", action="store_true", help="rebuild even if already present")
-    p.set_defaults(fn=_datasets_download)
-    for name, fn, text in (("verify", _datasets_verify, "re-check pairs, sizes, checksums and counts"),
-                           ("path", _datasets_path, "print the dataset's folder")):
-        q = sub.add_parser(name, parents=[common], help=text)
-        q.add_argument("name")
-        q.set_defaults(fn=fn)
-    return parser
-
-
-def datasets_main(argv: list[str] | None = None) -> int:
-    """CLI entry: 0 ok, 1 error, 2 usage error, 3 manual download step needed."""
-    args = datasets_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except datasets.ManualDownloadRequired as exc:
-        say(f"error: {exc}")
-        return 3
-    except (datasets.DatasetError, datasets.DataError) as exc:
-        say(f"error: {exc}")
-        return 1
-
-
-PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "check-metrics": cmd_check_metrics}
+PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "check-metrics": cmd_check_metrics, "grid": cmd_grid}
 
 
 def main(argv: list[str] | None = None) -> int:

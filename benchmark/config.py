@@ -54,7 +54,12 @@ class TrainCfg:
     stage_reduction: str = "last"  # last | sum
     recipe: str = "shared"  # shared | own
     hflip: bool = False
-    amp: bool = False
+    amp: str = "off"  # off | bf16 (autocast, no scaler) | fp16 (autocast + GradScaler)
+    tf32: bool = False  # TF32 matmul/conv math on Ampere+ GPUs (off: true fp32, the reference)
+    accumulate: int = 1  # micro-batches per optimiser step: batch/accumulate samples each, same samples
+    workers: int = 0  # DataLoader worker processes (0: decode in the training process)
+    pin_memory: bool = False  # page-locked host batches (faster copies to a GPU)
+    persistent_workers: bool = False  # keep workers alive between loader passes
     grad_clip: float = 0.0
     seed: int = 0
     log_every: int = 10

@@ -47,6 +47,8 @@ RANGES: dict[tuple[str, str], _Range] = {
     ("TrainCfg", "seed"): _Range(0, 2**63 - 1), ("TrainCfg", "log_every"): _AT_LEAST_1,
     ("TrainCfg", "val_every"): _NONNEG, ("TrainCfg", "val_images"): _AT_LEAST_1,
     ("TrainCfg", "ckpt_every"): _AT_LEAST_1, ("TrainCfg", "threads"): _NONNEG,
+    ("TrainCfg", "amp"): _Range(choices=("off", "bf16", "fp16")), ("TrainCfg", "accumulate"): _AT_LEAST_1,
+    ("TrainCfg", "workers"): _NONNEG,
     ("EvalCfg", "quantise"): _Range(choices=("round", "truncate")), ("EvalCfg", "crop_border"): _NONNEG,
     ("EvalCfg", "y_mode"): _Range(choices=("uint8", "float")), ("EvalCfg", "save_images"): _NONNEG,
     ("EvalCfg", "exemplar"): _Range(choices=("train", "test")),

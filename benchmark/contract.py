@@ -38,20 +38,25 @@ class DerainModel(Protocol):
     def own_loss(self, outputs: Any, rainy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor: ...
 
 
+def _inner(model: torch.nn.Module) -> torch.nn.Module:
+    # a DistributedDataParallel wrapper carries the model's members on ``.module``
+    return getattr(model, "module", model)
+
+
 def needs_exemplar(model: torch.nn.Module) -> bool:
-    return bool(getattr(model, "needs_exemplar", False))
+    return bool(getattr(_inner(model), "needs_exemplar", False))
 
 
 def pad_multiple(model: torch.nn.Module) -> int:
-    return int(getattr(model, "pad_multiple", 1))
+    return int(getattr(_inner(model), "pad_multiple", 1))
 
 
 def weightless(model: torch.nn.Module) -> bool:
-    return bool(getattr(model, "weightless", False))
+    return bool(getattr(_inner(model), "weightless", False))
 
 
 def has_own_loss(model: torch.nn.Module) -> bool:
-    return callable(getattr(model, "own_loss", None))
+    return callable(getattr(_inner(model), "own_loss", None))
 
 
 def call(model: torch.nn.Module, x: torch.Tensor, exemplar: torch.Tensor | None = None) -> Any:

@@ -9,6 +9,7 @@ need is its ``pad_multiple`` attribute, MSGNN's exemplar is an extra input the d
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmark import checkpoints, contract, data, io, metrics, protocols
+from benchmark import checkpoints, contract, data, distributed, io, metrics, protocols
 from benchmark.config import EvalCfg, TrainCfg
 from benchmark.losses import build_loss, stage_outputs
 
@@ -70,7 +71,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainCfg) -> torch.optim.Optimi
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw")
 
 
-forward = contract.call  # the one model call (exemplar or not), kept under the engine's old name
+forward = contract.call  # the one model call (exemplar or not; DDP wrappers unwrapped), kept under the engine's old name
 
 
 def make_loss(model: torch.nn.Module, cfg: TrainCfg) -> Callable:
@@ -83,9 +84,10 @@ def make_loss(model: torch.nn.Module, cfg: TrainCfg) -> Callable:
     return lambda out, rainy, clean: crit(out, clean)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+def _autocast(device: torch.device, amp: str):
+    """``train.amp``: off | bf16 (no loss scaling needed: bf16 has fp32's exponent range) | fp16."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, torch.float32)
+    return torch.autocast(device.type, dtype=dtype, enabled=amp != "off")
 
 
 def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, log: LogFn | None = None,
@@ -103,7 +105,8 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with checkpoints.RunLock(out_dir):
+    lock = checkpoints.RunLock(out_dir) if distributed.is_main() else contextlib.nullcontext()
+    with lock:  # under torchrun only rank 0 writes into the run folder
         return _fit(model, train_ds, cfg, out_dir, log or (lambda m, s: None), validate, torch.device(device),
                     num_workers, progress, stop_after, run_id)
 
@@ -113,7 +116,16 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
     model.to(device).train()
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+    if cfg.batch % cfg.accumulate:
+        raise ValueError(f"train.batch {cfg.batch} is not a multiple of train.accumulate {cfg.accumulate}")
+    micro = cfg.batch // cfg.accumulate
+    rank, size = distributed.world()
+    main = rank == 0
+    net = model
+    if size > 1:  # modules built but never run (official counts) need unused-parameter detection
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     loss_fn = make_loss(model, cfg)
     start, fingerprint, rows = 0, checkpoints.run_fingerprint(cfg, train_ds, run_id), []
     ckpt_path, log_path = out_dir / checkpoints.LAST, out_dir / "train_log.csv"
@@ -128,27 +140,33 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
         print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr)
     checkpoints.check_free_space(out_dir, model)
     train_ds.length = total * cfg.batch
-    loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(start * cfg.batch, total * cfg.batch),
-                        num_workers=num_workers, drop_last=True, persistent_workers=False)
-    bar = _progress(total, start, enabled=progress, desc=out_dir.name)
-    step, t0, window, saved = start, time.perf_counter(), [], start
-    for batch in loader:
-        rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
-        ex = batch.get("exemplar")
-        with _autocast(device, cfg.amp):
-            out = forward(model, rainy, ex.to(device) if ex is not None else None)
-            loss = loss_fn(out, rainy, clean)
-        if not torch.isfinite(loss):
-            bar.close()
-            io.write_csv(log_path, rows)
-            first = step - len(window) + 1  # the log window this step belongs to
-            kept = f"the last good checkpoint {ckpt_path} (step {saved}) is kept" if saved else \
-                "no checkpoint was written yet"
-            raise FloatingPointError(
-                f"{out_dir.name}: loss became {loss.item()} at step {step + 1} (log window of steps {first}-"
-                f"{step + 1}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
+    # micro-batches of the same index stream: accumulate=2 sees exactly the samples of one full batch
+    workers = num_workers or cfg.workers
+    loader = DataLoader(train_ds, batch_size=micro // size,
+                        sampler=distributed.rank_indices(start, total, cfg.batch, cfg.accumulate, rank, size),
+                        num_workers=workers, drop_last=True, pin_memory=cfg.pin_memory and device.type == "cuda",
+                        persistent_workers=cfg.persistent_workers and workers > 0)
+    bar = _progress(total, start, enabled=progress and main, desc=out_dir.name)
+    step, t0, n_window, saved = start, time.perf_counter(), 0, start
+    # the loss stays on the device between log points (no host sync per step); the first non-finite
+    # step and its loss are kept there too, so the error still names them
+    loss_sum, bad_step, bad_loss = (torch.zeros((), device=device) for _ in range(3))
+    batches = iter(loader)
+    while step < total:
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        step_loss = torch.zeros((), device=device)
+        for _ in range(cfg.accumulate):
+            batch = next(batches)
+            rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
+            ex = batch.get("exemplar")
+            with _autocast(device, cfg.amp):
+                out = forward(net, rainy, ex.to(device) if ex is not None else None)
+                loss = loss_fn(out, rainy, clean) / cfg.accumulate  # mean over the full batch
+            scaler.scale(loss).backward()
+            step_loss += loss.detach().float()
+        new_bad = (~torch.isfinite(step_loss)) & (bad_step == 0)
+        bad_step = torch.where(new_bad, torch.full_like(bad_step, step + 1), bad_step)
+        bad_loss = torch.where(new_bad, step_loss, bad_loss)
         if cfg.grad_clip > 0:  # clip the global gradient norm (unscaled first when AMP scales the loss)
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -156,20 +174,35 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
         scaler.update()
         sched.step()
         step += 1
-        window.append(loss.item())
+        n_window += 1
+        loss_sum += step_loss
         bar.update(1)
+        if step % cfg.log_every == 0 or step % cfg.ckpt_every == 0 or step == total:
+            if distributed.all_max(bad_step).item():  # one sync per log/checkpoint point, before any write
+                bar.close()
+                if main:
+                    io.write_csv(log_path, rows)
+                bad, first = int(bad_step.item()), step - n_window + 1
+                kept = f"the last good checkpoint {ckpt_path} (step {saved}) is kept" if saved else \
+                    "no checkpoint was written yet"
+                raise FloatingPointError(
+                    f"{out_dir.name}: loss became {bad_loss.item()} at step {bad} (log window of steps {first}-"
+                    f"{step}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
         if step % cfg.log_every == 0 or step == total:
-            row = {"step": step, "loss": sum(window) / len(window), "lr": opt.param_groups[0]["lr"],
-                   "sec_per_step": (time.perf_counter() - t0) / len(window)}
-            window, t0 = [], time.perf_counter()
-            if validate is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == total):
+            mean_loss = distributed.all_mean(loss_sum).item() / n_window
+            row = {"step": step, "loss": mean_loss, "lr": opt.param_groups[0]["lr"],
+                   "sec_per_step": (time.perf_counter() - t0) / n_window}
+            loss_sum.zero_()
+            n_window, t0 = 0, time.perf_counter()
+            if main and validate is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == total):
                 model.eval()
                 row.update({f"val_{k}": v for k, v in validate(model).items()})
                 model.train()
             rows.append(row)
-            log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
+            if main:
+                log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if step % cfg.ckpt_every == 0 or step == total:
+        if main and (step % cfg.ckpt_every == 0 or step == total):
             checkpoints.save_state(out_dir, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(), "rng": io.rng_state(), "step": step, "fingerprint": fingerprint,
@@ -180,7 +213,8 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
             bar.close()
             return {"step": step, "total": total, "finished": False}
     bar.close()
-    io.write_csv(log_path, rows)
+    if main:
+        io.write_csv(log_path, rows)
     return {"step": step, "total": total, "finished": True, "final_loss": rows[-1]["loss"] if rows else None}
 
 

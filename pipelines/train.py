@@ -7,13 +7,14 @@ engine on ``data/<dataset>/train`` and writes ``runs/train/<model>-<dataset>/`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-from benchmark import checkpoints, config, contract, data, engine, io, metrics, runs, tracking
+from benchmark import checkpoints, config, contract, data, distributed, engine, io, metrics, runs, tracking
 from benchmark.registry import build_model
 
 
@@ -46,6 +47,9 @@ def train(model_name: str, dataset: str, device: str = "cpu", params: dict | Non
     root = Path(data_root) if data_root is not None else runs.data_dir(dataset)
     out = Path(out) if out is not None else runs.RUNS / "train" / key
     out.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():  # torchrun: ranks > 0 train in lockstep and write nothing
+        cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False))
+        return _train(model_name, dataset, cfg, key, root, out, device, False)
     with checkpoints.RunLock(out):  # a second training of this folder refuses before writing anything
         return _train(model_name, dataset, cfg, key, root, out, device, progress)
 
@@ -59,7 +63,8 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root:
     counts = metrics.count_params(model)
     train_ds = data.TrainPatches(root, cfg.train.patch, seed=cfg.train.seed,
                                  hflip=cfg.train.hflip, exemplar=contract.needs_exemplar(model))
-    io.write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if distributed.is_main():
+        io.write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"train@{key}",
             "kind": "train"}
     flat = config.flatten(cfg.to_dict())
@@ -70,10 +75,13 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root:
     resume_rows = list(ck["log"]) if ck is not None else None
     del ck
     with tracking.run(cfg.tracking, f"train/{key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
-        tr.log_artifact(out / "config.yaml")
+        if distributed.is_main():
+            tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
                             validate=_validator(model_name, cfg, device, root), device=device, progress=progress,
                             run_id=run_id)
+        if not distributed.is_main():
+            return result
         runs.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
                         dataset=dataset, profile=cfg.profile)
         tr.log_artifact(out / "train_log.csv")
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     try:
-        res = train(args.model, args.dataset, args.device)
+        res = train(args.model, args.dataset, distributed.setup(args.device))
     except (config.ConfigError, data.DataError, KeyError, ValueError, FloatingPointError, OSError) as exc:
         print(f"train {args.model}-{args.dataset}: error: {exc}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmark import cli
+from benchmark import cli_datasets as cli
 from benchmark import datasets as ds
 from benchmark.datasets import acquisition, specs
 from benchmark.datasets import transfer

@@ -260,23 +260,3 @@ def test_pyr_down_is_cv2_pyrdown(hw):
     out = pyr_down(x)[0].numpy()
     assert out.shape == (2, (hw[0] + 1) // 2, (hw[1] + 1) // 2)
     np.testing.assert_allclose(out, np.stack(ref), atol=1e-12)
-
-
-@pytest.mark.slow
-def test_perf_command_prints_a_table(capsys):
-    from benchmark.perf import perf_main
-
-    assert perf_main(["--device", "cpu", "--cases", "train", "--repeats", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "| device | case | median ms | peak memory |" in out and "train step b8 64x64" in out
-
-
-def test_perf_counts_the_work_of_a_case():
-    # graph off, one sub-network of one block: head 3->32, two 3x3 32->32 convs, tail 3x3 + 1x1 32->3
-    # (the last dense 1x1 and fusion conv are built but never run)
-    from benchmark.perf import measure, table
-
-    row = measure("infer321", torch.device("cpu"), 1, {"graph": False, "n_subnets": 1, "blocks": 1})
-    macs = 321 * 481 * (3 * 32 * 9 + 3 * 32 * 32 * 9 + 32 * 3)
-    assert row["gflop"] == pytest.approx(2 * macs / 1e9, rel=1e-9)
-    assert "| GFLOP | GFLOP/s |" in table([row])
