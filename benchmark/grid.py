@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -90,7 +91,8 @@ def run_grid(root: Path, jobs: list[Job], devices: list[str], log=print) -> int:
         logf = root / ".dvc" / "tmp" / "grid" / f"{job.name.replace('@', '_')}.log"
         logf.parent.mkdir(parents=True, exist_ok=True)
         with open(logf, "w") as fh:
-            proc = subprocess.run(job.cmd, shell=True, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            # a stage command is one program with arguments (dvc.yaml's `python -m ...`): no shell
+            proc = subprocess.run(shlex.split(job.cmd), cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
             return proc.returncode
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from benchmark import contract
 from benchmark.engine import predict
 
 
@@ -41,7 +42,7 @@ def tiled_predict(model: torch.nn.Module, x: torch.Tensor, exemplar: torch.Tenso
     if tile <= 0 or margin < 0:
         raise ValueError(f"tile must be > 0 and margin >= 0 (got tile={tile}, margin={margin})")
     x = x[None] if x.dim() == 3 else x
-    m = int(getattr(model, "pad_multiple", 1))
+    m = contract.pad_multiple(model)
     tile, margin = -(-tile // m) * m, -(-margin // m) * m
     h, w = x.shape[-2:]
     if tile >= h and tile >= w:
@@ -96,7 +97,7 @@ class Tiled(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, tile: int, margin: int):
         super().__init__()
         self.inner, self.tile, self.margin = model, tile, margin
-        self.needs_exemplar = getattr(model, "needs_exemplar", False)
+        self.needs_exemplar = contract.needs_exemplar(model)
 
     def forward(self, x: torch.Tensor, exemplar: torch.Tensor | None = None) -> torch.Tensor:
         out = tiled_predict(self.inner, x, exemplar, x.device, self.tile, self.margin)
