@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -91,8 +90,9 @@ def run_grid(root: Path, jobs: list[Job], devices: list[str], log=print) -> int:
         logf = root / ".dvc" / "tmp" / "grid" / f"{job.name.replace('@', '_')}.log"
         logf.parent.mkdir(parents=True, exist_ok=True)
         with open(logf, "w") as fh:
-            # a stage command is one program with arguments (dvc.yaml's `python -m ...`): no shell
-            proc = subprocess.run(shlex.split(job.cmd), cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            # a DVC stage command is a shell line by DVC's definition (`dvc repro` runs it through a shell);
+            # it comes from the repository's dvc.yaml, never from a command-line argument
+            proc = subprocess.run(job.cmd, shell=True, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
             return proc.returncode
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:

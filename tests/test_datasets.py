@@ -370,14 +370,16 @@ def test_generated_rain_synth_is_listed_present(tmp_path, capsys):
 
 
 def test_no_shell_true_in_sources():
-    """Commands are argument lists, never a shell line that a user string could extend."""
+    """Commands are argument lists, never a shell line that a user string could extend. The one
+    exception runs dvc.yaml stage commands, which DVC defines as shell lines (as `dvc repro` does)."""
     from tests.conftest import REPO
 
     hits = [f"{p}:{n}" for folder in ("benchmark", "pipelines", "msgnn", "baselines")
             for p in sorted((REPO / folder).rglob("*.py"))
             for n, line in enumerate(p.read_text().splitlines(), 1)
             if re.search(r"shell\s*=\s*True|os\.system\(|os\.popen\(", line)]
-    assert hits == []
+    assert [h for h in hits if "benchmark/grid.py" not in h] == []
+    assert len(hits) <= 1  # grid.py's stage runner only
 
 
 def test_library_reads_nothing_outside_the_repository():
