@@ -13,6 +13,8 @@ import math
 import sys
 from pathlib import Path
 
+import yaml
+
 from benchmark import io
 
 DEFAULT_REF = ".ci/reference_metrics.json"
@@ -30,10 +32,14 @@ def tolerance(metric: str) -> float | None:
     return PROTOCOL_TOLERANCE.get(metric.split(":", 1)[0]) if ":" in metric else None
 
 
-def current(runs_dir: Path) -> dict[str, float]:
+def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
+    """Every compared value of ``runs_dir/eval/*/metrics.json``; with ``profile``, only the runs of that
+    profile (the committed metrics files of the default profile sit beside the ci run's in a clone)."""
     out = {}
     for f in sorted((runs_dir / "eval").glob("*/metrics.json")):
         m = json.loads(f.read_text())
+        if profile is not None and m.get("profile", profile) != profile:
+            continue
         key = m.get("key", f"{m['model']}-{m['dataset']}")  # seed replicas and ablation variants have their own
         for eval_set, r in m["results"].items():
             for k, v in r.items():
@@ -64,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--reference", default=DEFAULT_REF)
     ap.add_argument("--update", action="store_true", help="overwrite the reference with this run's metrics")
+    ap.add_argument("--params", default="params.yaml", help="its `profile` selects the runs compared")
     args = ap.parse_args(argv)
-    now = current(Path(args.runs))
+    profile = yaml.safe_load(Path(args.params).read_text()).get("profile") if Path(args.params).is_file() else None
+    now = current(Path(args.runs), profile)
     if not now:
-        print(f"check-metrics: no {args.runs}/eval/*/metrics.json; run the pipeline first", file=sys.stderr)
+        print(f"check-metrics: no {args.runs}/eval/*/metrics.json of profile {profile!r}; run the pipeline first",
+              file=sys.stderr)
         return 1
     ref_path = Path(args.reference)
     if args.update:

@@ -92,3 +92,16 @@ def test_dvc_resolves_the_stage_matrix():
     names = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
     assert {"prepare@rain-synth", "train_msgnn@rain-synth", "train@prenet-rain-synth",
             "evaluate_msgnn@rain-synth", "evaluate_input@rain-synth", "report"} <= names
+
+
+def test_gate_compares_only_the_runs_of_the_current_profile(tmp_path):
+    """A clone holds the committed metrics of the default profile beside the ci run's."""
+    _metrics(tmp_path, 22.0)
+    other = tmp_path / "runs" / "eval" / "msgnn.m1-rain-synth-s0"
+    other.mkdir(parents=True)
+    (other / "metrics.json").write_text(json.dumps({
+        "model": "msgnn", "dataset": "rain-synth", "profile": "quick", "key": "msgnn.m1-rain-synth-s0",
+        "params_total": 1, "results": {"rain-synth": {"psnr_y": 30.0}}}))
+    assert not any(k.startswith("msgnn.m1") for k in gate.current(tmp_path / "runs", "ci"))
+    assert any(k.startswith("msgnn.m1") for k in gate.current(tmp_path / "runs", "quick"))
+    assert set(gate.current(tmp_path / "runs", "ci")) == {k for k in gate.current(tmp_path / "runs") if "m1" not in k}
