@@ -1,6 +1,8 @@
 """One run on two processes: real torchrun, gloo on CPU, equal to one process with the same global batch."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +27,18 @@ def test_two_processes_end_equal_to_each_other_and_to_one_process(synth_root, tm
     ranks.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(worker), str(tmp_path / "ddp"), str(synth_root), str(ranks)]
-    proc = subprocess.run(cmd, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=240,
-                          env={"PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin:/bin",
-                               "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # own session: on a timeout the launcher *and* its worker processes are killed (no orphaned ranks)
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            env={"PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin:/bin",
+                                 "OMP_NUM_THREADS": "1"})
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("torchrun with 2 gloo processes did not finish within 300 s") from None
+    assert proc.returncode == 0, err[-3000:]
     w0, w1 = (torch.load(ranks / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)  # DDP keeps the replicas identical
     assert (tmp_path / "ddp" / "last.pt").exists()  # written by rank 0
