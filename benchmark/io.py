@@ -141,3 +141,7 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic(Path(path), lambda f: f.write(data))

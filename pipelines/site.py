@@ -125,6 +125,10 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
                                          title=f"ablation variants on {s} / {image}")
         figures.save_image(img, site / "ablation.png")
         figs.append(figure_block("site/ablation.png", f"Ablation variants (Figs. 8/9) on {s} / {image}"))
+    fig7 = reports / "figures" / "fig7_subnetworks.png"  # drawn by the report stage from the ablation runs
+    if fig7.is_file():
+        io.write_bytes(site / "fig7_subnetworks.png", fig7.read_bytes())
+        figs.append(figure_block("site/fig7_subnetworks.png", "Fig. 7: PSNR and parameters vs number of sub-networks N"))
     curves = figures.training_panels(runs_dir, site / "training_curves.png")
     figs.append(figure_block("site/training_curves.png", f"Training loss and validation PSNR-Y, {len(curves)} runs"))
     sets = figures.psnr_vs_params(runs, site / "psnr_vs_params.png", rcfg.protocol)

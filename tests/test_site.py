@@ -30,6 +30,7 @@ def test_page_is_static_escaped_and_complete(site_tree):
     assert page.count('<tr data-row="') == len(rows) == 4
     for sec in ("tables", "figures", "compare", "runs", "provenance"):
         assert f'<section id="{sec}">' in page
+    assert 'src="site/fig7_subnetworks.png"' in page  # the report stage's Fig. 7, shown on the page
     # provenance: profile, commit and the dataset fingerprint
     assert "profile (params.yaml)</td><td>ci" in page and "git commit" in page
     assert re.search(r"<td>rain-synth</td><td><code>[0-9a-f]{16}</code>", page)
