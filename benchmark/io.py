@@ -141,7 +141,3 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda f: f.write(text.encode()))
-
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    _atomic(Path(path), lambda f: f.write(data))

@@ -20,6 +20,7 @@ from html import escape
 from pathlib import Path
 
 import yaml
+from PIL import Image
 
 from benchmark import config, data, figures, html_tables, io, tracking
 from benchmark.datasets.layouts import natural_key
@@ -127,7 +128,8 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
         figs.append(figure_block("site/ablation.png", f"Ablation variants (Figs. 8/9) on {s} / {image}"))
     fig7 = reports / "figures" / "fig7_subnetworks.png"  # drawn by the report stage from the ablation runs
     if fig7.is_file():
-        io.write_bytes(site / "fig7_subnetworks.png", fig7.read_bytes())
+        with Image.open(fig7) as im:
+            figures.save_image(im.copy(), site / "fig7_subnetworks.png")
         figs.append(figure_block("site/fig7_subnetworks.png", "Fig. 7: PSNR and parameters vs number of sub-networks N"))
     curves = figures.training_panels(runs_dir, site / "training_curves.png")
     figs.append(figure_block("site/training_curves.png", f"Training loss and validation PSNR-Y, {len(curves)} runs"))
