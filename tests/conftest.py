@@ -21,6 +21,18 @@ def use_profile(p: dict, name: str) -> None:
     p["ablation_dataset"], p["ablation_variants"] = prof["ablation"]["dataset"], list(prof["ablation"]["variants"])
 
 
+def tiny_ci(params: dict, db: Path, experiment: str, n_test: int, ckpt_every: int) -> dict:
+    """A copy of ``params`` on the ci profile shrunk to a few steps and images, tracking into ``db``."""
+    p = copy.deepcopy(params)
+    use_profile(p, "ci")
+    p["tracking"] = {"enabled": True, "uri": f"sqlite:///{db}", "experiment": experiment}
+    p["profiles"]["ci"]["train"].update({"iters": 3, "patch": 24, "batch": 2, "ckpt_every": ckpt_every,
+                                         "log_every": 1})
+    p["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update(
+        {"n_train": 6, "n_test": n_test, "train_size": 48, "test_size": [40, 56]})
+    return p
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not (SHARED / "data").is_dir():
@@ -69,13 +81,7 @@ def repo_params() -> dict:
 @pytest.fixture
 def tiny_params(repo_params, tmp_path) -> dict:
     """The repository's params switched to the ci profile, tracking into a temporary SQLite file."""
-    p = copy.deepcopy(repo_params)
-    use_profile(p, "ci")
-    p["tracking"] = {"enabled": True, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test"}
-    p["profiles"]["ci"]["train"].update({"iters": 3, "patch": 24, "batch": 2, "ckpt_every": 2, "log_every": 1})
-    p["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update(
-        {"n_train": 6, "n_test": 2, "train_size": 48, "test_size": [40, 56]})
-    return p
+    return tiny_ci(repo_params, tmp_path / "mlflow.db", "test", n_test=2, ckpt_every=2)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ its names changed, so every string the page embeds is exercised.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from pipelines import evaluate, prepare, report, site, train
-from tests.conftest import use_profile
+from tests.conftest import tiny_ci
 
 HOSTILE = "<script>alert('x')</script>&\"q\""
 REPO = Path(__file__).resolve().parents[1]
@@ -23,12 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tree_params(params: dict, workdir: Path) -> dict:
     """The repository's params on the ci profile, shrunk, tracking into ``workdir/mlflow.db``."""
-    p = copy.deepcopy(params)
-    use_profile(p, "ci")
-    p["tracking"] = {"enabled": True, "uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "site"}
-    p["profiles"]["ci"]["train"].update({"iters": 3, "patch": 24, "batch": 2, "ckpt_every": 3, "log_every": 1})
-    p["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update(
-        {"n_train": 6, "n_test": 3, "train_size": 48, "test_size": [40, 56]})
+    p = tiny_ci(params, workdir / "mlflow.db", "site", n_test=3, ckpt_every=3)
     p["report"] = {"images": {"rain-synth": ["2"]}, "crops": {"rain-synth/2": [0.2, 0.3, 0.5]}, "tile": 96,
                    "ablation_runs": ["prenet-rain-synth", "rescan-rain-synth"], "ablation_image": "rain-synth/2"}
     return p
