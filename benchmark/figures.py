@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,15 @@ def load_runs(runs_dir: Path) -> list[Run]:
     return sorted(out, key=lambda r: (rank.get(r.model, len(ORDER)), r.model, r.dataset))
 
 
+def is_table1_run(key: str) -> bool:
+    """A Table 1 run ``<model>-<dataset>``, not an ablation variant (``msgnn.<variant>-…``) or a seed
+    replica (``…-s<seed>``): the comparison figures show one run per method, as the paper does."""
+    return "." not in key and re.search(r"-s\d+$", key) is None
+
+
 def runs_for_set(runs: list[Run], eval_set: str) -> list[Run]:
-    """Runs that evaluated ``eval_set``; the models trained on that set win over models tested there."""
-    hits = [r for r in runs if eval_set in r.metrics.get("results", {})]
+    """Table 1 runs that evaluated ``eval_set``; models trained on that set win over models tested there."""
+    hits = [r for r in runs if eval_set in r.metrics.get("results", {}) and is_table1_run(r.key)]
     trained = sorted({r.dataset for r in hits}, key=lambda d: (d != eval_set, d))
     return [r for r in hits if r.dataset == trained[0]] if trained else []
 
@@ -212,7 +219,7 @@ def training_panels(runs_dir: Path, out: Path, ncols: int = 3) -> list[str]:
     import matplotlib.pyplot as plt
 
     logs = [(f.parent.name, _rows(f)) for f in sorted(Path(runs_dir, "train").glob("*/train_log.csv"))]
-    logs = [(k, r) for k, r in logs if r]
+    logs = [(k, r) for k, r in logs if r and is_table1_run(k)]
     rank = {m: i for i, m in enumerate(ORDER)}
     logs.sort(key=lambda kr: (rank.get(kr[0].split("-")[0], len(ORDER)), kr[0]))
     n = max(1, len(logs))

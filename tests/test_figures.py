@@ -96,3 +96,15 @@ def test_real_world_grid_has_no_ground_truth_column(tmp_path):
     with pytest.raises(figures.FigureError, match="re-run evaluate@rescan-d"):
         figures.comparison_grid(tmp_path / "runs", tmp_path / "data", "realx", "street", ["rescan-d"], None, 64,
                                 paired=False)
+
+
+def test_comparison_figures_take_only_table1_runs():
+    """Ablation variants and seed replicas evaluate fewer images (quick profile): the grids, the
+    viewers and the training panels show one run per method, as the paper's figures do."""
+    from benchmark.figures import Run, is_table1_run, runs_for_set
+
+    res = {"results": {"rain-synth": {"psnr_y": 20.0}}}
+    runs = [Run(k, k.split("-")[0].split(".")[0], "rain-synth", res)
+            for k in ("prenet-rain-synth", "msgnn-rain-synth", "msgnn.m1-rain-synth-s0", "prenet-rain-synth-s1")]
+    assert [r.key for r in runs_for_set(runs, "rain-synth")] == ["prenet-rain-synth", "msgnn-rain-synth"]
+    assert is_table1_run("msgnn-rain200h") and not is_table1_run("msgnn.default-rain200h-s0")
