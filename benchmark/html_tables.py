@@ -136,10 +136,14 @@ def render(name: str, cols: list[str], rows: list[dict], paper: dict, reasons: d
         head += [f'<th data-protocol="{escape(protocol_of(c))}">Δ {escape(c)}</th>' for c in deltas]
     head.append("</tr>")
     body = []
+    # With protocol-suffixed columns, a ``protocol`` column only names the protocol of the main cells:
+    # the switch then picks column groups and every row stays visible.
+    column_groups = any(protocol_of(c) for c in cols)
     for i in display_order(rows):
         r = rows[i]
         cls = ' class="below"' if i in reasons else ""
-        body.append(f'<tr data-row="{i}" data-protocol="{escape(r.get("protocol", ""))}"{cls}>')
+        row_proto = "" if column_groups else r.get("protocol", "")
+        body.append(f'<tr data-row="{i}" data-protocol="{escape(row_proto)}"{cls}>')
         for c in cols:
             v = r.get(c) or ""
             mark = rk.get((i, c), "")

@@ -25,6 +25,9 @@ READ_PAGE = """(() => ({
   images: Array.from(document.images).map(i => ({src: i.getAttribute('src'), complete: i.complete,
                                                  width: i.naturalWidth})),
   best: Array.from(document.querySelectorAll('td.best')).length,
+  // rows a reader sees with the page's default protocol (a hidden row has no layout box)
+  shown: Array.from(document.querySelectorAll('table[data-source="table1.csv"] tbody tr'))
+    .filter(tr => tr.getClientRects().length > 0).length,
 }))()"""
 
 SLIDE = """(() => { const ba = document.querySelector('.ba'); const r = ba.querySelector('input[type=range]');
@@ -72,6 +75,7 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
     with open(site_tree / "reports/table1.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(i for i, _ in page["cells"]) == list(range(len(rows)))  # every CSV row, once
+    assert page["shown"] == len(rows)  # and visible under the default protocol
     assert page["models"][:3] == ["input", "rescan", "prenet"]  # shown in the paper's column order
     for i, shown in page["cells"]:
         row = rows[i]
