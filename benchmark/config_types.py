@@ -131,6 +131,10 @@ def checked(tp: Any, value: Any, key: str, file: str | Path, allowed: _Range | N
     naming the key and the file."""
     from benchmark.config import ConfigError
 
+    if value is False and allowed is not None and "off" in (allowed.choices or ()):
+        # YAML 1.1 reads a bare `off` as false, and `dvc exp run -S` rewrites params.yaml without the
+        # quotes: for a switch whose choices include "off" (train.amp) that is what was meant
+        value = "off"
     try:
         v = _typed(tp, value)
         if allowed is not None:

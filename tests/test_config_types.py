@@ -67,3 +67,21 @@ def test_the_repository_params_pass(repo_params):
     for m in repo_params["trained_models"]:
         cfg = config.resolve(m, "rain-synth", repo_params)
         assert cfg.train.hflip is False and cfg.tracking.enabled is True
+
+
+def test_amp_off_written_without_quotes_reads_as_off(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml with `amp: off` unquoted, which YAML reads as false."""
+    import yaml
+
+    from benchmark import config
+    from tests.conftest import REPO
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["amp"] = False
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert config.resolve("prenet", raw["run_datasets"][0], config.load_params(path)).train.amp == "off"
+    raw["train"]["amp"] = True  # no choice means "on": still refused, naming the key
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(config.ConfigError, match="train.amp"):
+        config.load_params(path)
