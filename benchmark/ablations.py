@@ -5,8 +5,11 @@ the paper's training patch size (``patch``) and the table cells it fills (``cell
 column id, matching ``reports/paper_reference.yaml``). One variant = one switch set, so the
 default model (M6 = s3 = l3 = k5 = N4) is one variant that fills a cell of every table.
 ``profiles.<p>.ablation`` decides where and how long they train (dataset, variants, training
-deltas, ``patch_scale`` for tiny budgets, ``eval_images``); ``ablation_dataset`` and
-``ablation_variants`` are the DVC matrix axes that ``msgnn-bench profile`` copies from it.
+deltas, ``patch_scale`` for tiny budgets, ``eval_images``, ``stages``); ``ablation_dataset``,
+``ablation_variants`` and ``ablation_groups`` are what ``msgnn-bench profile`` copies from it into
+the DVC matrix of stage ``ablation@<group>-<seed>``. ``stages: one`` gives the single group ``all``
+(the whole grid in one process: quick and ci, where a process start costs more than a variant's
+training), ``stages: per-variant`` one group per variant (paper: each resumed and cached alone).
 
 Run keys (run folder = MLflow run name = DVC stage item):
 ``<model>-<dataset>`` main stages (seed = train.seed), ``<model>-<dataset>-s<seed>`` further seeds,
@@ -23,7 +26,26 @@ from benchmark import config
 PAPER_PATCH = 64  # Sec. 4.2 training patch; Table 3's second half uses 48
 TABLES = ("table2", "table3", "table4", "table5", "fig7", "fig8", "fig9")
 _VARIANT_KEYS = {"args", "patch", "cells", "note"}
-_PROFILE_KEYS = {"dataset", "variants", "train", "patch_scale", "eval_images"}
+_PROFILE_KEYS = {"dataset", "variants", "train", "patch_scale", "eval_images", "stages"}
+ALL = "all"  # the group of stage ablation@all-<seed>: the profile's whole grid
+STAGES = ("one", "per-variant")
+SUMMARY_METRICS = ("psnr:msgnn", "ssim:msgnn", "psnr_y", "ssim_y")  # ablation-<group>-s<seed>.json
+
+
+def groups(block: dict) -> list[str]:
+    """The ``ablation_groups`` axis a profile's ablation block implies."""
+    return [ALL] if block.get("stages", "one") == "one" else list(block.get("variants") or [])
+
+
+def group_variants(group: str, raw: dict) -> list[str]:
+    """The variants that stage ``ablation@<group>-<seed>`` trains."""
+    grid = list(raw.get("ablation_variants") or [])
+    if group == ALL:
+        return grid
+    if group not in grid:
+        raise config.ConfigError(f"{config.PARAMS_FILE}: ablation group {group!r} is neither {ALL!r} nor a variant "
+                                 f"of ablation_variants {grid}")
+    return [group]
 
 
 def run_key(model: str, dataset: str, seed: int | None = None, variant: str | None = None) -> str:
@@ -62,6 +84,9 @@ def check(raw: dict, path: str | Path = config.PARAMS_FILE) -> None:
             continue
         config._check_keys(f"profiles.{pname}.ablation", a, _PROFILE_KEYS)
         config._build(config.TrainCfg, f"profiles.{pname}.ablation.train", a.get("train") or {})
+        if a.get("stages", "one") not in STAGES:
+            raise config.ConfigError(f"{path}: profiles.{pname}.ablation.stages must be one of {STAGES}, "
+                                     f"got {a.get('stages')!r}")
         unknown = [x for x in a.get("variants") or [] if x not in variants]
         if unknown:
             raise config.ConfigError(f"{path}: profiles.{pname}.ablation.variants: unknown variant(s) {unknown}")
@@ -69,10 +94,11 @@ def check(raw: dict, path: str | Path = config.PARAMS_FILE) -> None:
             raise config.ConfigError(f"{path}: profiles.{pname}.ablation.dataset {a.get('dataset')!r} is not a dataset")
     prof = (raw.get("profiles") or {}).get(raw.get("profile", "quick"), {})
     if "ablation" in prof:
-        want = (prof["ablation"]["dataset"], list(prof["ablation"]["variants"]))
-        have = (raw.get("ablation_dataset"), list(raw.get("ablation_variants") or []))
+        want = (prof["ablation"]["dataset"], list(prof["ablation"]["variants"]), groups(prof["ablation"]))
+        have = (raw.get("ablation_dataset"), list(raw.get("ablation_variants") or []),
+                list(raw.get("ablation_groups") or []))
         if have != want:
-            raise config.ConfigError(f"{path}: ablation_dataset/ablation_variants {have} do not match profile "
+            raise config.ConfigError(f"{path}: ablation_dataset/ablation_variants/ablation_groups {have} do not match profile "
                                      f"{raw.get('profile')!r} {want}; switch profiles with "
                                      f"`msgnn-bench profile {raw.get('profile')}`")
 

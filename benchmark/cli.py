@@ -177,7 +177,7 @@ def cmd_profile(args) -> int:
     """Switch params.yaml to another profile: rewrites `profile:` and `run_datasets:` in place."""
     import yaml
 
-    from benchmark import config
+    from benchmark import ablations, config
 
     path = Path(args.params)
     text = path.read_text()
@@ -196,6 +196,8 @@ def cmd_profile(args) -> int:
         text = re.sub(r"(?m)^ablation_dataset:.*$", f"ablation_dataset: {a['dataset']}", text, 1)
         text = re.sub(r"(?m)^ablation_variants:\s*\[[^\]]*\]", f"ablation_variants: [{', '.join(a['variants'])}]",
                       text, 1)
+        text = re.sub(r"(?m)^ablation_groups:\s*\[[^\]]*\]",
+                      f"ablation_groups: [{', '.join(ablations.groups(a))}]", text, 1)
     from benchmark import io
 
     io.write_text(path, text)

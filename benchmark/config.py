@@ -102,7 +102,7 @@ class ReportCfg:
 
 _TOP_KEYS = {"profile", "run_datasets", "baselines", "trained_models", "train", "eval", "tracking", "models",
              "datasets", "profiles", "report", "seeds", "extra_seeds", "ablation_dataset", "ablation_variants",
-             "ablations"}
+             "ablation_groups", "ablations"}
 _MODEL_KEYS = {"args", "train", "own"}
 _PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation"}
 
@@ -183,7 +183,8 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
 
 
 def _check_seeds_and_ablations(path: Path, raw: dict, prof: str, p: dict) -> None:
-    """``seeds``/``extra_seeds``/``ablation_dataset``/``ablation_variants``: DVC axes copied from the profile."""
+    """``seeds``/``extra_seeds``/``ablation_dataset``/``ablation_variants``/``ablation_groups``: DVC axes
+    copied from the profile."""
     from benchmark import ablations  # late: ablations builds on this module
 
     seeds = list(raw.get("seeds", [0]))

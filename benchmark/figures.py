@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmark import data
+from benchmark.runs import find_run, run_files
 
 ORDER = ["input", "rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss", "msgnn"]
 NAMES = {"input": "Rainy input", "rescan": "RESCAN", "prenet": "PReNet", "spanet": "SPANet", "dcsfn": "DCSFN",
@@ -49,7 +50,7 @@ class Run:
 
 def load_runs(runs_dir: Path) -> list[Run]:
     out = []
-    for f in sorted(Path(runs_dir, "eval").glob("*/metrics.json")):
+    for f in run_files(runs_dir, "eval", "metrics.json"):
         try:
             m = json.loads(f.read_text())
             out.append(Run(f.parent.name, m["model"], m["dataset"], m))
@@ -182,7 +183,7 @@ def comparison_grid(runs_dir: Path, data_root: Path, eval_set: str, image: str, 
     if not input_runs:  # the rainy tile still shows; its score comes from the input row when it exists
         cols.append((NAMES["input"], rainy, ""))
     for key in run_keys:
-        d = runs_dir / "eval" / key
+        d = find_run(runs_dir, "eval", key)
         model = key.split("-")[0]
         label = NAMES.get(model, model) if model in NAMES else key
         row = per_image(d, eval_set, image) if paired else None
@@ -218,7 +219,7 @@ def training_panels(runs_dir: Path, out: Path, ncols: int = 3) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = [(f.parent.name, _rows(f)) for f in sorted(Path(runs_dir, "train").glob("*/train_log.csv"))]
+    logs = [(f.parent.name, _rows(f)) for f in run_files(runs_dir, "train", "train_log.csv")]
     logs = [(k, r) for k, r in logs if r and is_table1_run(k)]
     rank = {m: i for i, m in enumerate(ORDER)}
     logs.sort(key=lambda kr: (rank.get(kr[0].split("-")[0], len(ORDER)), kr[0]))

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from benchmark import io
+from benchmark.runs import run_files
 
 DEFAULT_REF = ".ci/reference_metrics.json"
 # Tolerances absorb float differences between CPUs/BLAS builds, not real regressions:
@@ -36,7 +37,7 @@ def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
     """Every compared value of ``runs_dir/eval/*/metrics.json``; with ``profile``, only the runs of that
     profile (the committed metrics files of the default profile sit beside the ci run's in a clone)."""
     out = {}
-    for f in sorted((runs_dir / "eval").glob("*/metrics.json")):
+    for f in run_files(runs_dir, "eval", "metrics.json"):
         m = json.loads(f.read_text())
         if profile is not None and m.get("profile", profile) != profile:
             continue

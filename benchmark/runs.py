@@ -2,6 +2,11 @@
 
 A run key is ``<model>-<dataset>``: the DVC matrix ``${key}``, the run folder name and the
 MLflow run name all match, so a stage, its files and its tracked run are found by one string.
+
+Layout: ``runs/{train,eval}/<key>/`` for the Table 1 runs and their seed replicas; the ablation
+variants, which one DVC stage trains together (stage ``ablation@<group>-<seed>``), sit one level
+deeper in that stage's folder: ``runs/{train,eval}/ablation-<group>-s<seed>/<key>/``. Readers go
+through ``run_dirs``/``find_run`` and never need to know which.
 """
 from __future__ import annotations
 
@@ -35,6 +40,52 @@ def train_dir(model: str, dataset: str) -> Path:
 
 def eval_dir(model: str, dataset: str) -> Path:
     return RUNS / "eval" / f"{model}-{dataset}"
+
+
+GROUP_PREFIX = "ablation-"
+
+
+def ablation_dir(kind: str, group: str, seed: int, runs_dir: Path = RUNS) -> Path:
+    """The folder of stage ``ablation@<group>-<seed>`` under ``runs/<kind>`` (kind: train | eval)."""
+    return Path(runs_dir) / kind / f"{GROUP_PREFIX}{group}-s{seed}"
+
+
+def ablation_summary(group: str, seed: int, runs_dir: Path = RUNS) -> Path:
+    """That stage's small metrics file (committed to git, so that ``dvc exp show`` sees the variants)."""
+    return Path(runs_dir) / "eval" / f"{GROUP_PREFIX}{group}-s{seed}.json"
+
+
+def run_dirs(runs_dir: Path, kind: str) -> list[Path]:
+    """Every run folder under ``runs_dir/<kind>`` (Table 1 runs, seed replicas, ablation variants),
+    sorted by key."""
+    base = Path(runs_dir) / kind
+    if not base.is_dir():
+        return []
+    out = []
+    for d in base.iterdir():
+        if not d.is_dir():
+            continue
+        if d.name.startswith(GROUP_PREFIX):  # a grouped ablation stage: its variants are the runs
+            out += [v for v in d.iterdir() if v.is_dir()]
+        else:
+            out.append(d)
+    return sorted(out, key=lambda p: p.name)
+
+
+def run_files(runs_dir: Path, kind: str, name: str) -> list[Path]:
+    """``<run folder>/<name>`` of every run that has one (e.g. eval ``metrics.json``, train ``train_log.csv``)."""
+    return [d / name for d in run_dirs(runs_dir, kind) if (d / name).is_file()]
+
+
+def find_run(runs_dir: Path, kind: str, key: str) -> Path:
+    """The folder of run ``key`` under ``runs_dir/<kind>`` wherever its stage put it (the flat path
+    when there is none, so that callers name the expected place in their error)."""
+    flat = Path(runs_dir) / kind / key
+    if flat.is_dir():
+        return flat
+    base = Path(runs_dir) / kind
+    nested = sorted(base.glob(f"{GROUP_PREFIX}*/{key}")) if base.is_dir() else []
+    return nested[0] if nested else flat
 
 
 # model.pt lives in benchmark.checkpoints with the other checkpoint formats; these names stay for callers

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import protocols
+from benchmark.runs import find_run, run_files
 
 PROTO_COLS = [f"{m}:{p}" for p in protocols.ALL for m in ("psnr", "ssim")]
 LEGACY = ["psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips"]
@@ -36,7 +37,7 @@ ABLATION_TABLES = {"table2": "Table 2: basic components (FC / channel attention 
 def collect(runs_dir: Path) -> list[dict]:
     """One row per (run, evaluated set) with ground truth: identity fields + every mean metric."""
     rows = []
-    for f in sorted((Path(runs_dir) / "eval").glob("*/metrics.json")):
+    for f in run_files(runs_dir, "eval", "metrics.json"):
         m = json.loads(f.read_text())
         for eval_set, r in m["results"].items():
             if "psnr_y" not in r:
@@ -73,7 +74,7 @@ def _per_image(runs_dir: Path, keys: list[str], dataset: str, metric: str) -> di
     """Per-image metric of a cell, averaged over its seeds (runs named by ``keys``)."""
     acc: dict[str, list[float]] = {}
     for k in keys:
-        path = Path(runs_dir) / "eval" / k / "per_image.csv"
+        path = find_run(runs_dir, "eval", k) / "per_image.csv"
         if not path.is_file():
             continue
         with open(path, newline="") as fh:

@@ -338,13 +338,15 @@ def sync(cfg: TrackingCfg, root: str | Path = "runs/train") -> list[str]:
     import yaml
 
     from benchmark.checkpoints import RunLock
+    from benchmark.runs import run_dirs  # ablation variants sit one level deeper
 
     reason = _probe(cfg.uri)
     if reason:
         raise OSError(f"tracking: MLflow at {cfg.uri} is unavailable ({reason}); nothing sent")
     client, exp_id = _client(cfg)
     done = []
-    for run_dir in sorted(p for p in Path(root).glob("*") if (p / RECORD).is_file()):
+    root = Path(root)
+    for run_dir in [p for p in run_dirs(root.parent, root.name) if (p / RECORD).is_file()]:
         rec = _read_record(run_dir)
         lock = RunLock(run_dir)
         holder = lock._holder()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -27,10 +28,12 @@ def lpips_for(cfg: config.EvalCfg, device: str):
 
 def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | None = None,
              progress: bool = True, cfg: config.RunConfig | None = None, key: str | None = None,
-             limit: int | None = None, eval_sets: list[str] | None = None, meta: dict | None = None) -> dict:
+             limit: int | None = None, eval_sets: list[str] | None = None, meta: dict | None = None,
+             train_dir: Path | None = None, out: Path | None = None) -> dict:
     """Evaluate one run (default: the main run ``<model>-<dataset>``). Seed replicas and ablation
     variants pass their ``cfg``/``key``, optionally fewer test images (``limit``), their own
-    ``eval_sets`` and ``meta`` fields (variant) for ``metrics.json``."""
+    ``eval_sets`` and ``meta`` fields (variant) for ``metrics.json``, and the ablation stage its
+    folders (``train_dir`` holding ``model.pt``, ``out``; default ``runs/{train,eval}/<key>``)."""
     raw = params if params is not None else config.load_params()
     cfg = cfg or config.resolve(model_name, dataset, raw)
     key = key or cfg.key
@@ -38,9 +41,9 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     model = build_model(model_name, **cfg.model_args)
     weightless = contract.weightless(model)
     if not weightless:
-        model = runs.load_model(runs.RUNS / "train" / key / "model.pt", expect=model_name)
+        model = runs.load_model(Path(train_dir or runs.RUNS / "train" / key) / "model.pt", expect=model_name)
     counts = metrics.count_params(model)
-    out = runs.RUNS / "eval" / key
+    out = Path(out) if out is not None else runs.RUNS / "eval" / key
     lp, lp_reason = lpips_for(cfg.eval, device)
     train_run = None if weightless else tracking.latest_run_id(cfg.tracking, f"train/{key}")
     result = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "key": key,

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from benchmark import io, protocols, tables
-from benchmark.runs import RUNS
+from benchmark.runs import RUNS, run_files
 
 ORDER = ["input", "rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss", "msgnn"]
 NAMES = {"input": "Rainy input", "rescan": "RESCAN", "prenet": "PReNet", "spanet": "SPANet", "dcsfn": "DCSFN",
@@ -108,7 +108,7 @@ def curves(runs_dir: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for f in sorted((runs_dir / "train").glob("*/train_log.csv")):
+    for f in run_files(runs_dir, "train", "train_log.csv"):
         with open(f, newline="") as fh:
             rows = list(csv.DictReader(fh))
         if rows:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from benchmark import config, data, figures, html_tables, io, tracking
 from benchmark.datasets.layouts import natural_key
+from benchmark.runs import find_run, run_files
 
 PAGE = Path(__file__).with_name("site_page.html")  # CSS + JS template (inline in the output)
 
@@ -46,7 +47,7 @@ def fingerprint(root: Path) -> str:
 
 
 def steps_trained(runs_dir: Path, key: str) -> int | None:
-    f = runs_dir / "train" / key / "train_log.csv"
+    f = find_run(runs_dir, "train", key) / "train_log.csv"
     if not f.is_file():
         return None
     rows = html_tables.read_csv(f)[1]
@@ -145,14 +146,14 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
 def write_plot_data(runs_dir: Path, runs: list[figures.Run], out: Path) -> None:
     """Long-format CSVs for `dvc plots` (one line per run via the `run` column)."""
     rows = []
-    for f in sorted(Path(runs_dir, "train").glob("*/train_log.csv")):
+    for f in run_files(runs_dir, "train", "train_log.csv"):
         for r in html_tables.read_csv(f)[1]:
             rows.append({"run": f.parent.name, "step": r.get("step"), "loss": r.get("loss"),
                          "val_psnr_y": r.get("val_psnr_y", "")})
     io.write_csv(out / "training.csv", rows, ["run", "step", "loss", "val_psnr_y"])
     img = []
     for r in runs:
-        f = runs_dir / "eval" / r.key / "per_image.csv"
+        f = find_run(runs_dir, "eval", r.key) / "per_image.csv"
         if f.is_file():
             img += [{"run": r.key, "eval_set": x.get("eval_set", ""), "image": x.get("name", ""),
                      "psnr_y": x.get("psnr_y", ""), "ssim_y": x.get("ssim_y", "")}
@@ -168,9 +169,9 @@ def render_page(params, runs, runs_dir, data_root, reports, tables, protos, prof
     run_rows = []
     for r in runs:
         m = r.metrics
+        ev, tr = find_run(runs_dir, "eval", r.key), find_run(runs_dir, "train", r.key)
         links = " ".join(f'<a href="{escape(rel(p))}">{escape(t)}</a>' for t, p in (
-            ("metrics.json", runs_dir / "eval" / r.key / "metrics.json"), ("eval folder", runs_dir / "eval" / r.key),
-            ("train folder", runs_dir / "train" / r.key)) if p.exists())
+            ("metrics.json", ev / "metrics.json"), ("eval folder", ev), ("train folder", tr)) if p.exists())
         run_rows.append("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in (
             r.key, r.model, r.dataset, ", ".join(m.get("results", {})), f"{m.get('params_total', 0):,}",
             m.get("mlflow_run_id") or "not tracked", m.get("train_run_id") or "–", m.get("git_commit", "–")))

@@ -32,11 +32,12 @@ def _validator(model_name: str, cfg: config.RunConfig, device: str, root: Path):
 
 def train(model_name: str, dataset: str, device: str = "cpu", params: dict | None = None,
           progress: bool = True, data_root: Path | None = None, out: Path | None = None,
-          cfg: config.RunConfig | None = None, key: str | None = None) -> dict:
+          cfg: config.RunConfig | None = None, key: str | None = None, validate: bool = True) -> dict:
     """Train on ``data/<dataset>`` into ``runs/train/<key>`` (the DVC stage; ``key`` defaults to
     ``<model>-<dataset>``), or on any folder ``data_root`` into ``out`` (``msgnn-bench train --data
     DIR``; ``dataset`` is then only a name and needs no ``datasets:`` section). ``cfg``/``key`` let the
-    seed replicas and the ablation variants reuse this stage code with their own settings and folder."""
+    seed replicas and the ablation variants reuse this stage code with their own settings and folder;
+    ``validate=False`` skips the end-of-training validation (for runs evaluated right after)."""
     if data_root is not None:
         params = dict(params if params is not None else config.load_params())
         params["datasets"] = {**params["datasets"], dataset: params["datasets"].get(dataset) or {}}
@@ -49,13 +50,13 @@ def train(model_name: str, dataset: str, device: str = "cpu", params: dict | Non
     out.mkdir(parents=True, exist_ok=True)
     if not distributed.is_main():  # torchrun: ranks > 0 train in lockstep and write nothing
         cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False))
-        return _train(model_name, dataset, cfg, key, root, out, device, False)
+        return _train(model_name, dataset, cfg, key, root, out, device, False, validate)
     with checkpoints.RunLock(out):  # a second training of this folder refuses before writing anything
-        return _train(model_name, dataset, cfg, key, root, out, device, progress)
+        return _train(model_name, dataset, cfg, key, root, out, device, progress, validate)
 
 
 def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root: Path, out: Path, device: str,
-           progress: bool) -> dict:
+           progress: bool, validate: bool = True) -> dict:
     io.seed_everything(cfg.train.seed)  # model initialisation is part of the reproducible run
     model = build_model(model_name, **cfg.model_args)
     if contract.weightless(model):
@@ -78,7 +79,8 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root:
         if distributed.is_main():
             tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
-                            validate=_validator(model_name, cfg, device, root), device=device, progress=progress,
+                            validate=_validator(model_name, cfg, device, root) if validate else None,
+                            device=device, progress=progress,
                             run_id=run_id)
         if not distributed.is_main():
             return result

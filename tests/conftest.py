@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmark import ablations
 from benchmark.datasets import synth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +20,7 @@ def use_profile(p: dict, name: str) -> None:
     p["profile"], p["run_datasets"] = name, list(prof["datasets"])
     p["seeds"], p["extra_seeds"] = list(prof.get("seeds", [0])), list(prof.get("seeds", [0]))[1:]
     p["ablation_dataset"], p["ablation_variants"] = prof["ablation"]["dataset"], list(prof["ablation"]["variants"])
+    p["ablation_groups"] = ablations.groups(prof["ablation"])
 
 
 def tiny_ci(params: dict, db: Path, experiment: str, n_test: int, ckpt_every: int) -> dict:

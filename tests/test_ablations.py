@@ -52,6 +52,8 @@ def test_resolve_scales_patch_and_sets_seed(repo_params):
 @pytest.mark.parametrize("edit, needle", [
     (lambda p: p["ablations"]["m1"].update(cells={"table9": "x"}), "cells must name"),
     (lambda p: p.update(ablation_variants=["default"]), "do not match profile"),
+    (lambda p: p.update(ablation_groups=["default"]), "do not match profile"),
+    (lambda p: p["profiles"]["quick"]["ablation"].update(stages="each"), "stages must be one of"),
     (lambda p: p.update(seeds=[0, 1]), "do not match profile"),
     (lambda p: (p.update(seeds=[0, 1]), p["profiles"]["quick"].update(seeds=[0, 1])), "extra_seeds must be"),
 ])
@@ -65,6 +67,26 @@ def test_unknown_switch_is_named(repo_params):
     p["ablations"]["m1"]["args"]["strid"] = 2
     with pytest.raises(config.ConfigError, match=r"ablations.m1.args: unknown MSGNN switch\(es\) \['strid'\]"):
         ablations.resolve("m1", 0, p)
+
+
+def test_groups_follow_the_profile(repo_params):
+    prof = repo_params["profiles"]
+    assert ablations.groups(prof["quick"]["ablation"]) == ["all"]  # one process for the whole quick grid
+    assert ablations.groups(prof["paper"]["ablation"]) == prof["paper"]["ablation"]["variants"]
+    assert ablations.group_variants("all", repo_params) == repo_params["ablation_variants"]
+    assert ablations.group_variants("m1", repo_params) == ["m1"]
+    with pytest.raises(config.ConfigError, match="ablation group 'x'"):
+        ablations.group_variants("x", repo_params)
+
+
+def test_profile_command_writes_the_groups(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    assert cli.main(["profile", "paper", "--params", str(path)]) == 0
+    raw = config.load_params(path)
+    assert raw["ablation_groups"] == raw["profiles"]["paper"]["ablation"]["variants"]
+    assert cli.main(["profile", "quick", "--params", str(path)]) == 0
+    assert config.load_params(path)["ablation_groups"] == ["all"]
 
 
 def test_cli_ablations_json(capsys):
@@ -92,15 +114,22 @@ def ablation_params(tiny_params):
 def test_variant_and_seed_runs_reach_the_tables(tmp_path, monkeypatch, ablation_params):
     monkeypatch.chdir(tmp_path)
     prepare.prepare("rain-synth", ablation_params)
+    stale = tmp_path / "runs/train/ablation-all-s0/msgnn.gone-rain-synth-s0"  # a variant since removed
+    stale.mkdir(parents=True)
+    summary = replicate.run_group("all", 0, params=ablation_params, progress=False)  # stage ablation@all-0
+    assert not stale.exists()
+    assert json.loads((tmp_path / "runs/eval/ablation-all-s0.json").read_text()) == summary
     for v in ("tiny", "tiny-graph"):
-        res = replicate.run_variant(v, 0, params=ablation_params, progress=False)
+        key = f"msgnn.{v}-rain-synth-s0"
+        res = json.loads((tmp_path / f"runs/eval/ablation-all-s0/{key}/metrics.json").read_text())
         assert res["variant"] == v and res["results"]["rain-synth"]["n_images"] == 1
         assert "psnr:msgnn" in res["results"]["rain-synth"]
+        assert summary["variants"][v]["results"]["rain-synth"]["psnr:msgnn"] == res["results"]["rain-synth"]["psnr:msgnn"]
+        assert (tmp_path / f"runs/train/ablation-all-s0/{key}/model.pt").is_file()
     cfg = json.loads(json.dumps(config.resolve("prenet", "rain-synth", ablation_params).to_dict()))
     assert cfg["train"]["seed"] == 0
     res = replicate.run_seed("prenet", "rain-synth", 1, params=ablation_params, progress=False)
     assert res["key"] == "prenet-rain-synth-s1" and res["seed"] == 1
-    assert (tmp_path / "runs/train/msgnn.tiny-graph-rain-synth-s0/model.pt").is_file()
     import yaml
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(ablation_params))

@@ -224,12 +224,10 @@ def _stale(repo: Path) -> set[str]:
 
 def placeholder_outputs(repo: Path, models: list[str]) -> None:
     """Stand-in outputs of the train/evaluate stages of ``models`` (+ input), of the ablation stages
-    (``params.yaml``'s variants and seeds), of report and site, for a `dvc commit` that records a lock
+    (``params.yaml``'s groups and seeds), of report and site, for a `dvc commit` that records a lock
     without training anything."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    ablations = [f"msgnn.{v}-{params['ablation_dataset']}-s{s}" for v in params["ablation_variants"]
-                 for s in params["seeds"]]
-    for key in ["input-rain-synth", *(f"{m}-rain-synth" for m in models), *ablations]:
+    for key in ["input-rain-synth", *(f"{m}-rain-synth" for m in models)]:
         if not key.startswith("input-"):
             (repo / f"runs/train/{key}").mkdir(parents=True, exist_ok=True)
             for f in ["model.pt", "train_log.csv"]:
@@ -237,6 +235,11 @@ def placeholder_outputs(repo: Path, models: list[str]) -> None:
         (repo / f"runs/eval/{key}/samples").mkdir(parents=True)
         (repo / f"runs/eval/{key}/per_image.csv").write_text("x\n")
         (repo / f"runs/eval/{key}/metrics.json").write_text("{}")
+    for group, seed in itertools.product(params["ablation_groups"], params["seeds"]):
+        for kind in ("train", "eval"):
+            (repo / f"runs/{kind}/ablation-{group}-s{seed}").mkdir(parents=True)
+            (repo / f"runs/{kind}/ablation-{group}-s{seed}/placeholder").write_text("x\n")
+        (repo / f"runs/eval/ablation-{group}-s{seed}.json").write_text("{}")
     tables = [f"table{i}.{x}" for i in range(1, 6) for x in ("md", "csv", "tex")]
     for f in [*tables, "fig7.csv", "figures/fig7_subnetworks.png", "figures/training_curves.png", "index.html",
               "site/x.png"]:

@@ -91,7 +91,7 @@ def test_two_experiments_show_their_metrics(tmp_path):
     stages += [f"evaluate@{m}-rain-synth" for m in others if m != "msgnn"]
     stages += ["evaluate_msgnn@rain-synth", "evaluate_input@rain-synth", "report", "site"]
     ci = yaml.safe_load((repo / "params.yaml").read_text())
-    stages += [f"ablation@{v}-{s}" for v in ci["ablation_variants"] for s in ci["seeds"]]
+    stages += [f"ablation@{g}-{s}" for g in ci["ablation_groups"] for s in ci["seeds"]]
     _dvc(repo, "commit", "-f", "-q", *stages)
     _git_commit(repo, "ci profile, prepared, placeholders for the other models")
 
