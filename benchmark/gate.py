@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from benchmark import io
-from benchmark.runs import run_files
+from benchmark.runs import DuplicateRunError, run_files
 
 DEFAULT_REF = ".ci/reference_metrics.json"
 # Tolerances absorb float differences between CPUs/BLAS builds, not real regressions:
@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml", help="its `profile` selects the runs compared")
     args = ap.parse_args(argv)
     profile = yaml.safe_load(Path(args.params).read_text()).get("profile") if Path(args.params).is_file() else None
-    now = current(Path(args.runs), profile)
+    try:
+        now = current(Path(args.runs), profile)
+    except DuplicateRunError as exc:
+        print(f"check-metrics: error: {exc}", file=sys.stderr)
+        return 1
     if not now:
         print(f"check-metrics: no {args.runs}/eval/*/metrics.json of profile {profile!r}; run the pipeline first",
               file=sys.stderr)

@@ -45,6 +45,10 @@ def eval_dir(model: str, dataset: str) -> Path:
 GROUP_PREFIX = "ablation-"
 
 
+class DuplicateRunError(ValueError):
+    """One run key in two folders: every table would count it twice."""
+
+
 def ablation_dir(kind: str, group: str, seed: int, runs_dir: Path = RUNS) -> Path:
     """The folder of stage ``ablation@<group>-<seed>`` under ``runs/<kind>`` (kind: train | eval)."""
     return Path(runs_dir) / kind / f"{GROUP_PREFIX}{group}-s{seed}"
@@ -61,15 +65,16 @@ def run_dirs(runs_dir: Path, kind: str) -> list[Path]:
     base = Path(runs_dir) / kind
     if not base.is_dir():
         return []
-    out = []
-    for d in base.iterdir():
+    out: dict[str, Path] = {}
+    for d in sorted(base.iterdir()):
         if not d.is_dir():
             continue
-        if d.name.startswith(GROUP_PREFIX):  # a grouped ablation stage: its variants are the runs
-            out += [v for v in d.iterdir() if v.is_dir()]
-        else:
-            out.append(d)
-    return sorted(out, key=lambda p: p.name)
+        for run in sorted(v for v in d.iterdir() if v.is_dir()) if d.name.startswith(GROUP_PREFIX) else [d]:
+            if run.name in out:  # e.g. a leftover of another layout: a table would count it twice
+                raise DuplicateRunError(f"{run}: run {run.name} also exists as {out[run.name]}; "
+                                        "delete the stale one")
+            out[run.name] = run
+    return [out[k] for k in sorted(out)]
 
 
 def run_files(runs_dir: Path, kind: str, name: str) -> list[Path]:

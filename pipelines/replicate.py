@@ -67,6 +67,12 @@ def run_group(group: str, seed: int, device: str = "cpu", params: dict | None = 
         for d in (root.iterdir() if root.is_dir() else []):
             if d.name not in keys:
                 shutil.rmtree(d) if d.is_dir() else d.unlink()
+    for key in sorted(keys):  # a run of the earlier flat layout would be read twice by the report
+        for old in (runs_dir / "train" / key, runs_dir / "eval" / key):
+            if old.is_dir():
+                print(f"ablation: removing {old}: this variant's run now lives in {old.parent.name}/"
+                      f"{runs.ablation_dir('eval', group, seed).name}/", file=sys.stderr)
+                shutil.rmtree(old)
     results = {v: run_variant(v, seed, device, raw, progress, troot, eroot) for v in variants}
     summary = {"profile": raw.get("profile"), "dataset": dataset, "seed": int(seed), "group": group,
                "variants": {v: {"key": r["key"], "params_total": r["params_total"],

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from benchmark import io, protocols, tables
-from benchmark.runs import RUNS, run_files
+from benchmark.runs import RUNS, DuplicateRunError, run_files
 
 ORDER = ["input", "rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss", "msgnn"]
 NAMES = {"input": "Rainy input", "rescan": "RESCAN", "prenet": "PReNet", "spanet": "SPANet", "dcsfn": "DCSFN",
@@ -141,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     runs_dir, out = Path(args.runs), Path(args.out)
-    rows = tables.collect(runs_dir)
+    try:
+        rows = tables.collect(runs_dir)
+    except DuplicateRunError as exc:
+        print(f"report: error: {exc}", file=sys.stderr)
+        return 1
     if not any(not r["variant"] for r in rows):
         print(f"report: no {runs_dir}/eval/*/metrics.json of a main run; run the evaluate stages first",
               file=sys.stderr)

@@ -116,8 +116,11 @@ def test_variant_and_seed_runs_reach_the_tables(tmp_path, monkeypatch, ablation_
     prepare.prepare("rain-synth", ablation_params)
     stale = tmp_path / "runs/train/ablation-all-s0/msgnn.gone-rain-synth-s0"  # a variant since removed
     stale.mkdir(parents=True)
+    legacy = tmp_path / "runs/eval/msgnn.tiny-rain-synth-s0"  # the same run in the earlier flat layout
+    legacy.mkdir(parents=True)
+    (legacy / "metrics.json").write_text("{}")
     summary = replicate.run_group("all", 0, params=ablation_params, progress=False)  # stage ablation@all-0
-    assert not stale.exists()
+    assert not stale.exists() and not legacy.exists()
     assert json.loads((tmp_path / "runs/eval/ablation-all-s0.json").read_text()) == summary
     for v in ("tiny", "tiny-graph"):
         key = f"msgnn.{v}-rain-synth-s0"
@@ -139,6 +142,15 @@ def test_variant_and_seed_runs_reach_the_tables(tmp_path, monkeypatch, ablation_
     assert "| s3-p48 | tiny-graph |" in (tmp_path / "reports/table3.md").read_text()
     assert "PReNet" in (tmp_path / "reports/table1.md").read_text()
     assert (tmp_path / "reports/figures/fig7_subnetworks.png").stat().st_size > 1000
+
+
+def test_a_run_in_two_folders_is_named_not_counted_twice(tmp_path, capsys):
+    for d in ("eval/msgnn.m1-x-s0", "eval/ablation-all-s0/msgnn.m1-x-s0"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "metrics.json").write_text("{}")
+    assert report.main(["--runs", str(tmp_path), "--out", str(tmp_path / "rep")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run msgnn.m1-x-s0 also exists as" in err and "delete the stale one" in err
 
 
 def test_stage_command_line_prints_scored_sets_and_names_errors(capsys):
