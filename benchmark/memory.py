@@ -6,15 +6,14 @@ being killed by the kernel halfway through (issue 16).
 
 The estimate is ``MARGIN x (fixed + per_pixel x pixels)``, fp32, batch 1, no autograd. ``fixed`` and
 ``per_pixel`` are *measured*, not derived from the layers (meta-device and profiler estimates were
-off by up to 2x): ``python -m benchmark.memory`` runs, per model, one fresh subprocess per size that
-builds the model, copies its weights once more (what loading a checkpoint holds for a moment),
-then, for three random uint8 images one after the other (an exemplar of the same size for MSGNN),
-converts each as ``derain`` does, runs ``engine.predict`` and ``metrics.to_uint8``; the cost is the
-growth of the peak resident set (VmHWM, reset through /proc/self/clear_refs) over the process before
-the model was built. Three images, because the heap fragments: over a folder the peak rose by up to
-~20 % after the first image, then stayed (PReNet 321x481: 0.37 -> 0.44 GiB over 8 images). The
-thread count did not change it (PReNet 321x481, 1 and 2 threads: 0.350 GiB both). The line through
-the two sizes gives the coefficients.
+off by up to 2x): ``python -m benchmark.memory`` runs one fresh process per model and size that
+builds the model, copies its weights once more (as loading a checkpoint does), then derains three
+random uint8 images one after the other as ``derain`` does (an exemplar as large for MSGNN); the
+cost is the growth of the peak resident set (VmHWM, reset through /proc/self/clear_refs) over the
+process before the model was built. Three images, because the heap fragments: the peak rose by up
+to ~20 % after the first, then stayed (PReNet 321x481: 0.37 -> 0.44 GiB over 8 images); the thread
+count did not change it (1 and 2 threads: 0.350 GiB). The line through the two sizes gives the
+coefficients.
 """
 from __future__ import annotations
 
@@ -159,9 +158,7 @@ def measure(model: str, h: int, w: int, repeats: int = REPEATS) -> int:
     base = _rss_kib("VmRSS") * 1024
     torch.manual_seed(0)
     net = build_model(model).eval()
-    state = {k: v.clone() for k, v in net.state_dict().items()}  # a checkpoint's copy, while loading
-    net.load_state_dict(state)
-    del state
+    net.load_state_dict({k: v.clone() for k, v in net.state_dict().items()})  # a checkpoint's copy
     g = torch.Generator().manual_seed(0)
     ex = None
     for _ in range(repeats):  # the heap fragments over a folder of images: the peak rises, then stays
@@ -188,7 +185,7 @@ def remeasure(models: list[str], sizes=SIZES) -> dict[str, tuple[int, int]]:
         (h0, w0), (h1, w1) = sizes
         p0, p1 = _round_up(h0) * _round_up(w0), _round_up(h1) * _round_up(w1)
         per_px = max(0, round((peaks[1] - peaks[0]) / (p1 - p0)))
-        out[m] = (max(0, peaks[1] - per_px * p1), per_px)
+        out[m] = (max(0, peaks[0] - per_px * p0, peaks[1] - per_px * p1), per_px)  # both points under
         print(json.dumps({"model": m, "sizes": sizes, "peak_bytes": peaks, "fixed": out[m][0],
                           "per_pixel": per_px}), flush=True)
     return out
