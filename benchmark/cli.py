@@ -93,7 +93,7 @@ def _exemplar(model, args):
     return data.to_tensor(data.load_image(args.exemplar))
 
 
-def _memory_guard(args, device: str):
+def _memory_guard(args, device: str, scoring: bool = False):
     """``fits(path, h, w)`` of ``derain``/``evaluate``: refuses an image whose estimated inference
     memory (``benchmark.memory``) exceeds what ``device`` has free; None with --no-memory-check or
     when the free memory is unknown."""
@@ -106,7 +106,8 @@ def _memory_guard(args, device: str):
     if free is None:
         return None
     ex = images.inspect(args.exemplar) if args.exemplar else None
-    kw = {"tile": args.tile, "overlap": args.tile_overlap, "exemplar_hw": ex and (ex.height, ex.width)}
+    kw = {"tile": args.tile, "overlap": args.tile_overlap, "exemplar_hw": ex and (ex.height, ex.width),
+          "scoring": scoring}
 
     def fits(path, h: int, w: int) -> None:
         memory.check(args.model, path, h, w, free, str(device), **kw)
@@ -147,7 +148,7 @@ def cmd_evaluate(args) -> int:
     _check_source(args)
     ds = data.EvalImages(args.data, split="test", max_pixels=args.max_pixels)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    fits = _memory_guard(args, device)
+    fits = _memory_guard(args, device, scoring=True)
     if fits is not None:  # every image's inference must fit before the model is even loaded
         for it in ds.items:
             path = Path(getattr(it, "input", it))

@@ -47,6 +47,7 @@ COEFFS: dict[str, tuple[int, int]] = {
     "rcdnet": (37232640, 5864),
     "rescan": (25800704, 1861),
     "spanet": (49324032, 2706),
+    "scoring": (6397952, 237),  # `input` + a target + every protocol's metrics (04:53): evaluate's extra
 }
 
 
@@ -62,7 +63,7 @@ def coefficients(model: str) -> tuple[int, int]:
 
 
 def need(model: str, h: int, w: int, *, tile: int | None = None, overlap: int = 32,
-         exemplar_hw: tuple[int, int] | None = None, device: str = "cpu") -> int:
+         exemplar_hw: tuple[int, int] | None = None, device: str = "cpu", scoring: bool = False) -> int:
     """Bytes that inference of one ``h`` x ``w`` image with ``model`` may take (with the margin).
 
     With ``tile`` the network sees one tile (core + ``overlap`` on each side) at a time; the whole
@@ -70,6 +71,7 @@ def need(model: str, h: int, w: int, *, tile: int | None = None, overlap: int = 
     12 bytes a pixel) stay. An exemplar (MSGNN, whole for every tile) counts when larger than what
     the network sees: the coefficients were measured with an exemplar as large as the image.
     On CUDA MSGNN's default kNN chunk is 256 MiB instead of the 64 MiB measured here: the rest is added.
+    ``scoring`` (``evaluate``) adds the per-pixel cost of the target and of every protocol's metrics.
     """
     fixed, per_px = coefficients(model)
     if model == "msgnn" and str(device).startswith("cuda"):
@@ -84,6 +86,8 @@ def need(model: str, h: int, w: int, *, tile: int | None = None, overlap: int = 
         seen, whole = hp * wp, 0
     if exemplar_hw:
         seen = max(seen, _round_up(exemplar_hw[0]) * _round_up(exemplar_hw[1]))
+    if scoring:
+        whole += coefficients("scoring")[1] * hp * wp
     return int(MARGIN * (fixed + per_px * seen + whole))
 
 
@@ -148,7 +152,7 @@ def measure(model: str, h: int, w: int, repeats: int = REPEATS) -> int:
     """Peak-RSS growth (bytes) of ``repeats`` inferences in this (fresh, single-threaded) process."""
     import torch
 
-    from benchmark import contract, engine, metrics
+    from benchmark import contract, engine, metrics, protocols
     from benchmark.perf import _reset_peak_rss, _rss_kib
     from benchmark.registry import build_model
 
@@ -157,7 +161,7 @@ def measure(model: str, h: int, w: int, repeats: int = REPEATS) -> int:
         raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs)")
     base = _rss_kib("VmRSS") * 1024
     torch.manual_seed(0)
-    net = build_model(model).eval()
+    net = build_model("input" if model == "scoring" else model).eval()
     net.load_state_dict({k: v.clone() for k, v in net.state_dict().items()})  # a checkpoint's copy
     g = torch.Generator().manual_seed(0)
     ex = None
@@ -167,8 +171,13 @@ def measure(model: str, h: int, w: int, repeats: int = REPEATS) -> int:
         if ex is None and contract.needs_exemplar(net):
             ex = x.clone()
         with torch.no_grad():
-            metrics.to_uint8(engine.predict(net, x, ex, "cpu")[0])
-        del img, x
+            out = engine.predict(net, x, ex, "cpu")[0]
+            out8 = metrics.to_uint8(out)
+        if model == "scoring":  # what evaluate adds: a target, the metrics of every protocol
+            tgt = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy()
+            metrics.image_metrics(out8, tgt)
+            protocols.score_all(out.permute(1, 2, 0).numpy(), tgt)
+        del img, x, out, out8
     return _rss_kib("VmHWM") * 1024 - base
 
 
@@ -191,8 +200,8 @@ def remeasure(models: list[str], sizes=SIZES) -> dict[str, tuple[int, int]]:
     return out
 
 
-if __name__ == "__main__":  # python -m benchmark.memory [MODEL...]: re-measure, print COEFFS lines
+if __name__ == "__main__":  # python -m benchmark.memory [MODEL...|scoring]: re-measure, print COEFFS
     from benchmark.registry import list_models
 
-    for name, (f, p) in remeasure(sys.argv[1:] or list_models()).items():
+    for name, (f, p) in remeasure(sys.argv[1:] or list_models() + ["scoring"]).items():
         print(f'    "{name}": ({f}, {p}),')
