@@ -29,6 +29,9 @@ class _OfficialHelp(str):
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, OSError)
 
 
+NEEDS_WEIGHTS = "model {!r} needs weights: pass --checkpoint PATH or --official PATH"
+
+
 def _load(args) -> "torch.nn.Module":  # noqa: F821
     from benchmark import tiling
 
@@ -45,7 +48,7 @@ def _load_model(args) -> "torch.nn.Module":  # noqa: F821
         return runs.load_model(args.checkpoint, expect=args.model)
     model = build_model(args.model)
     if not contract.weightless(model):
-        raise ValueError(f"model {args.model!r} needs weights: pass --checkpoint PATH or --official PATH")
+        raise ValueError(NEEDS_WEIGHTS.format(args.model))
     return model
 
 
@@ -58,7 +61,7 @@ def _check_source(args) -> None:
         raise FileNotFoundError(f"{args.checkpoint}: checkpoint not found")
     model = build_model(args.model)  # the bare network: cheap, and gone before the memory check
     if not (args.checkpoint or args.official or contract.weightless(model)):
-        raise ValueError(f"model {args.model!r} needs weights: pass --checkpoint PATH or --official PATH")
+        raise ValueError(NEEDS_WEIGHTS.format(args.model))
 
 
 def cmd_models(args) -> int:
