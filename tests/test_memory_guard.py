@@ -142,3 +142,20 @@ def test_estimate_covers_a_real_inference(model):
     assert measured <= est, (model, measured, est)
     if model not in ("input", "scoring"):  # and not uselessly loose: within the margin of the line
         assert est <= 2 * memory.MARGIN * measured, (model, measured, est)
+
+
+def test_memory_is_checked_from_the_header_before_decoding(tmp_path, capsys, monkeypatch):
+    """A 100 MP header (issue 16's 1.5 KB PNG) with --max-pixels raised: refused for its memory,
+    never decoded (decoding would fail on this fake file with another message)."""
+    from tests.test_derain_cli import png_header
+
+    for sub in ("input", "target"):
+        (tmp_path / "pairs" / sub).mkdir(parents=True)
+        png_header(tmp_path / "pairs" / sub / "1.png", 10000, 10000)
+    free(monkeypatch, 2**30)
+    no_load(monkeypatch)
+    bomb = tmp_path / "pairs" / "input" / "1.png"
+    code, _, err = run(capsys, "derain", "--model", "input", bomb, "-o", tmp_path / "o", "--max-pixels", 10**8)
+    assert code == 1 and one_line(err) and f"{bomb}: 10000x10000 image needs about" in err, err
+    code, _, err = run(capsys, "evaluate", "--model", "input", "--data", tmp_path / "pairs", "--max-pixels", 10**8)
+    assert code == 1 and one_line(err) and f"{bomb}: 10000x10000 image needs about" in err, err
