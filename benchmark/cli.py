@@ -29,6 +29,9 @@ class _OfficialHelp(str):
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, OSError)
 
 
+NEEDS_WEIGHTS = "model {!r} needs weights: pass --checkpoint PATH or --official PATH"
+
+
 def _load(args) -> "torch.nn.Module":  # noqa: F821
     from benchmark import tiling
 
@@ -45,8 +48,20 @@ def _load_model(args) -> "torch.nn.Module":  # noqa: F821
         return runs.load_model(args.checkpoint, expect=args.model)
     model = build_model(args.model)
     if not contract.weightless(model):
-        raise ValueError(f"model {args.model!r} needs weights: pass --checkpoint PATH or --official PATH")
+        raise ValueError(NEEDS_WEIGHTS.format(args.model))
     return model
+
+
+def _check_source(args) -> None:
+    """What loading would refuse at once (unknown name, no weights, no checkpoint file), checked
+    before the data is read, so that ``evaluate`` can check the data's memory before loading."""
+    from benchmark.registry import build_model
+
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"{args.checkpoint}: checkpoint not found")
+    model = build_model(args.model)  # the bare network: cheap, and gone before the memory check
+    if not (args.checkpoint or args.official or contract.weightless(model)):
+        raise ValueError(NEEDS_WEIGHTS.format(args.model))
 
 
 def cmd_models(args) -> int:
@@ -81,6 +96,27 @@ def _exemplar(model, args):
     return data.to_tensor(data.load_image(args.exemplar))
 
 
+def _memory_guard(args, device: str, scoring: bool = False):
+    """``fits(path, h, w)`` of ``derain``/``evaluate``: refuses an image whose estimated inference
+    memory (``benchmark.memory``) exceeds what ``device`` has free; None with --no-memory-check or
+    when the free memory is unknown."""
+    from benchmark import memory
+    from benchmark.datasets import images
+
+    if args.no_memory_check:
+        return None
+    free = memory.available(device)
+    if free is None:
+        return None
+    ex = images.inspect(args.exemplar) if args.exemplar else None
+    kw = {"tile": args.tile, "overlap": args.tile_overlap, "exemplar_hw": ex and (ex.height, ex.width),
+          "scoring": scoring}
+
+    def fits(path, h: int, w: int) -> None:
+        memory.check(args.model, path, h, w, free, str(device), **kw)
+    return fits
+
+
 def cmd_train(args) -> int:
     """Train on one's own folder with params.yaml's settings for the model (current profile),
     outside the DVC pipeline: the run goes to runs/own/<model>-<name>/ so that it never mixes
@@ -108,13 +144,24 @@ def cmd_evaluate(args) -> int:
     import torch
 
     from benchmark import config, data, engine, protocols
+    from benchmark.datasets import images
 
     if args.protocol and args.protocol != "all":
         protocols.get(args.protocol)  # a misspelt name fails before the network runs
-    model = _load(args)
-    ds = data.EvalImages(args.data, split="test", max_pixels=args.max_pixels)
-    cfg = config.EvalCfg(quantise=args.quantise, y_mode=args.y_mode, save_images=0, lpips=False)
+    _check_source(args)
+    ds = data.EvalImages(args.data, split="test", max_pixels=args.max_pixels, check=False)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    fits = _memory_guard(args, device, scoring=True)
+    for it in ds.items if fits is not None else ():  # from the headers, before a large image is decoded
+        path = Path(getattr(it, "input", it))
+        try:
+            info = images.inspect(path, max_pixels=args.max_pixels)
+        except images.DataError:
+            continue  # named by the full check below, as without the memory check
+        fits(path, info.height, info.width)
+    ds.check()
+    model = _load(args)
+    cfg = config.EvalCfg(quantise=args.quantise, y_mode=args.y_mode, save_images=0, lpips=False)
     res = engine.evaluate(model, ds, cfg, device=device, exemplar=_exemplar(model, args), progress=not args.json)
     out = {"model": args.model, "n_images": res["n_images"],
            **{k: res["mean"][k] for k in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")},
@@ -161,9 +208,10 @@ def cmd_derain(args) -> int:
     from benchmark import data, derain, engine, metrics
 
     # every input checked, every output name decided, before the model is loaded or a file written
-    jobs = derain.plan(args.inputs, args.output, overwrite=args.overwrite, max_pixels=args.max_pixels)
-    model = _load(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    jobs = derain.plan(args.inputs, args.output, overwrite=args.overwrite, max_pixels=args.max_pixels,
+                       fits=_memory_guard(args, device))
+    model = _load(args)
     model.to(device).eval()
     ex = _exemplar(model, args)
     for src, dst in jobs:  # one image in memory at a time
@@ -299,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
                        help="context pixels on each side of a tile (exact for local models when >= their "
                             "receptive radius; see benchmark/tiling.py)")
+        p.add_argument("--no-memory-check", action="store_true",
+                       help="run even when an image's estimated inference memory exceeds the free memory "
+                            "(checked for every input before any work; see benchmark/memory.py)")
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder in any supported paired layout")
             p.add_argument("--quantise", choices=["round", "truncate"], default="round",

@@ -206,9 +206,13 @@ class EvalImages(Dataset):
             raise DataError(f"{folder}: no {'image pairs' if paired else 'images'} found")
         if limit:
             self.items = self.items[:limit]
-        if check:  # every file decoded once before the model sees any (test sets are small)
-            check_items(self.items, min_side=images.SSIM_WINDOW if paired else 1,
-                        why="the SSIM window", decode=True, max_pixels=max_pixels)
+        if check:
+            self.check()
+
+    def check(self) -> None:
+        """Every file decoded once before the model sees any (test sets are small)."""
+        check_items(self.items, min_side=images.SSIM_WINDOW if self.paired else 1,
+                    why="the SSIM window", decode=True, max_pixels=self.max_pixels)
 
     def __len__(self) -> int:
         return len(self.items)

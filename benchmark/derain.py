@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -65,9 +66,13 @@ def _distinct(items: list[tuple[Path, str]]) -> list[str]:
     return names
 
 
-def plan(inputs: list[str], output: str, *, overwrite: bool = False,
-         max_pixels: int = images.MAX_PIXELS) -> list[tuple[Path, Path]]:
-    """(input file, output file) for every input; raises one DataError before any work."""
+def plan(inputs: list[str], output: str, *, overwrite: bool = False, max_pixels: int = images.MAX_PIXELS,
+         fits: Callable[[Path, int, int], None] | None = None) -> list[tuple[Path, Path]]:
+    """(input file, output file) for every input; raises one DataError before any work.
+
+    ``fits(path, height, width)`` raises a DataError for an image whose inference would not fit in
+    memory (``benchmark.memory.check``); it runs on every input from its header, before decoding.
+    """
     outdir = Path(output)
     if outdir.exists() and not outdir.is_dir():
         raise DataError(f"{outdir}: -o must be a folder, this is a file")
@@ -88,6 +93,9 @@ def plan(inputs: list[str], output: str, *, overwrite: bool = False,
     if not items:
         raise DataError(f"no input images in {' '.join(inputs)}")
     for f, _ in items:  # every input named before the model is even loaded
+        if fits is not None:  # from the header, before a too-large image is decoded
+            info = images.inspect(f, max_pixels=max_pixels)
+            fits(f, info.height, info.width)
         images.inspect(f, max_pixels=max_pixels, decode=True)
     jobs = [(f, outdir / f"{name}.png") for (f, _), name in zip(items, _distinct(items))]
     existing = [dst for _, dst in jobs if dst.exists() or dst.is_symlink()]
