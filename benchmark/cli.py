@@ -244,8 +244,10 @@ def cmd_profile(args) -> int:
         text = re.sub(r"(?m)^ablation_dataset:.*$", f"ablation_dataset: {a['dataset']}", text, 1)
         text = re.sub(r"(?m)^ablation_variants:\s*\[[^\]]*\]", f"ablation_variants: [{', '.join(a['variants'])}]",
                       text, 1)
-        text = re.sub(r"(?m)^ablation_groups:\s*\[[^\]]*\]",
-                      f"ablation_groups: [{', '.join(ablations.groups(a))}]", text, 1)
+        groups = f"ablation_groups: [{', '.join(ablations.groups(a))}]"
+        text, n = re.subn(r"(?m)^ablation_groups:\s*\[[^\]]*\]", groups, text, 1)
+        if not n:  # a params.yaml from before the grouped ablation stage
+            text = re.sub(r"(?m)^(ablation_variants:.*)$", lambda m: m.group(1) + "\n" + groups, text, 1)
     from benchmark import io
 
     io.write_text(path, text)

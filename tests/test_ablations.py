@@ -87,6 +87,9 @@ def test_profile_command_writes_the_groups(tmp_path):
     assert raw["ablation_groups"] == raw["profiles"]["paper"]["ablation"]["variants"]
     assert cli.main(["profile", "quick", "--params", str(path)]) == 0
     assert config.load_params(path)["ablation_groups"] == ["all"]
+    path.write_text("\n".join(x for x in path.read_text().splitlines() if not x.startswith("ablation_groups:")))
+    assert cli.main(["profile", "paper", "--params", str(path)]) == 0  # an older params.yaml gains the axis
+    assert config.load_params(path)["ablation_groups"][:2] == ["default", "m1"]
 
 
 def test_cli_ablations_json(capsys):
