@@ -70,8 +70,8 @@ def run_group(group: str, seed: int, device: str = "cpu", params: dict | None = 
     for key in sorted(keys):  # a run of the earlier flat layout would be read twice by the report
         for old in (runs_dir / "train" / key, runs_dir / "eval" / key):
             if old.is_dir():
-                print(f"ablation: removing {old}: this variant's run now lives in {old.parent.name}/"
-                      f"{runs.ablation_dir('eval', group, seed).name}/", file=sys.stderr)
+                print(f"ablation: removing {old}: this variant's run now lives in {old.parent.name}/{troot.name}/",
+                      file=sys.stderr)
                 shutil.rmtree(old)
     results = {v: run_variant(v, seed, device, raw, progress, troot, eroot) for v in variants}
     summary = {"profile": raw.get("profile"), "dataset": dataset, "seed": int(seed), "group": group,

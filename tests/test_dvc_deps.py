@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import itertools
 import os
 import re
@@ -22,9 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import config, registry
+from benchmark import ablations, config, registry
 
-from .conftest import REPO
+from .conftest import REPO, use_profile
 
 PACKAGES = ("benchmark", "baselines", "msgnn", "pipelines")
 NOT_OUTPUTS = {"tracking"}  # decides where MLflow logs, never what a stage writes (see dvc.yaml)
@@ -153,21 +154,28 @@ def _leaves(log: set[str]) -> set[str]:
 
 @pytest.mark.parametrize("profile", ["quick", "ci", "paper"])
 def test_params_deps_cover_every_resolved_key(repo_params, profile):
-    params = dict(repo_params, profile=profile, run_datasets=repo_params["profiles"][profile]["datasets"])
+    params = copy.deepcopy(repo_params)
+    use_profile(params, profile)  # every matrix axis of that profile, the ablation groups included
     for st in _expand(params):
         model = _model_of(st["cmd"])
         if st["name"].startswith("prepare@"):  # writes data from the dataset's section only
             d = st["name"].split("@")[1]
             assert {f"datasets.{d}", f"profiles.{profile}.dataset_overrides", "profile"} <= set(st["params"])
-        if model is None:
+        args = shlex.split(st["cmd"])
+        group = args[args.index("--group") + 1] if "--group" in args else None
+        if model is None and group is None:
             continue
-        dataset = shlex.split(st["cmd"])[-1]
         log: set[str] = set()
         rec = _Recorder(params, "", log)
-        cfg = config.resolve(model, dataset, rec)
+        if group is not None:  # the ablation stage resolves each variant of its group
+            cfgs = [ablations.resolve(v, 0, rec) for v in ablations.group_variants(group, rec)]
+        else:
+            cfgs = [config.resolve(model, args[args.index("--dataset") + 1], rec)]
         if st["name"].startswith("evaluate"):  # evaluate also reads each eval set's section
-            for e in cfg.dataset_cfg.get("eval_sets") or []:
+            for e in cfgs[0].dataset_cfg.get("eval_sets") or []:
                 rec["datasets"].get(e, {})
+        if any(m in st["cmd"] for m in ("pipelines.evaluate", "pipelines.replicate")):
+            log.add("report.images")  # evaluate always saves the report's figure images
         leaves = {p for p in _leaves(log) if p.split(".")[0] not in NOT_OUTPUTS}
         missing = sorted(p for p in leaves if not _covered(p.replace(".", "/"),
                                                            [d.replace(".", "/") for d in st["params"]]))
