@@ -1,13 +1,29 @@
-"""Blocks shared by RESCAN (Li et al., ECCV 2018) and DCSFN (Wang et al., ACM MM 2020).
+"""What the baselines share: the suite's model-facing library and the blocks of several networks.
 
-DCSFN's code base grew out of RESCAN's, and both use the same convolutional GRU gating.
-They differ in what follows the gates (RESCAN: squeeze-excitation then LeakyReLU; DCSFN:
-LeakyReLU only), so only the gate arithmetic lives here; each model adds its own tail.
+A baseline module imports the suite only through this file. DVC gives all baselines' stages one
+dependency list (a matrix stage cannot vary it per model), so every baseline must reach the same
+library files for that list to be exact: registration, official-checkpoint reading (PyTorch and
+TensorFlow), the differentiable losses of the models' own recipes and the stage-output rule.
+
+``ConvGRUCell`` is shared by RESCAN (Li et al., ECCV 2018) and DCSFN (Wang et al., ACM MM 2020):
+DCSFN's code base grew out of RESCAN's, and both use the same convolutional GRU gating. They
+differ in what follows the gates (RESCAN: squeeze-excitation then LeakyReLU; DCSFN: LeakyReLU
+only), so only the gate arithmetic lives here; each model adds its own tail.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from benchmark.core.contract import stage_outputs
+from benchmark.core.official import (check_names, load_mapped, read_state, read_tf_variables, rename_by_rules,
+                                     source_label)
+from benchmark.core.registry import register_model, register_official
+from benchmark.training.losses import charbonnier, ssim
+
+__all__ = ["ConvGRUCell", "charbonnier", "check_names", "check_rgb_batch", "load_mapped", "read_state",
+           "read_tf_variables", "register_model", "register_official", "rename_by_rules", "source_label", "ssim",
+           "stage_outputs"]
 
 
 class ConvGRUCell(nn.Module):

@@ -30,11 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.losses import ssim
-from benchmark.official import load_mapped, read_state
-from benchmark.registry import register_model, register_official
-
-from .common import ConvGRUCell, check_rgb_batch
+from .common import ConvGRUCell, check_rgb_batch, load_mapped, read_state, register_model, register_official, ssim
 
 
 def _conv_lrelu(cin: int, cout: int, k: int) -> nn.Sequential:

@@ -51,10 +51,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from benchmark.registry import register_model, register_official
-
-from .common import check_rgb_batch
-from .tf_variables import check_names, read_tf_variables
+from .common import check_names, check_rgb_batch, read_tf_variables, register_model, register_official
 
 
 def _conv(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Conv2d:

@@ -43,11 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.losses import stage_outputs
-from benchmark.official import load_mapped, read_state
-from benchmark.registry import register_model, register_official
-
-from .common import check_rgb_batch
+from .common import check_rgb_batch, load_mapped, read_state, register_model, register_official, stage_outputs
 
 
 class ResidualBlock(nn.Module):

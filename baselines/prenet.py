@@ -14,9 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.losses import ssim
-from benchmark.official import read_state, source_label
-from benchmark.registry import register_model, register_official
+from .common import read_state, register_model, register_official, source_label, ssim
 
 
 class ResidualBlock(nn.Module):

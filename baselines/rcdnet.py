@@ -22,7 +22,7 @@ and ``eta12`` one η_B; each M-net's ``tau`` is one scalar expanded to 32 channe
 3x3 filter expanded to 32x3. ``sum(p.numel())`` counts every view, which is where 3,166,355 comes
 from, but only 3,040,494 numbers are distinct and 2,965,997 of them receive a gradient
 (``--effective``). We store each tied parameter once, expand it in forward, and count it at its
-official size (``official_numel``, read by ``benchmark.metrics.count_params``). ``tied=False``
+official size (``official_numel``, read by ``benchmark.evaluation.contract.count_params``). ``tied=False``
 unties them (every view its own tensor, the form of earlier versions of this file): same total,
 same outputs for equal weights, 2,975,186 gradient-receiving parameters. The official optimiser
 step on aliased views cannot be reproduced: the authors ran PyTorch 0.4.1, whose in-place updates
@@ -55,9 +55,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines.common import check_rgb_batch
-from benchmark.official import load_mapped, read_state
-from benchmark.registry import register_model, register_official
+from .common import check_rgb_batch, load_mapped, read_state, register_model, register_official
+
 
 RGB_RANGE = 255.0  # official pixel scale
 
@@ -169,7 +168,7 @@ class RCDNet(nn.Module):
                 self.unused_kernel_copies = nn.Parameter(kernels.unsqueeze(0).repeat(copies, 1, 1, 1, 1))
                 self.unused_eta_m0 = nn.Parameter(torch.ones(1))
         # The size at which the official sum(p.numel()) counts each tied tensor (all its views),
-        # read by benchmark.metrics.count_params; and which untied keys each one collapses.
+        # read by benchmark.evaluation.contract.count_params; and which untied keys each one collapses.
         self.official_numel: dict[str, int] = {}
         self._tied_groups: dict[str, tuple[str, ...]] = {}
         if tied:

@@ -25,10 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.official import load_mapped, read_state, rename_by_rules
-from benchmark.registry import register_model, register_official
+from .common import (ConvGRUCell, check_rgb_batch, load_mapped, read_state, register_model, register_official,
+                     rename_by_rules)
 
-from .common import ConvGRUCell, check_rgb_batch
 
 Unit = Literal["GRU", "LSTM", "RNN", "Conv"]
 Frame = Literal["Full", "Add"]

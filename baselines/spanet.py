@@ -26,10 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines.common import check_rgb_batch
-from benchmark.losses import ssim
-from benchmark.official import read_state, source_label
-from benchmark.registry import register_model, register_official
+from .common import check_rgb_batch, read_state, register_model, register_official, source_label, ssim
+
 
 # Order of the four IRNN outputs, as the official SAM concatenates them. Official names are the
 # direction the recurrence travels ("up" starts at the bottom row and moves up).

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.registry import register_model
+from benchmark.core.registry import register_model
 
 from .blocks import CHANNEL_ATTENTIONS, DenseChain, ValueStem, conv
 from .graph import GCNBlock, KNNGraph

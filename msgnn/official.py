@@ -17,8 +17,8 @@ import re
 
 import torch
 
-from benchmark.official import load_mapped, read_state, rename_by_rules
-from benchmark.registry import register_official
+from benchmark.core.official import load_mapped, read_state, rename_by_rules
+from benchmark.core.registry import register_official
 
 from .model import MSGNN, msgnn
 

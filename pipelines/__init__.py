@@ -1,0 +1,1 @@
+"""The DVC stage scripts: thin command lines around the library (``benchmark``); see dvc.yaml."""

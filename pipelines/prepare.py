@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark import config, data, runs
+from benchmark.core import config, runs
+from benchmark.data import loading as data
 from benchmark.datasets import synth
 
 

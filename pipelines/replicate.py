@@ -1,6 +1,7 @@
 """DVC stages ``replicate@<model>-<dataset>-<seed>`` and ``ablation@<group>-<seed>``.
 
-Both reuse the train and evaluate stage code in one process:
+Both run the train and evaluate stage code (``benchmark.training.run``, ``benchmark.evaluation.run``)
+in one process:
 * ``--model M --dataset D --seed S``: Table 1's run ``M-D`` again with another seed
   (runs/{train,eval}/M-D-sS); the main stages hold seed ``train.seed``.
 * ``--group G --seed S``: MSGNN ablation variants (``params.yaml`` ``ablations``) trained and
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from benchmark import ablations, config, io, runs
-from pipelines import evaluate as evaluate_stage
-from pipelines import train as train_stage
+from benchmark.core import ablations, config, io, runs
+from benchmark.evaluation import run as evaluate_stage
+from benchmark.training import run as train_stage
 
 
 def run_seed(model: str, dataset: str, seed: int, device: str = "cpu", params: dict | None = None,
@@ -67,12 +68,6 @@ def run_group(group: str, seed: int, device: str = "cpu", params: dict | None = 
         for d in (root.iterdir() if root.is_dir() else []):
             if d.name not in keys:
                 shutil.rmtree(d) if d.is_dir() else d.unlink()
-    for key in sorted(keys):  # a run of the earlier flat layout would be read twice by the report
-        for old in (runs_dir / "train" / key, runs_dir / "eval" / key):
-            if old.is_dir():
-                print(f"ablation: removing {old}: this variant's run now lives in {old.parent.name}/{troot.name}/",
-                      file=sys.stderr)
-                shutil.rmtree(old)
     results = {v: run_variant(v, seed, device, raw, progress, troot, eroot) for v in variants}
     summary = {"profile": raw.get("profile"), "dataset": dataset, "seed": int(seed), "group": group,
                "variants": {v: {"key": r["key"], "params_total": r["params_total"],

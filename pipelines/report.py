@@ -16,8 +16,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmark import io, protocols, tables
-from benchmark.runs import RUNS, DuplicateRunError, run_files
+from benchmark.core import io
+from benchmark.evaluation import protocols
+from benchmark.reporting import tables
+from benchmark.core.runs import RUNS, DuplicateRunError, run_files
 
 ORDER = ["input", "rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss", "msgnn"]
 NAMES = {"input": "Rainy input", "rescan": "RESCAN", "prenet": "PReNet", "spanet": "SPANet", "dcsfn": "DCSFN",

@@ -2,7 +2,7 @@
 
 No server and no network: CSS and JS are inline, images are PNGs under ``reports/site/`` linked by
 relative path. The page holds every ``reports/table*.csv`` (with the paper's values, deltas, best
-and second best, a scoring-protocol switch), the figures of ``benchmark.figures``, a before/after
+and second best, a scoring-protocol switch), the figures of ``benchmark.reporting.figures``, a before/after
 slider per method on the ``report.images`` test images, the runs (MLflow run ids, run folders) and
 provenance (git commit, profile, dataset fingerprints, date). It also writes the long-format CSVs
 that ``dvc plots`` draws (``reports/site/plots/``).
@@ -22,9 +22,11 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from benchmark import config, data, figures, html_tables, io, tracking
-from benchmark.datasets.layouts import natural_key
-from benchmark.runs import find_run, run_files
+from benchmark.core import config, io, tracking
+from benchmark.data import loading as data
+from benchmark.reporting import figures, html_tables
+from benchmark.data.layouts import natural_key
+from benchmark.core.runs import find_run, run_files
 
 PAGE = Path(__file__).with_name("site_page.html")  # CSS + JS template (inline in the output)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import ablations
+from benchmark.core import ablations
 from benchmark.datasets import synth
 
 REPO = Path(__file__).resolve().parents[1]

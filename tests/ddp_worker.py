@@ -3,9 +3,10 @@ import sys
 
 import torch
 
-from benchmark import data, distributed, engine
-from benchmark.config import TrainCfg
-from benchmark.registry import build_model
+from benchmark.data import loading as data
+from benchmark.training import distributed, engine
+from benchmark.core.config import TrainCfg
+from benchmark.core.registry import build_model
 
 out, root, ranks_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 torch.set_num_threads(1)

@@ -6,14 +6,15 @@ import json
 
 import pytest
 
-from benchmark import ablations, cli, config
+from benchmark.core import ablations, config
+from benchmark.tools import cli
 from pipelines import prepare, replicate, report
 
 from .conftest import REPO
 
 
 def _counts(repo_params) -> dict[str, int]:
-    return {r["name"]: r["params_total"] for r in ablations.listing(repo_params)}
+    return {r["name"]: r["params_total"] for r in cli.ablation_listing(repo_params)}
 
 
 def test_variant_parameter_counts(repo_params):
@@ -23,7 +24,7 @@ def test_variant_parameter_counts(repo_params):
         assert c["default" if n == 4 else f"n{n}"] == 1059051 + (n - 1) * 334176
     # Fig. 9 changes one thing: the exemplar branch goes, the 1x1 fuse stays (not the official 5x5 pairing)
     assert c["exemplar-off"] == 1968169 != 2459689
-    cells = {t: [r["cells"][t] for r in ablations.listing(repo_params, counts=False) if t in r["cells"]]
+    cells = {t: [r["cells"][t] for r in cli.ablation_listing(repo_params, counts=False) if t in r["cells"]]
              for t in ablations.TABLES}
     assert cells["table2"] == ["M6", "M1", "M2", "M3", "M4", "M5"]
     assert sorted(cells["table3"]) == ["s1-p48", "s1-p64", "s2-p48", "s2-p64", "s3-p48", "s3-p64"]

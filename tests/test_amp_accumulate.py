@@ -7,9 +7,11 @@ import sys
 import pytest
 import torch
 
-from benchmark import data, engine, io
-from benchmark.config import TrainCfg
-from benchmark.registry import build_model
+from benchmark.data import loading as data
+from benchmark.training import engine
+from benchmark.core import io
+from benchmark.core.config import TrainCfg
+from benchmark.core.registry import build_model
 
 CFG = TrainCfg(iters=3, patch=24, batch=4, lr=1e-3, ckpt_every=3, log_every=3, milestones=(0.5,), seed=3, loss="l1")
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import cli, data
-from benchmark.datasets import images, layouts
+from benchmark.tools import cli
+from benchmark.data import loading as data
+from benchmark.data import images, layouts
 
 RNG = np.random.default_rng(0)
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import checkpoints, data, engine, io, runs
-from benchmark.config import TrainCfg
-from benchmark.registry import build_model
+from benchmark.core import checkpoints, io, registry
+from benchmark.data import loading as data
+from benchmark.training import engine
+from benchmark.core.config import TrainCfg
+from benchmark.core.registry import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = TrainCfg(iters=6, patch=24, batch=2, lr=1e-3, ckpt_every=2, log_every=1, milestones=(0.5,), seed=3)
@@ -51,8 +53,8 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, how):
         torch.save(payload, evil)
     else:
         evil.write_bytes(pickle.dumps(payload))
-    for load in (io.load_torch, runs.load_model, lambda p: runs.load_official("prenet", p),
-                 lambda p: runs.load_official("spanet", p)):
+    for load in (io.load_torch, checkpoints.load_model, lambda p: registry.load_official("prenet", p),
+                 lambda p: registry.load_official("spanet", p)):
         with pytest.raises(ValueError) as exc:
             load(evil)
         msg = str(exc.value)
@@ -61,7 +63,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, how):
 
 
 def test_cli_refuses_a_malicious_checkpoint(tmp_path, synth_root, capsys):
-    from benchmark import cli
+    from benchmark.tools import cli
 
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
     torch.save({"x": _RunsCode(marker)}, evil)
@@ -73,21 +75,21 @@ def test_cli_refuses_a_malicious_checkpoint(tmp_path, synth_root, capsys):
 
 def test_another_model_or_shape_names_both(tmp_path):
     path = tmp_path / "model.pt"
-    runs.save_model(path, "prenet", {"stages": 2}, _model())
+    checkpoints.save_model(path, "prenet", {"stages": 2}, _model())
     with pytest.raises(checkpoints.CheckpointError, match=r"holds model 'prenet', not 'rescan'"):
-        runs.load_model(path, expect="rescan")
+        checkpoints.load_model(path, expect="rescan")
     ck = io.load_torch(path)
     key = next(iter(ck["state_dict"]))
     ck["state_dict"][key] = torch.zeros(7, 3)
     io.save_torch(path, ck)
     with pytest.raises(checkpoints.CheckpointError) as exc:
-        runs.load_model(path)
+        checkpoints.load_model(path)
     msg = str(exc.value)
     assert str(path) in msg and key in msg and "(7, 3)" in msg and "prenet" in msg and "\n" not in msg
     ck["state_dict"] = build_model("rescan").state_dict()  # a whole other network's weights
     io.save_torch(path, ck)
     with pytest.raises(checkpoints.CheckpointError, match="missing"):
-        runs.load_model(path)
+        checkpoints.load_model(path)
 
 
 def test_state_files_hold_only_plain_types(synth_root, tmp_path):
@@ -197,9 +199,10 @@ def test_grad_clip_bounds_the_gradient_norm(synth_root, tmp_path, monkeypatch):
 
 _HOLDER = textwrap.dedent("""
     import sys, torch
-    from benchmark import data, engine
-    from benchmark.config import TrainCfg
-    from benchmark.registry import build_model
+    from benchmark.data import loading as data
+    from benchmark.training import engine
+    from benchmark.core.config import TrainCfg
+    from benchmark.core.registry import build_model
     torch.manual_seed(0)
     engine.fit(build_model("prenet", stages=2), data.TrainPatches(sys.argv[1], 24, seed=3),
                TrainCfg(iters=10**6, patch=24, batch=2, ckpt_every=1, log_every=1), sys.argv[2], progress=False)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from benchmark import cli, data, metrics
+from benchmark.tools import cli
+from benchmark.data import loading as data
+from benchmark.evaluation import metrics
 
 
 def run(capsys, *argv):

@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from benchmark import config
+from benchmark.core import config
 
 
 def _write(tmp_path, p):
@@ -73,7 +73,7 @@ def test_amp_off_written_without_quotes_reads_as_off(tmp_path):
     """`dvc exp run -S` rewrites params.yaml with `amp: off` unquoted, which YAML reads as false."""
     import yaml
 
-    from benchmark import config
+    from benchmark.core import config
     from tests.conftest import REPO
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -1,4 +1,4 @@
-"""The model contract (benchmark/contract.py): one declaration, one call, read nowhere else."""
+"""The model contract (benchmark/core/contract.py): one declaration, one call, read nowhere else."""
 from __future__ import annotations
 
 import re
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import contract
-from benchmark.registry import build_model, list_models
+from benchmark.core import contract
+from benchmark.core.registry import build_model, list_models
 
 REPO = Path(__file__).resolve().parents[1]
 

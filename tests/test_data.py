@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import data
+from benchmark.data import loading as data
 from benchmark.datasets import synth
 
 
@@ -64,7 +64,7 @@ def test_side_by_side_pairs_split_halves(tmp_path):
     left = np.full((8, 6, 3), 200, np.uint8)
     right = np.full((8, 6, 3), 20, np.uint8)
     Image.fromarray(np.concatenate([left, right], 1)).save(tmp_path / "1.png")
-    from benchmark.datasets import layouts
+    from benchmark.data import layouts
 
     (pair,) = layouts.find_pairs(tmp_path, rainy_side="left")
     rainy, clean = data.load_pair(pair)

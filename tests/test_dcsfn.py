@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from baselines.dcsfn import DCSFN
-from benchmark.losses import build_loss
-from benchmark.registry import build_model
+from benchmark.training.losses import build_loss
+from benchmark.core.registry import build_model
 from benchmark.datasets.synth import make_batch
 from tests.training import assert_loss_falls, loss_curve
 

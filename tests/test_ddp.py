@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from benchmark import data, distributed, engine
-from benchmark.config import TrainCfg
-from benchmark.registry import build_model
+from benchmark.data import loading as data
+from benchmark.training import distributed, engine
+from benchmark.core.config import TrainCfg
+from benchmark.core.registry import build_model
 
 
 def test_rank_indices_split_every_micro_batch_disjointly():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmark import cli
+from benchmark.tools import cli
 
 
 def run(capsys, *argv):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.losses import build_loss
-from benchmark.registry import build_model, list_models
+from benchmark.training.losses import build_loss
+from benchmark.core.registry import build_model, list_models
 
 META = torch.device("meta")
 

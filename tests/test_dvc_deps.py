@@ -1,15 +1,19 @@
-"""dvc.yaml lists everything a stage reads, so a stale result can never look fresh.
+"""dvc.yaml lists exactly what a stage reads: a stale result never looks fresh, and a fresh one
+never looks stale.
 
-* every repository file a stage's code can import (walked statically, transitively, including the
-  registry's import of the stage's model module) is covered by one of the stage's deps;
+* coverage: every repository file a stage's code can import (``benchmark.core.deps``: walked
+  statically, transitively, including the registry's import of the stage's model module) is
+  covered by one of the stage's deps;
+* minimality: every Python file the stage's deps cover is in that closure (a reporting edit must not
+  retrain a model);
 * every params.yaml key the stage resolves is covered by one of its params deps;
-* the resume fingerprint hashes every package a train stage's code deps name;
-* in a scratch copy, editing the metric code or a profile's eval settings makes `dvc status` name
-  the evaluate stages, and editing one baseline's file names only that baseline's stages.
+* the resume fingerprint hashes exactly the train stage's code deps;
+* in a scratch copy with a recorded lock, real `dvc status` after edits: a figures module makes only
+  report/site stale, a metric module the evaluations and what reads them (never prepare), the engine
+  the trainings and their dependants, a CLI-only module no stage, one baseline's file only its stages.
 """
 from __future__ import annotations
 
-import ast
 import copy
 import itertools
 import os
@@ -23,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import ablations, config, registry
+from benchmark.core import ablations, config, deps
 
 from .conftest import REPO, use_profile
 
@@ -55,65 +59,75 @@ def _expand(params: dict) -> list[dict]:
 
 
 def _model_of(cmd: str) -> str | None:
+    """The model a stage builds: ``--model M``, MSGNN for the ablation grid (``--group``), else none."""
     args = shlex.split(cmd)
+    if "--group" in args:
+        return "msgnn"
     return args[args.index("--model") + 1] if "--model" in args else None
 
 
-def _module_file(module: str) -> Path | None:
-    base = REPO.joinpath(*module.split("."))
-    for cand in (base.with_suffix(".py"), base / "__init__.py"):
-        if cand.is_file():
-            return cand
-    return None
-
-
-def _imports(path: Path, module: str, model: str | None) -> set[str]:
-    """Repository modules ``path`` imports anywhere in its body (lazy imports included)."""
-    pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                base = ".".join(p for p in [*parts, base] if p)
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
-    if module == "benchmark.registry" and model is not None:
-        found.add(registry.model_module(model))  # the registry's importlib call, for this stage's model
-    closed = set()
-    for name in found:
-        parts = name.split(".")
-        closed.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # parents run first
-    return {m for m in closed if m.split(".")[0] in PACKAGES and _module_file(m)}
+def _entry(cmd: str) -> str:
+    return shlex.split(cmd)[2]  # python -m pipelines.<stage>
 
 
 def _reachable(start: str, model: str | None) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        mod = todo.pop()
-        if mod in seen:
-            continue
-        seen.add(mod)
-        todo += _imports(_module_file(mod), mod, model) - seen
-    return {_module_file(m).relative_to(REPO).as_posix() for m in seen}
+    return set(deps.files(start, model))
 
 
-def _covered(path: str, deps: list[str]) -> bool:
-    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+def _covered(path: str, deps_: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps_)
+
+
+def _code_files(deps_: list[str]) -> set[str]:
+    """The repository Python files that a stage's deps cover (folders expanded)."""
+    out = set()
+    for d in deps_:
+        path = REPO / d
+        if path.is_dir():
+            out.update(p.relative_to(REPO).as_posix() for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+        elif path.suffix == ".py":
+            out.add(d)
+    return out
 
 
 def test_every_imported_repository_file_is_a_dependency(repo_params):
     checked = 0
     for st in _expand(repo_params):
-        start = shlex.split(st["cmd"])[2]  # python -m pipelines.<stage>
-        files = _reachable(start, _model_of(st["cmd"]))
+        files = _reachable(_entry(st["cmd"]), _model_of(st["cmd"]))
         missing = sorted(f for f in files if not _covered(f, st["deps"]))
         assert not missing, f"{st['name']}: imports {missing} but dvc.yaml does not list them as deps"
         checked += 1
     assert checked >= 1 + 9 + 9 + 1 + 1  # prepare, trains, evaluates, evaluate_input, report (one dataset)
+
+
+def test_every_code_dependency_is_imported(repo_params):
+    """Minimality: a stage depends on no Python file its code cannot import."""
+    checked = 0
+    for st in _expand(repo_params):
+        extra = sorted(_code_files(st["deps"]) - _reachable(_entry(st["cmd"]), _model_of(st["cmd"])))
+        assert not extra, f"{st['name']}: depends on {extra}, which its code never imports; drop them from dvc.yaml"
+        checked += 1
+    assert checked >= 1 + 9 + 9 + 1 + 1
+
+
+@pytest.mark.parametrize("module, stages", [
+    ("benchmark/reporting/figures.py", {"site"}),
+    ("benchmark/reporting/tables.py", {"report"}),
+    ("benchmark/evaluation/metrics.py", {"train", "evaluate", "replicate", "ablation", "report"}),
+    ("benchmark/training/engine.py", {"train", "replicate", "ablation"}),
+    ("benchmark/datasets/acquisition.py", {"prepare"}),
+    *[(f"benchmark/tools/{m}.py", set()) for m in
+      ("cli", "perf", "grid", "memory", "derain", "gate", "tiling", "datasets_cli")],
+])
+def test_a_module_edit_reaches_exactly_the_stages_that_import_it(repo_params, module, stages):
+    """By import walk over every stage of the expanded pipeline: which stage kinds a module reaches."""
+    params = copy.deepcopy(repo_params)
+    params["extra_seeds"] = [1]  # the replicate stages exist only with extra seeds
+    kind = lambda st: st["name"].split("@")[0].removesuffix("_msgnn").removesuffix("_input")  # noqa: E731
+    expanded = _expand(params)
+    assert {kind(st) for st in expanded} == {"prepare", "train", "evaluate", "replicate", "ablation", "report", "site"}
+    reached = {kind(st) for st in expanded if module in _reachable(_entry(st["cmd"]), _model_of(st["cmd"]))}
+    assert reached == stages
 
 
 def test_stages_import_only_their_own_model(repo_params):
@@ -123,7 +137,7 @@ def test_stages_import_only_their_own_model(repo_params):
     assert not any(f.startswith("msgnn/") or f == "baselines/dcsfn.py" for f in files)
     assert not any(f.startswith("baselines/") for f in _reachable("pipelines.train", "msgnn"))
     # and at run time the registry imports exactly that module
-    code = ("import sys; from benchmark.registry import build_model; build_model('rescan'); "
+    code = ("import sys; from benchmark.core.registry import build_model; build_model('rescan'); "
             "print(sorted(m for m in sys.modules if m.startswith(('baselines', 'msgnn'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['baselines', 'baselines.common', 'baselines.rescan']"
@@ -182,16 +196,19 @@ def test_params_deps_cover_every_resolved_key(repo_params, profile):
         assert not missing, f"{st['name']} ({profile}): resolves {missing} without a params dep"
 
 
-def test_resume_fingerprint_covers_the_code_deps_of_training(repo_params):
-    import importlib
-
-    # the fingerprint lives in engine.py, or in checkpoints.py once that module exists in this checkout
-    home = "checkpoints" if (REPO / "benchmark/checkpoints.py").is_file() else "engine"
-    LIBRARY_PACKAGES = importlib.import_module(f"benchmark.{home}").LIBRARY_PACKAGES
+def test_resume_fingerprint_hashes_exactly_the_code_deps_of_training(repo_params):
     for st in _expand(repo_params):
         if st["name"].startswith("train"):
-            code = [d for d in st["deps"] if not d.startswith(("data/", "runs/"))]
-            assert {d.split("/")[0] for d in code} <= set(LIBRARY_PACKAGES), st["name"]
+            code = _code_files(st["deps"])
+            assert code == set(deps.training_code(_model_of(st["cmd"]))), st["name"]
+
+
+def test_resume_fingerprint_ignores_a_reporting_edit_and_sees_an_engine_edit(monkeypatch):
+    before = deps.digest(deps.training_code("prenet"))
+    assert "benchmark/reporting/figures.py" not in deps.training_code("prenet")
+    assert "benchmark/tools/cli.py" not in deps.training_code("prenet")
+    assert {"benchmark/training/engine.py", "baselines/prenet.py"} <= set(deps.training_code("prenet"))
+    assert deps.digest(deps.training_code("prenet")) == before
 
 
 def _scratch_repo(tmp_path: Path) -> Path:
@@ -258,7 +275,7 @@ def placeholder_outputs(repo: Path, models: list[str]) -> None:
 def test_dvc_status_sees_code_and_params_edits(tmp_path):
     """A lock recorded over placeholder outputs (`dvc commit`, no training), then edits."""
     repo = _scratch_repo(tmp_path)
-    subprocess.run([sys.executable, "-m", "benchmark.cli", "profile", "ci"], cwd=repo, check=True,
+    subprocess.run([sys.executable, "-m", "benchmark.tools.cli", "profile", "ci"], cwd=repo, check=True,
                    capture_output=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     names = [st["name"] for st in _expand(params)]
@@ -269,12 +286,24 @@ def test_dvc_status_sees_code_and_params_edits(tmp_path):
     _dvc(repo, "commit", "-f", "-q")
     assert _stale(repo) == set()
 
-    metrics = repo / "benchmark/metrics.py"
-    original = metrics.read_text()
-    metrics.write_text(original + "\n# edited\n")
-    stale = _stale(repo)
-    assert {n for n in names if n.startswith("evaluate")} <= stale
-    metrics.write_text(original)
+    def stale_after_edit(rel: str) -> set[str]:
+        path = repo / rel
+        original = path.read_text()
+        path.write_text(original + "\n# edited\n")
+        try:
+            return _stale(repo)
+        finally:
+            path.write_text(original)
+
+    kinds = lambda prefix: {n for n in names if n.split("@")[0] in prefix}  # noqa: E731
+    assert stale_after_edit("benchmark/reporting/figures.py") == {"site"}
+    assert stale_after_edit("benchmark/reporting/tables.py") == {"report"}
+    metric_stages = stale_after_edit("benchmark/evaluation/metrics.py")
+    assert kinds({"evaluate", "evaluate_msgnn", "evaluate_input"}) <= metric_stages
+    assert not any(n.startswith(("prepare", "site")) for n in metric_stages)
+    assert stale_after_edit("benchmark/training/engine.py") == kinds({"train", "train_msgnn", "ablation"})
+    for tool in ("cli", "perf", "grid", "memory", "derain", "gate", "tiling"):
+        assert stale_after_edit(f"benchmark/tools/{tool}.py") == set(), tool
 
     text = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(text.replace("    eval: {save_images: 1}",
@@ -283,9 +312,7 @@ def test_dvc_status_sees_code_and_params_edits(tmp_path):
     assert {n for n in names if n.startswith("evaluate")} <= stale
     (repo / "params.yaml").write_text(text)
 
-    dcsfn = repo / "baselines/dcsfn.py"
-    dcsfn.write_text(dcsfn.read_text() + "\n# edited\n")
-    assert _stale(repo) == {"train@dcsfn-rain-synth", "evaluate@dcsfn-rain-synth"}
+    assert stale_after_edit("baselines/dcsfn.py") == {"train@dcsfn-rain-synth", "evaluate@dcsfn-rain-synth"}
 
 
 def test_eval_only_sets_live_in_the_prepare_stage_output(tmp_path, monkeypatch, tiny_params):

@@ -4,14 +4,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
-from benchmark import checkpoints, data, engine, io
-from benchmark.config import EvalCfg, TrainCfg
-from benchmark.registry import build_model
+from benchmark.core import deps, io
+from benchmark.data import loading as data
+from benchmark.evaluation import inference
+from benchmark.training import engine
+from benchmark.core.config import EvalCfg, TrainCfg
+from benchmark.core.registry import build_model
 
 CFG = TrainCfg(iters=6, patch=24, batch=2, lr=1e-3, ckpt_every=2, log_every=1, milestones=(0.5,), seed=3)
 
@@ -101,22 +103,21 @@ def test_changed_training_files_do_not_resume(synth_root, tmp_path, capsys):
     assert "other training files" in _restarted(capsys)
 
 
-def test_changed_library_code_does_not_resume(synth_root, tmp_path, capsys, monkeypatch):
+def test_changed_training_code_does_not_resume(synth_root, tmp_path, capsys, monkeypatch):
     _interrupted(synth_root, tmp_path)
-    digest = checkpoints.library_digest()
-    monkeypatch.setattr(checkpoints, "library_digest", lambda: "0" * len(digest))  # as after editing a model file
+    digest = deps.digest
+    monkeypatch.setattr(deps, "digest", lambda paths: "0" * len(digest(paths)))  # as after editing the engine
     engine.fit(_model(), data.TrainPatches(synth_root, 24, seed=3), CFG, tmp_path, progress=False)
-    assert "other library code" in _restarted(capsys)
+    assert "other training code" in _restarted(capsys)
 
 
-def test_library_digest_covers_every_model_source(tmp_path):
-    # the digest reads the package folders, so it is the same in every process and sees every model
-    import baselines
-    import msgnn
-
-    files = [p for pkg in (baselines, msgnn) for p in Path(pkg.__file__).parent.glob("*.py")]
-    assert {"prenet.py", "model.py", "knn.py"} <= {p.name for p in files}
-    assert checkpoints.library_digest() == checkpoints.library_digest()
+def test_training_code_digest_covers_the_model_and_not_the_report():
+    # the digest reads files by path, so it is the same in every process
+    files = deps.training_code("prenet")
+    assert {"baselines/prenet.py", "benchmark/training/engine.py", "pipelines/train.py"} <= set(files)
+    assert not any(f.startswith(("benchmark/reporting/", "benchmark/tools/", "msgnn/")) for f in files)
+    assert {"msgnn/model.py", "msgnn/knn.py"} <= set(deps.training_code("msgnn"))
+    assert deps.digest(files) == deps.digest(list(reversed(files)))
 
 
 def test_resumed_log_is_whole_without_the_csv(synth_root, tmp_path):
@@ -155,10 +156,10 @@ class _Needs8(torch.nn.Module):
 
 def test_evaluate_pads_crops_and_quantises(synth_root, tmp_path):
     ds = data.EvalImages(synth_root, "test")
-    res = engine.evaluate(_Needs8(), ds, EvalCfg(save_images=1), save_dir=tmp_path, progress=False)
+    res = inference.evaluate(_Needs8(), ds, EvalCfg(save_images=1), save_dir=tmp_path, progress=False)
     assert res["n_images"] == 3
     # identity model: rainy input vs target, same as the `input` row
-    ident = engine.evaluate(build_model("input"), ds, EvalCfg(save_images=0), progress=False)
+    ident = inference.evaluate(build_model("input"), ds, EvalCfg(save_images=0), progress=False)
     assert res["mean"]["psnr_y"] == pytest.approx(ident["mean"]["psnr_y"])
     saved = sorted(tmp_path.glob("*.png"))
     assert len(saved) == 1

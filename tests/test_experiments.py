@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import config
+from benchmark.core import config
 
 from .conftest import REPO
 from .test_dvc_deps import _dvc, _git_commit, _scratch_repo, _stale, placeholder_outputs
@@ -35,7 +35,7 @@ def readme_examples() -> list[list[str]]:
 
 
 def _set_profile(path: Path, name: str) -> None:
-    from benchmark import cli
+    from benchmark.tools import cli
 
     # the real command: it also rewrites the seed and ablation axes the profile decides
     assert cli.main(["profile", name, "--params", str(path)]) == 0
@@ -117,7 +117,7 @@ def test_two_experiments_show_their_metrics(tmp_path):
 
 
 def test_train_and_evaluate_on_ones_own_folder(tmp_path, monkeypatch, synth_root, tiny_params, capsys):
-    from benchmark import cli
+    from benchmark.tools import cli
 
     tiny_params["tracking"]["enabled"] = False
     monkeypatch.chdir(tmp_path)

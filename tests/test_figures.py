@@ -1,4 +1,4 @@
-"""benchmark.figures: comparison grids (Figs. 5/6/8/9), training panels, PSNR vs parameters."""
+"""benchmark.reporting.figures: comparison grids (Figs. 5/6/8/9), training panels, PSNR vs parameters."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import figures
+from benchmark.reporting import figures
 
 
 def test_crop_box_stays_inside_and_defaults_to_centre():
@@ -101,7 +101,7 @@ def test_real_world_grid_has_no_ground_truth_column(tmp_path):
 def test_comparison_figures_take_only_table1_runs():
     """Ablation variants and seed replicas evaluate fewer images (quick profile): the grids, the
     viewers and the training panels show one run per method, as the paper's figures do."""
-    from benchmark.figures import Run, is_table1_run, runs_for_set
+    from benchmark.reporting.figures import Run, is_table1_run, runs_for_set
 
     res = {"results": {"rain-synth": {"psnr_y": 20.0}}}
     runs = [Run(k, k.split("-")[0].split(".")[0], "rain-synth", res)

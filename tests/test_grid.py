@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.grid import collect, grid_main
+from benchmark.tools.grid import collect, grid_main
 
 DVC = [sys.executable, "-m", "dvc"]
 

@@ -1,4 +1,4 @@
-"""Layout adapters on the real naming layouts of the shared fixtures (benchmark/datasets/layouts.py)."""
+"""Layout adapters on the real naming layouts of the shared fixtures (benchmark/data/layouts.py)."""
 from __future__ import annotations
 
 import shutil
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmark.datasets import layouts
-from benchmark.datasets.layouts import LayoutError, UnknownLayoutError, UnpairedFileError, find_images, find_pairs
+from benchmark.data import layouts
+from benchmark.data.layouts import LayoutError, UnknownLayoutError, UnpairedFileError, find_images, find_pairs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"fixtures not found at {SHARED}")

@@ -7,8 +7,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from benchmark import gate
-from benchmark.losses import build_loss, ssim
+from benchmark.tools import gate
+from benchmark.training.losses import build_loss, ssim
 
 
 def test_ssim_valid_windows_equal_skimage():

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import cli, memory
-from benchmark.checkpoints import save_model
-from benchmark.registry import build_model, list_models
+from benchmark.tools import cli, memory
+from benchmark.core.checkpoints import save_model
+from benchmark.core.registry import build_model, list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ SLOW = [m for m in sorted(memory.COEFFS) if m != "prenet"]
 def test_estimate_covers_a_real_inference(model):
     """Three images at a size between and off the measured ones, in a fresh process (~5 s each)."""
     h, w = 150, 200
-    code = f"from benchmark.memory import measure; print(measure({model!r}, {h}, {w}))"
+    code = f"from benchmark.tools.memory import measure; print(measure({model!r}, {h}, {w}))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

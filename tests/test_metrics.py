@@ -1,4 +1,4 @@
-"""benchmark.metrics: MATLAB-style Y PSNR/SSIM pinned to hand values and to scikit-image,
+"""benchmark.evaluation.metrics: MATLAB-style Y PSNR/SSIM pinned to hand values and to scikit-image,
 quantisation, LPIPS availability handling, parameter counting."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from benchmark import metrics as M
+from benchmark.core import contract
+from benchmark.evaluation import metrics as M
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 RAIN100L = SHARED / "data" / "Rain100L_test"
@@ -201,8 +202,8 @@ def test_count_params_total_and_trainable():
     shared = nn.Linear(3, 4)  # 16 params
     model = nn.Sequential(shared, nn.Linear(4, 4), nn.Linear(4, 2))  # + 20 + 10
     model[2].requires_grad_(False)
-    assert M.count_params(model) == {"total": 16 + 20 + 10, "trainable": 16 + 20}
-    assert M.count_params(nn.Sequential(shared, shared)) == {"total": 16, "trainable": 16}
+    assert contract.count_params(model) == {"total": 16 + 20 + 10, "trainable": 16 + 20}
+    assert contract.count_params(nn.Sequential(shared, shared)) == {"total": 16, "trainable": 16}
 
 
 class _Partial(nn.Module):
@@ -225,7 +226,7 @@ def test_effective_params_counts_only_graph_params_and_restores_state():
     m.used.weight.grad = torch.ones_like(m.used.weight)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     rng_before = torch.get_rng_state()
-    assert M.effective_params(m, probe=16) == 84 + 6
+    assert contract.effective_params(m, probe=16) == 84 + 6
     assert not m.training
     assert torch.equal(m.used.weight.grad, torch.ones_like(m.used.weight))
     assert m.unused.weight.grad is None
@@ -248,5 +249,5 @@ class _WithExemplar(nn.Module):
 
 def test_effective_params_exemplar_and_callable_probe():
     m = _WithExemplar()
-    assert M.effective_params(m) == 24
-    assert M.effective_params(m, probe=lambda net: net.a(torch.rand(1, 3, 8, 8))) == 12
+    assert contract.effective_params(m) == 24
+    assert contract.effective_params(m, probe=lambda net: net.a(torch.rand(1, 3, 8, 8))) == 12

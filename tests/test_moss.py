@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from baselines.moss import MOSS, MemoryBlock
-from benchmark.metrics import count_params, effective_params
-from benchmark.registry import build_model
+from benchmark.core.contract import count_params, effective_params
+from benchmark.core.registry import build_model
 from tests.training import assert_loss_falls, loss_curve, shared_loss
 
 OFFICIAL_PARAMS = 2_855_939  # released NetG with test.yaml

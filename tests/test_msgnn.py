@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.losses import neg_ssim
-from benchmark.registry import build_model
+from benchmark.training.losses import neg_ssim
+from benchmark.core.registry import build_model
 from msgnn.blocks import GCT, DenseChain
 from msgnn.model import MSGNN, pyr_down
 from tests.training import assert_loss_falls, loss_curve, shared_loss

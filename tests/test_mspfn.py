@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.mspfn import MSPFN, ConvLSTMCell, DownPReLU, UpPReLU, _pyr_down, laplacian
-from benchmark.registry import build_model
+from benchmark.core.registry import build_model
 from tests.training import assert_loss_falls, loss_curve
 
 

@@ -3,7 +3,7 @@
 Each fixture holds what the official network (run once, outside this repository, see
 ``tests/fixtures/official/README.md``) produced on small inputs with weights regenerated here
 from names alone (``tests/official_weights.py``). A test rebuilds those weights, loads them
-through the model's registered official loader (``benchmark.registry.load_official``), converts
+through the model's registered official loader (``benchmark.core.registry.load_official``), converts
 the stored official-convention inputs to ours (RGB, [0, 1], NCHW; all conversions exact), runs
 our model and compares every stored output. A negative control swaps two same-shaped official
 tensors and checks that the comparison then fails, so a test that cannot fail would show up.
@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import cli
-from benchmark.registry import load_official, official_models
+from benchmark.tools import cli
+from benchmark.core.registry import load_official, official_models
 from tests.official_weights import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]

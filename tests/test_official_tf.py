@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.registry import build_model, load_official
+from benchmark.core.registry import build_model, load_official
 from tests.official_weights import load_spec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
@@ -159,7 +159,7 @@ def test_tf_checkpoint_without_tensorflow_says_so(tmp_path):
 def test_mspfn_configuration_and_layouts_from_variable_names(released):
     """A small MSPFN (8 channels, 2 blocks, RCABs 1/2/1) in either official naming round-trips."""
     from baselines.mspfn import mspfn
-    from baselines.mspfn_tf import TF_SHAPE, tf_variable_map
+    from baselines.mspfn import TF_SHAPE, tf_variable_map
 
     torch.manual_seed(0)
     kw = {"blocks": 2, "rcabs": (1, 2, 1), "channels": 8, "lstm_hidden": (4, 8, 16)}

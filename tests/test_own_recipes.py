@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import config, data, engine
-from benchmark.datasets.layouts import Pair
+from benchmark.core import config
+from benchmark.data import loading as data
+from benchmark.training import engine
+from benchmark.data.layouts import Pair
 
 N_RAIN100H = 1800
 ORIGINAL = {  # steps of the original recipe on Rain100H (sources: the own blocks of params.yaml)

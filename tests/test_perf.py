@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from benchmark.perf import count_work, measure, perf_main, table
-from benchmark.registry import build_model
+from benchmark.tools.perf import count_work, measure, perf_main, table
+from benchmark.core.registry import build_model
 
 # graph off, one sub-network of one block: head 3->32, two 3x3 32->32 convs, tail 3x3 + 1x1 32->3
 # (the last dense 1x1 and fusion conv are built but never run)

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from baselines.prenet import PReNet, from_official, official_to_ours, ours_to_official
-from benchmark.losses import ssim as ssim_same_padding
-from benchmark.metrics import count_params, effective_params, psnr_y, ssim_y, to_uint8
-from benchmark.registry import build_model
+from benchmark.training.losses import ssim as ssim_same_padding
+from benchmark.core.contract import count_params, effective_params
+from benchmark.evaluation.metrics import psnr_y, ssim_y, to_uint8
+from benchmark.core.registry import build_model
 from tests.training import assert_loss_falls, loss_curve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -9,7 +9,9 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from benchmark import cli, gate, losses, metrics, protocols
+from benchmark.tools import cli, gate
+from benchmark.training import losses
+from benchmark.evaluation import metrics, protocols
 
 
 def _pair(seed=0, shape=(40, 52, 3)):
@@ -109,7 +111,7 @@ def test_evaluate_protocol_matrix_and_unknown_name(shared, two_pairs, capsys):
 
 
 def test_gate_keys_runs_by_run_key(tmp_path):
-    from benchmark import io
+    from benchmark.core import io
 
     for key, variant in (("msgnn-rain-synth", None), ("msgnn.m5-rain-synth-s0", "m5")):
         io.write_json(tmp_path / "eval" / key / "metrics.json",

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from baselines.rcdnet import RCDNet, rain_kernels, streak_kernel
-from benchmark.metrics import count_params, effective_params
-from benchmark.registry import build_model
+from benchmark.core.contract import count_params, effective_params
+from benchmark.core.registry import build_model
 from tests.training import assert_loss_falls, loss_curve
 
 

@@ -6,8 +6,8 @@ import copy
 import pytest
 import yaml
 
-from benchmark import config
-from benchmark.registry import build_model, list_models
+from benchmark.core import config
+from benchmark.core.registry import build_model, list_models
 
 
 def test_params_axes_match_the_registry(repo_params):
@@ -77,7 +77,7 @@ def test_unknown_top_level_and_model_keys(edited_params):
 
 
 def test_profile_switch_rewrites_axis_and_keeps_comments(repo_params, tmp_path):
-    from benchmark import cli
+    from benchmark.tools import cli
 
     f = tmp_path / "params.yaml"
     f.write_text((config.Path("params.yaml")).read_text())

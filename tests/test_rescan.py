@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from baselines.rescan import RESCAN
-from benchmark.losses import stage_outputs
-from benchmark.registry import build_model
+from benchmark.core.contract import stage_outputs
+from benchmark.core.registry import build_model
 from benchmark.datasets.synth import make_batch
 from tests.training import assert_loss_falls, loss_curve, shared_loss
 

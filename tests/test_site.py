@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import config, html_tables, tracking
+from benchmark.core import config, tracking
+from benchmark.reporting import html_tables
 from pipelines import site
 
 from .conftest import REPO

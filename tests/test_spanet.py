@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from baselines.spanet import DIRECTIONS, IRNN, SPANet, from_official, official_to_ours
-from benchmark.metrics import count_params, effective_params
-from benchmark.registry import build_model
+from benchmark.core.contract import count_params, effective_params
+from benchmark.core.registry import build_model
 from tests.training import assert_loss_falls, loss_curve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

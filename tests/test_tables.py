@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark import io, protocols, tables
+from benchmark.core import io
+from benchmark.evaluation import protocols
+from benchmark.reporting import tables
 from pipelines import report
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from benchmark.engine import predict
-from benchmark.registry import build_model
-from benchmark.tiling import receptive_radius, tiled_predict
+from benchmark.evaluation.inference import predict
+from benchmark.core.registry import build_model
+from benchmark.tools.tiling import receptive_radius, tiled_predict
 
 
 def _convs(n: int) -> nn.Module:
@@ -80,9 +80,10 @@ def test_padded_models_keep_their_grid_and_bad_sizes_are_refused():
 def test_cli_tile_options_reach_evaluate_and_derain(shared, tmp_path, capsys):
     from PIL import Image
 
-    from benchmark import cli, data
+    from benchmark.tools import cli
+    from benchmark.data import loading as data
 
-    # evaluate: the identity row is unchanged by tiling (plumbing through engine.evaluate)
+    # evaluate: the identity row is unchanged by tiling (plumbing through inference.evaluate)
     folder = shared / "data/Rain100L_test"
     assert cli.main(["evaluate", "--model", "input", "--data", str(folder), "--json"]) == 0
     whole = json.loads(capsys.readouterr().out)

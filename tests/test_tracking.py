@@ -16,8 +16,9 @@ import time
 import pytest
 import yaml
 
-from benchmark import cli, config, tracking
-from benchmark.config import TrackingCfg
+from benchmark.tools import cli
+from benchmark.core import config, tracking
+from benchmark.core.config import TrackingCfg
 from pipelines import prepare, train
 
 from .conftest import REPO
@@ -121,7 +122,7 @@ def _small_flush(init):
 
 _KILLED_AT_STEP_5 = textwrap.dedent("""
     import os, signal, sys, yaml
-    from benchmark import tracking
+    from benchmark.core import tracking
     from pipelines import train
     log = tracking.MlflowTracker.log
     def log_then_die(self, metrics, step):

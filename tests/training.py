@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmark.losses import build_loss
+from benchmark.training.losses import build_loss
 from benchmark.datasets.synth import make_batch
 
 LossFn = Callable[[object, torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, rainy, clean) -> loss

@@ -13,12 +13,12 @@ came from and its sha256. One module per concern:
   reader; ``synth``: the embedded rain-synth generator (imported on its own: it needs torch).
 
 The prepare stage depends on this one folder. The training/evaluation side (patch stream,
-evaluation images) is ``benchmark.data``; the command line is ``msgnn-bench datasets`` in
-``benchmark.cli``.
+evaluation images) is ``benchmark.data.loading``; the command line is ``msgnn-bench datasets`` in
+``benchmark.tools.cli``.
 """
 from benchmark.datasets.acquisition import download, ensure_dataset
-from benchmark.datasets.images import DataError
-from benchmark.datasets.layouts import LayoutError, Pair
+from benchmark.data.images import DataError
+from benchmark.data.layouts import LayoutError, Pair
 from benchmark.datasets.normalise import normalise_split, write_manifest
 from benchmark.datasets.specs import (REGISTRY_PATH, SPLITS, ChecksumError, DatasetSpec, ManualDownloadRequired,
                                       SplitSpec, dataset_path, get_spec, load_registry)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmark.datasets import layouts
-from benchmark.datasets.images import DataError
+from benchmark.data import layouts
+from benchmark.data.images import DataError
 from benchmark.datasets.normalise import _install, _link_or_copy, normalise_split
 from benchmark.datasets.specs import (CHECKSUM_DIR, REGISTRY_PATH, ArchiveSpec, ChecksumError, DatasetSpec,
                                       ManualDownloadRequired, SplitSpec, _in_range, get_spec)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from benchmark.datasets import images, layouts
-from benchmark.datasets.layouts import Pair
+from benchmark.data import images, layouts
+from benchmark.data.layouts import Pair
 from benchmark.datasets.specs import DatasetSpec, SplitSpec, _in_range
 from benchmark.datasets.transfer import DatasetError, say, sha256_file
 

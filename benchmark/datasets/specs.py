@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmark.datasets import layouts
+from benchmark.data import layouts
 from benchmark.datasets.transfer import ArchiveLimits, DatasetError
 
 REGISTRY_PATH = Path(__file__).with_name("datasets.yaml")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmark.datasets import layouts
-from benchmark.datasets.layouts import LayoutError
+from benchmark.data import layouts
+from benchmark.data.layouts import LayoutError
 from benchmark.datasets.normalise import _size
 from benchmark.datasets.specs import SplitSpec, get_spec
 from benchmark.datasets.transfer import DatasetError, sha256_file

@@ -1,0 +1,271 @@
+"""Every checkpoint the suite writes or reads: ``model.pt`` (a trained model), ``last.pt`` (the
+resumption state of a run) with one good state kept back in ``last.prev.pt``, the run fingerprint
+that decides whether a ``last.pt`` may be resumed, the run-folder lock and the free-space check.
+
+All files hold only tensors and plain Python data and are read with ``torch.load(weights_only=True)``
+(``io.load_torch``), so a hostile file cannot run code. A week-long run must lose minutes to a fault,
+never the run: a truncated or corrupt ``last.pt`` falls back to ``last.prev.pt`` (or a fresh start)
+with one warning, and every write goes through a temporary file so the old state survives a crash or
+a full disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.core import deps, io
+
+LAST, PREV, LOCK = "last.pt", "last.prev.pt", "train.lock"
+# Every package a train stage's code deps in dvc.yaml name (tests/test_dvc_deps.py checks the cover):
+# a code change that makes DVC rerun a stage must also stop it from resuming an older run.
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or run-folder problem, described in one line that names the file."""
+
+
+# ---------------------------------------------------------------- model.pt
+
+def save_model(path: str | Path, name: str, args: dict, model: torch.nn.Module, **meta) -> None:
+    io.save_torch(path, {"format": io.CKPT_FORMAT, "model_name": name, "model_args": args,
+                         "state_dict": model.state_dict(), **meta})
+
+
+def _shape_problem(path: Path, what: str, theirs: dict, ours: dict) -> str:
+    """'' when ``theirs`` fits ``ours`` key by key and shape by shape, else the first difference."""
+    missing, extra = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+    if missing or extra:
+        return (f"{path}: weights do not fit {what}: {len(missing)} tensor(s) missing (e.g. {missing[:1]}), "
+                f"{len(extra)} unexpected (e.g. {extra[:1]})")
+    for k, v in theirs.items():
+        if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(ours[k].shape):
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            return f"{path}: weights do not fit {what}: {k} is {shape} in the file, {tuple(ours[k].shape)} in the model"
+    return ""
+
+
+def load_model(path: str | Path, expect: str | None = None) -> torch.nn.Module:
+    """Rebuild the network recorded in a suite checkpoint and load its weights (strictly)."""
+    from benchmark.core.registry import build_model
+
+    path = Path(path)
+    ck = io.load_torch(path)
+    if not isinstance(ck, dict) or ck.get("format") != io.CKPT_FORMAT:
+        raise CheckpointError(f"{path}: not an msgnn-bench checkpoint (for official weights use --official)")
+    if expect is not None and ck["model_name"] != expect:
+        raise CheckpointError(f"{path}: holds model {ck['model_name']!r}, not {expect!r} as asked")
+    model = build_model(ck["model_name"], **ck["model_args"])
+    problem = _shape_problem(path, f"{ck['model_name']} {ck['model_args']}", ck["state_dict"], model.state_dict())
+    if problem:
+        raise CheckpointError(problem)
+    model.load_state_dict(ck["state_dict"])
+    return model.eval()
+
+
+# ---------------------------------------------------------------- fingerprint
+
+def files_digest(pairs) -> str:
+    """Identity of the training files: name, size and modification time of every input and target
+    (cheap, and a regenerated or replaced file counts as changed)."""
+    h = hashlib.sha256()
+    for pair in pairs:
+        for path in (pair.input, pair.target):
+            if path is not None:
+                st = Path(path).stat()
+                h.update(f"{Path(path).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def run_fingerprint(cfg, train_ds, run_id: dict | None = None) -> dict:
+    """What a ``last.pt`` must match to be resumed: the training settings, the caller's identity of the
+    run (model name and builder arguments), the train stage's code (``deps.training_code``: exactly
+    the files DVC watches for that stage) and the training files. Only an
+    interrupted run of the very same training continues; after an edit to a switch, the code or the
+    data, ``dvc repro`` (which reruns the stage) trains from scratch instead of finishing stale weights."""
+    d = dataclasses.asdict(cfg)
+    for k in ("log_every", "val_every", "ckpt_every", "val_images", "threads", "source", "workers", "pin_memory",
+              "persistent_workers"):
+        d.pop(k, None)  # bookkeeping that may change between a run and its resume
+    # through JSON so that tuples and lists, or dict order, never make two equal runs differ
+    d = json.loads(json.dumps(d, sort_keys=True, default=str))
+    ident = json.loads(json.dumps(run_id or {}, sort_keys=True, default=str))
+    return {"train": d, "run": ident, "code": deps.digest(deps.training_code((run_id or {}).get("model"))), "data": files_digest(train_ds.pairs)}
+
+
+def mismatch(saved: dict | None, now: dict) -> str:
+    """'' when a checkpoint's fingerprint matches, else what differs, for the user."""
+    if not isinstance(saved, dict) or set(saved) != set(now):
+        return "written in an older checkpoint format"
+    changed = [{"train": "training settings", "run": "model or builder arguments", "code": "training code",
+                "data": "training files"}[k] for k in now if saved[k] != now[k]]
+    return f"written with other {', '.join(changed)}" if changed else ""
+
+
+# ---------------------------------------------------------------- last.pt
+
+def save_state(out_dir: str | Path, state: dict[str, Any]) -> None:
+    """Write ``last.pt`` so that a good state exists at every instant: the new file is written and
+    synced beside the old one, the old one becomes ``last.prev.pt``, then the new one ``last.pt``.
+    A full disk (or any write error) leaves the previous files untouched and says so in one line."""
+    out_dir = Path(out_dir)
+    last, prev = out_dir / LAST, out_dir / PREV
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{LAST}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if last.exists():
+            os.replace(last, prev)
+        os.replace(tmp, last)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"{last}: could not write the checkpoint ({exc.strerror or exc}); "
+                              f"the previous one is kept") from None
+    except BaseException:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(out_dir: str | Path, fingerprint: dict, quiet: bool = False) -> dict | None:
+    """The newest readable ``last.pt``/``last.prev.pt`` of this very run, or None to start over.
+
+    Prints one line to stderr for each reason a file is not used (unreadable, another run's),
+    unless ``quiet`` (a look ahead by the caller; the training says it when it starts)."""
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
+    out_dir = Path(out_dir)
+    for path in (out_dir / LAST, out_dir / PREV):
+        if not path.exists():
+            continue
+        try:
+            ck = io.load_torch(path)
+            if not isinstance(ck, dict) or not {"model", "optimizer", "step", "rng"} <= ck.keys():
+                raise ValueError(f"{path}: not a resumption state of this suite")
+        except ValueError as exc:
+            say(f"warning: {exc}; ignoring it")
+            continue
+        changed = mismatch(ck.get("fingerprint"), fingerprint)
+        if changed:
+            say(f"{path}: {changed}; starting from scratch")
+            return None
+        if path.name == PREV:
+            say(f"warning: resuming from the previous good state {path}")
+        return ck
+    return None
+
+
+def remove_states(out_dir: str | Path) -> None:
+    for name in (LAST, PREV):
+        (Path(out_dir) / name).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- disk space
+
+def state_bytes(model: torch.nn.Module, optimizer_slots: int = 2) -> int:
+    """Estimated size of one ``last.pt``: the weights plus the optimiser's per-parameter slots
+    (Adam/AdamW keep two moments), in the parameters' own dtype."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return weights + optimizer_slots * trainable
+
+
+def check_free_space(out_dir: str | Path, model: torch.nn.Module, margin: float = 1.2) -> None:
+    """Refuse to start when the run's checkpoints cannot fit: at peak the folder holds ``last.pt``,
+    ``last.prev.pt``, the one being written, and ``model.pt`` at the end (what already exists
+    there will be replaced, so it counts as available)."""
+    out_dir = Path(out_dir)
+    one = state_bytes(model)
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    need = int(margin * (3 * one + weights))
+    have = shutil.disk_usage(out_dir).free + sum(
+        (out_dir / n).stat().st_size for n in (LAST, PREV, "model.pt") if (out_dir / n).exists())
+    if have < need:
+        raise CheckpointError(f"{out_dir}: not enough free disk space for this run's checkpoints: needs about "
+                              f"{need / 2**20:.1f} MiB (3 resumption states of {one / 2**20:.1f} MiB + the model), "
+                              f"{have / 2**20:.1f} MiB available; free some space or move runs/")
+
+
+# ---------------------------------------------------------------- run-folder lock
+
+class RunLock:
+    """``train.lock`` in a run folder, holding ``<pid> <host>`` of the training that owns it.
+
+    A second training of the same folder refuses to start instead of interleaving checkpoints. A lock
+    left by a process that no longer exists (SIGKILL, power loss) on this host is taken over."""
+
+    def __init__(self, out_dir: str | Path):
+        self.path = Path(out_dir) / LOCK
+        self.held = False
+
+    def _holder(self) -> tuple[int, str] | None:
+        try:
+            pid, _, host = self.path.read_text().strip().partition(" ")
+            return int(pid), host
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
+        return True
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:  # just created by another process that has not written its PID yet
+                    time.sleep(0.2)
+                    if self._holder() is None:  # still unreadable: a leftover of a crash
+                        self.path.unlink(missing_ok=True)
+                    continue
+                pid, host = holder
+                if host == socket.gethostname() and not self._alive(pid):
+                    print(f"warning: {self.path}: taking over the lock of process {pid}, which no longer runs",
+                          file=sys.stderr)
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise CheckpointError(f"{self.path.parent}: already being trained by process {pid} on {host} "
+                                      f"(lock file {self.path}); wait for it or stop it (remove the lock file "
+                                      "only if no training runs)")
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.held = True
+            return
+        raise CheckpointError(f"{self.path}: could not take the run-folder lock; remove the file if no training runs")
+
+    def release(self) -> None:
+        if self.held:
+            holder = self._holder()
+            if holder and holder[0] == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

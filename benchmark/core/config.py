@@ -1,0 +1,296 @@
+"""params.yaml → one validated, resolved view per (model, dataset).
+
+Resolution order for the training settings of one run (later wins):
+``train`` → ``profiles.<profile>.train`` → ``models.<m>.train`` → ``profiles.<profile>.models.<m>.train``
+→ ``models.<m>.own`` (only when the resolved ``recipe`` is ``own``; the profile's iteration budget is kept
+unless the own recipe sets one and the profile is ``paper``).
+
+Every section is checked against the dataclasses below: an unknown key is an error that names
+the key and the file, because a misspelt ``lr`` silently falling back to a default would cost a
+day of training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.core.config_types import RANGES, checked
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A problem in params.yaml; the message names the key and what to do."""
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    iters: int | None = None  # exactly one of iters / epochs; epochs → iters via the training-set size
+    epochs: float | None = None
+    # An epoch's samples per training image (random crops): 1, or an own recipe's count, e.g. MOSS's
+    # dataset repeats its file list ``data_augment`` = 5 times. ``grid_stride`` > 0 instead counts, per
+    # image, the patch x patch windows at that stride (PReNet cuts every image into such a grid).
+    samples_per_image: float = 1.0
+    grid_stride: int = 0
+    patch: int = 64
+    batch: int = 8
+    lr: float = 5e-4
+    optimizer: str = "adam"  # adam | adamw
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    schedule: str = "multistep"  # multistep | exp | constant
+    milestones: tuple[float, ...] = (0.6, 0.8)  # fractions of the run: the paper's epochs 300/400 of 500
+    gamma: float = 0.1
+    decay: float = 0.8  # exp schedule: lr·decay^(step/decay_every) + min_lr (MSPFN)
+    decay_every: int = 20000
+    min_lr: float = 0.0
+    loss: str = "neg_ssim"  # neg_ssim | l1 | mse | charbonnier | own (the model's own_loss)
+    stage_reduction: str = "last"  # last | sum
+    recipe: str = "shared"  # shared | own
+    hflip: bool = False
+    amp: str = "off"  # off | bf16 (autocast, no scaler) | fp16 (autocast + GradScaler)
+    tf32: bool = False  # TF32 matmul/conv math on Ampere+ GPUs (off: true fp32, the reference)
+    accumulate: int = 1  # micro-batches per optimiser step: batch/accumulate samples each, same samples
+    workers: int = 0  # DataLoader worker processes (0: decode in the training process)
+    pin_memory: bool = False  # page-locked host batches (faster copies to a GPU)
+    persistent_workers: bool = False  # keep workers alive between loader passes
+    grad_clip: float = 0.0
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 0  # 0 = only at the end
+    val_images: int = 4
+    ckpt_every: int = 100
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    source: str = ""  # where an own recipe comes from (paper section / official file)
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    quantise: str = "round"  # round | truncate (PReNet's official test script truncates)
+    crop_border: int = 0
+    y_mode: str = "uint8"  # uint8: MATLAB rgb2ycbcr on uint8 (rounded Y) | float: PReNet's statistic scripts
+    save_images: int = 4  # derained samples written and logged as artifacts
+    lpips: bool = True
+    lpips_weights: str | None = None  # AlexNet ImageNet weights; None → TORCH_HOME lookup
+    exemplar: str = "train"  # MSGNN test-time exemplar source: train (paper intent) | test (official code)
+
+
+@dataclass(frozen=True)
+class TrackingCfg:
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "msgnn-bench"
+
+
+@dataclass(frozen=True)
+class ReportCfg:
+    """Figures and the HTML page (``report:`` in params.yaml); see benchmark/reporting/figures.py."""
+
+    images: dict = field(default_factory=dict)  # eval set → image ids shown in the grids (evaluate saves them)
+    crops: dict = field(default_factory=dict)  # "<set>/<id>" → [x, y, size] fractions; default: centre
+    ablation_runs: tuple[str, ...] = ()  # run keys of the Figs. 8/9 grid (ablation variants)
+    ablation_image: str = ""  # "<set>/<id>" the ablation grid shows
+    tile: int = 160  # tile width of the comparison grids, pixels
+    protocol: str = ""  # per-image metric shown under tiles: "" = psnr_y/ssim_y, else psnr:<protocol>
+
+
+_TOP_KEYS = {"profile", "run_datasets", "baselines", "trained_models", "train", "eval", "tracking", "models",
+             "datasets", "profiles", "report", "seeds", "extra_seeds", "ablation_dataset", "ablation_variants",
+             "ablation_groups", "ablations"}
+_MODEL_KEYS = {"args", "train", "own"}
+_PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation"}
+
+
+def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
+    bad = sorted(set(given) - allowed)
+    if bad:
+        raise ConfigError(f"{PARAMS_FILE}: unknown key(s) {bad} in {where}; allowed: {sorted(allowed)}")
+
+
+def _build(cls, where: str, values: dict | None, file: str | Path = PARAMS_FILE):
+    """``cls`` from one section; every key known, every value of its field's type and range."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{file}: {where} must be a mapping of settings, got {type(values).__name__}")
+    names = {f.name for f in fields(cls)}
+    bad = sorted(set(values) - names)
+    if bad:
+        raise ConfigError(f"{file}: unknown key(s) {bad} in {where}; allowed: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    out = {k: checked(hints[k], v, f"{where}.{k}", file, RANGES.get((cls.__name__, k))) for k, v in values.items()}
+    return cls(**out)
+
+
+def _merge(*dicts: dict | None) -> dict:
+    out: dict = {}
+    for d in dicts:
+        out.update(d or {})
+    return out
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict:
+    """Read and structurally validate params.yaml (raises ConfigError naming the problem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of settings, got {type(raw).__name__}")
+    _check_keys("the top level", raw, _TOP_KEYS)
+    profiles = raw.get("profiles", {})
+    prof = raw.get("profile", "quick")
+    if prof not in profiles:
+        raise ConfigError(f"{path}: profile {prof!r} is not defined; defined: {sorted(profiles)}")
+    for name, p in profiles.items():
+        _check_keys(f"profiles.{name}", p, _PROFILE_KEYS)
+        _build(TrainCfg, f"profiles.{name}.train", p.get("train", {}), path)
+        _build(EvalCfg, f"profiles.{name}.eval", p.get("eval", {}), path)
+    for name, m in raw.get("models", {}).items():
+        _check_keys(f"models.{name}", m or {}, _MODEL_KEYS)
+        _build(TrainCfg, f"models.{name}.train", (m or {}).get("train", {}), path)
+        _build(TrainCfg, f"models.{name}.own", (m or {}).get("own", {}), path)
+    _build(TrainCfg, "train", raw.get("train", {}), path)
+    _build(EvalCfg, "eval", raw.get("eval", {}), path)
+    _build(TrackingCfg, "tracking", raw.get("tracking", {}), path)
+    report_cfg(raw, path)
+    p = profiles[prof]
+    if list(raw.get("run_datasets", [])) != list(p.get("datasets", [])):
+        raise ConfigError(f"{path}: run_datasets {raw.get('run_datasets')} does not match profile {prof!r} "
+                          f"({p.get('datasets')}); switch profiles with `msgnn-bench profile {prof}`")
+    models = raw.get("models", {})
+    if list(raw.get("trained_models", [])) != ["msgnn", *raw.get("baselines", [])]:
+        raise ConfigError(f"{path}: trained_models must be [msgnn] followed by the baselines list")
+    for m in [*raw.get("trained_models", []), "input"]:
+        if m not in models:
+            raise ConfigError(f"{path}: model {m!r} has no models.{m} section")
+    for name in [*(p.get("models") or {})]:
+        if name not in models:
+            raise ConfigError(f"{path}: profiles.{prof}.models.{name}: unknown model; models: {sorted(models)}")
+    for d in raw.get("run_datasets", []):
+        if d not in raw.get("datasets", {}):
+            raise ConfigError(f"{path}: dataset {d!r} in run_datasets has no datasets.{d} section")
+    _check_seeds_and_ablations(path, raw, prof, p)
+    return raw
+
+
+def _check_seeds_and_ablations(path: Path, raw: dict, prof: str, p: dict) -> None:
+    """``seeds``/``extra_seeds``/``ablation_dataset``/``ablation_variants``/``ablation_groups``: DVC axes
+    copied from the profile."""
+    from benchmark.core import ablations  # late: ablations builds on this module
+
+    seeds = list(raw.get("seeds", [0]))
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) for x in seeds):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of distinct integers, got {seeds}")
+    if "seeds" in p and list(p["seeds"]) != seeds:
+        raise ConfigError(f"{path}: seeds {seeds} do not match profile {prof!r} ({p['seeds']}); "
+                          f"switch profiles with `msgnn-bench profile {prof}`")
+    if list(raw.get("extra_seeds", [])) != seeds[1:]:
+        raise ConfigError(f"{path}: extra_seeds must be seeds[1:] = {seeds[1:]} (the first seed is train.seed: "
+                          "the main stages), got " + str(raw.get("extra_seeds")))
+    if seeds[0] != (raw.get("train") or {}).get("seed", 0):
+        raise ConfigError(f"{path}: seeds[0] ({seeds[0]}) must equal train.seed, the seed of the main stages")
+    ablations.check(raw, path)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one train/evaluate run needs, flattened from params.yaml."""
+
+    model: str
+    dataset: str
+    profile: str
+    model_args: dict
+    train: TrainCfg
+    eval: EvalCfg
+    tracking: TrackingCfg
+    dataset_cfg: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}-{self.dataset}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve(model: str, dataset: str, params: dict | None = None, path: str | Path = PARAMS_FILE) -> RunConfig:
+    """The resolved settings for training/evaluating ``model`` on ``dataset``."""
+    raw = params if params is not None else load_params(path)
+    path = Path(path) if params is None else PARAMS_FILE
+    models, datasets = raw.get("models", {}), raw.get("datasets", {})
+    if model not in models:
+        raise ConfigError(f"{PARAMS_FILE}: no models.{model} section; models: {sorted(models)}")
+    if dataset not in datasets:
+        raise ConfigError(f"{PARAMS_FILE}: no datasets.{dataset} section; datasets: {sorted(datasets)}")
+    prof_name = raw.get("profile", "quick")
+    prof = raw["profiles"][prof_name]
+    m = models[model] or {}
+    pm = (prof.get("models") or {}).get(model) or {}
+    train = _merge(raw.get("train"), prof.get("train"), m.get("train"), pm.get("train"))
+    if train.get("recipe", "shared") == "own":
+        own = dict(m.get("own") or {})
+        if not own:
+            raise ConfigError(f"{PARAMS_FILE}: recipe 'own' chosen for {model!r} but models.{model}.own is empty")
+        if prof_name != "paper":  # quick/ci budgets stay small whatever the own recipe's length
+            own.pop("iters", None)
+            own.pop("epochs", None)
+        elif {"iters", "epochs"} & own.keys():  # the recipe's length replaces the shared one, in either unit
+            train.pop("iters", None)
+            train.pop("epochs", None)
+        train.update(own)
+    tcfg = _build(TrainCfg, f"the resolved train settings of {model}-{dataset}", train, path)
+    if (tcfg.iters is None) == (tcfg.epochs is None):
+        raise ConfigError(f"{PARAMS_FILE}: set exactly one of train.iters / train.epochs for {model}-{dataset}")
+    ecfg = _build(EvalCfg, "eval", _merge(raw.get("eval"), prof.get("eval")), path)
+    dcfg = _merge(datasets[dataset], (prof.get("dataset_overrides") or {}).get(dataset))
+    return RunConfig(model=model, dataset=dataset, profile=prof_name, model_args=dict(m.get("args") or {}),
+                     train=tcfg, eval=ecfg, tracking=_build(TrackingCfg, "tracking", raw.get("tracking", {}), path),
+                     dataset_cfg=dcfg)
+
+
+def tracking_settings(path: str | Path = PARAMS_FILE) -> TrackingCfg:
+    """The ``tracking`` section of a (validated) params.yaml."""
+    return _build(TrackingCfg, "tracking", load_params(path).get("tracking"), path)
+
+
+def report_cfg(raw: dict, path: str | Path = PARAMS_FILE) -> ReportCfg:
+    """The validated ``report:`` section (ids are strings: YAML would read ``1`` as a number)."""
+    cfg = _build(ReportCfg, "report", raw.get("report") or {}, path)
+    images = {}
+    for s, ids in (cfg.images or {}).items():
+        if not isinstance(ids, (list, tuple)):
+            raise ConfigError(f"{path}: report.images.{s} must be a list of image ids")
+        images[str(s)] = tuple(str(i) for i in ids)
+    crops = {}
+    for k, v in (cfg.crops or {}).items():
+        ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+        if not ok or "/" not in str(k) or not (0 <= v[0] < 1 and 0 <= v[1] < 1 and 0 < v[2] <= 1):
+            raise ConfigError(f"{path}: report.crops.{k}: expected '<set>/<id>': [x, y, size] "
+                              f"with x, y in [0, 1) and size in (0, 1], got {v!r}")
+        crops[str(k)] = tuple(float(x) for x in v)
+    if cfg.ablation_image and "/" not in cfg.ablation_image:
+        raise ConfigError(f"{path}: report.ablation_image must be '<set>/<id>', got {cfg.ablation_image!r}")
+    if cfg.tile < 32:
+        raise ConfigError(f"{path}: report.tile must be at least 32 pixels, got {cfg.tile}")
+    return dataclasses.replace(cfg, images=images, crops=crops)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} → {'a.b': 1} (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,109 @@
+"""Metric-tolerance gate: compare ``runs/eval/*/metrics.json`` with a committed reference.
+
+CI runs the tiny ``ci`` profile and then this check. A metric that moved further than its
+tolerance fails the build with a table of old vs new values. Refresh the reference on purpose
+(after a change that is *meant* to move numbers) with ``msgnn-bench check-metrics --update``
+and commit the file together with the change that explains it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import yaml
+
+from benchmark.core import io
+from benchmark.core.runs import DuplicateRunError, run_files
+
+DEFAULT_REF = ".ci/reference_metrics.json"
+# Tolerances absorb float differences between CPUs/BLAS builds, not real regressions:
+# a 6-step training on 2 images moves by far more than this when the code changes behaviour.
+TOLERANCE = {"psnr_y": 0.05, "psnr_rgb": 0.05, "ssim_y": 0.002, "ssim_rgb": 0.002}
+# every scoring protocol's keys ("psnr:msgnn", "ssim:prenet", ...) get the PSNR / SSIM tolerance
+PROTOCOL_TOLERANCE = {"psnr": 0.05, "ssim": 0.002}
+
+
+def tolerance(metric: str) -> float | None:
+    """The tolerance of a metric key, None for keys the gate does not compare."""
+    if metric in TOLERANCE:
+        return TOLERANCE[metric]
+    return PROTOCOL_TOLERANCE.get(metric.split(":", 1)[0]) if ":" in metric else None
+
+
+def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
+    """Every compared value of ``runs_dir/eval/*/metrics.json``; with ``profile``, only the runs of that
+    profile (the committed metrics files of the default profile sit beside the ci run's in a clone)."""
+    out = {}
+    for f in run_files(runs_dir, "eval", "metrics.json"):
+        m = json.loads(f.read_text())
+        if profile is not None and m.get("profile", profile) != profile:
+            continue
+        key = m.get("key", f"{m['model']}-{m['dataset']}")  # seed replicas and ablation variants have their own
+        for eval_set, r in m["results"].items():
+            for k, v in r.items():
+                if tolerance(k) is not None:
+                    out[f"{key}/{eval_set}/{k}"] = v
+        out[f"{key}/params_total"] = m["params_total"]
+    return out
+
+
+def compare(ref: dict[str, float], now: dict[str, float]) -> list[tuple[str, str, str, str]]:
+    """Rows (key, reference, current, problem) for every violation."""
+    bad = []
+    for key in sorted(set(ref) | set(now)):
+        r, c = ref.get(key), now.get(key)
+        if r is None or c is None:
+            bad.append((key, str(r), str(c), "missing in " + ("reference" if r is None else "this run")))
+            continue
+        metric = key.rsplit("/", 1)[-1]
+        tol = tolerance(metric) or 0  # parameter counts must match exactly
+        if not (math.isclose(r, c, abs_tol=tol) or (math.isinf(r) and r == c)):
+            bad.append((key, f"{r:.4f}", f"{c:.4f}", f"|Δ| {abs(r - c):.4f} > {tol}"))
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="msgnn-bench check-metrics", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--reference", default=DEFAULT_REF)
+    ap.add_argument("--update", action="store_true", help="overwrite the reference with this run's metrics")
+    ap.add_argument("--params", default="params.yaml", help="its `profile` selects the runs compared")
+    args = ap.parse_args(argv)
+    profile = yaml.safe_load(Path(args.params).read_text()).get("profile") if Path(args.params).is_file() else None
+    try:
+        now = current(Path(args.runs), profile)
+    except DuplicateRunError as exc:
+        print(f"check-metrics: error: {exc}", file=sys.stderr)
+        return 1
+    if not now:
+        print(f"check-metrics: no {args.runs}/eval/*/metrics.json of profile {profile!r}; run the pipeline first",
+              file=sys.stderr)
+        return 1
+    ref_path = Path(args.reference)
+    if args.update:
+        io.write_json(ref_path, now)
+        print(f"check-metrics: wrote {len(now)} values to {ref_path}")
+        return 0
+    if not ref_path.is_file():
+        print(f"check-metrics: reference {ref_path} not found; create it with --update", file=sys.stderr)
+        return 1
+    bad = compare(json.loads(ref_path.read_text()), now)
+    if bad:
+        w = max(len(b[0]) for b in bad)
+        print(f"check-metrics: {len(bad)} value(s) out of tolerance vs {ref_path}:", file=sys.stderr)
+        print(f"  {'metric':<{w}}  {'reference':>10}  {'current':>10}  problem", file=sys.stderr)
+        for k, r, c, why in bad:
+            print(f"  {k:<{w}}  {r:>10}  {c:>10}  {why}", file=sys.stderr)
+        print("If the change is intended: msgnn-bench check-metrics --update, and commit the reference.",
+              file=sys.stderr)
+        return 1
+    print(f"check-metrics: {len(now)} values within tolerance of {ref_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
