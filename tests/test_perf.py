@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from benchmark.tools.perf import count_work, measure, perf_main, table
+from benchmark.tools.perf import conv_width, count_work, measure, perf_main, table
 from benchmark.core.registry import build_model
 
 # graph off, one sub-network of one block: head 3->32, two 3x3 32->32 convs, tail 3x3 + 1x1 32->3
@@ -29,6 +29,11 @@ def test_a_measured_case_counts_the_same_work_as_meta():
     row = measure("msgnn", "infer321", torch.device("cpu"), 1, TINY)
     assert row["gflop"] == pytest.approx(count_work("msgnn", TINY)["gflop_321x481"], rel=1e-9)
     assert row["median_ms"] > 0 and row["peak_bytes"] > 0 and row["memory"] == "peak RSS growth"
+    # efficiency: achieved GFLOP/s over a dense 3x3 conv at the model's width, timed in this process
+    assert row["reference"]["width"] == conv_width(build_model("msgnn", **TINY)) == 32
+    assert row["gflops"] == pytest.approx(row["gflop"] / (row["median_ms"] / 1e3))
+    assert row["efficiency"] == pytest.approx(row["gflops"] / row["reference"]["gflops"])
+    assert 0 < row["efficiency"] < 10 and row["threads"] == torch.get_num_threads()
 
 
 def test_bf16_autocast_training_step_runs_on_cpu():
@@ -49,7 +54,7 @@ def test_perf_main_json_runs_cases_in_a_fresh_process(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["models"] == ["msgnn"] and res["cases"][0]["case"] == "infer321"
     assert "threads" in res["device"] and res["cases"][0]["model_args"] == TINY
-    assert "| msgnn |" in table(res)
+    assert "| msgnn |" in table(res) and "infer 321x481 eff." in table(res)
 
 
 def test_unknown_model_or_case_is_one_clear_error(capsys):

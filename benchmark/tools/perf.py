@@ -9,7 +9,11 @@ Per model the table also gives the parameter count and the GFLOP of one 64x64 tr
 (forward + backward) and of one 321x481 image (forward). Those are counted on PyTorch's ``meta``
 device (no arithmetic, so they cost nothing and do not depend on the cases run) by
 ``torch.utils.flop_counter``: matmuls and convolutions only, elementwise ops are not counted.
-Times: the median over ``--repeats`` runs after one warm-up run, synchronised on CUDA. Peak memory:
+Times: the median over ``--repeats`` runs after one warm-up run, synchronised on CUDA. Efficiency:
+the case's achieved GFLOP/s divided by that of a reference measured in the same process just
+before it: a dense 3x3 convolution at the model's most common convolution width, on the case's
+batch and image size (forward and backward for ``train``, forward for inference), timed the same
+way. A busy machine slows both alike, so the ratio survives load that swings the times. Peak memory:
 on GPU ``torch.cuda.max_memory_allocated`` growth over the case's inputs and model; on CPU the growth
 of the process's peak resident set over its size before the case's first run (every (model, case)
 runs in a fresh process whose high-water mark is reset through /proc/self/clear_refs).
@@ -146,6 +150,22 @@ def measure(name: str, case: str, device: torch.device, repeats: int, model_args
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     fn = _make_case(name, case, device, model_args, seed, amp)
+    gflop, median_ms, times = _timed(fn, device, repeats)
+    if device.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(device) - base, "max_memory_allocated"
+    else:
+        peak, kind = _rss_kib("VmHWM") * 1024 - base, "peak RSS growth"
+    width = conv_width(build_model(name, **model_args))
+    ref_gflop, ref_ms, _ = _timed(_reference_case(case, width, device, amp), device, repeats)
+    achieved, reference = gflop / (median_ms / 1e3), ref_gflop / (ref_ms / 1e3)
+    return {"model": name, "case": case, "median_ms": median_ms, "times_ms": times,
+            "peak_bytes": peak, "gflop": gflop, "memory": kind, "gflops": achieved,
+            "reference": {"width": width, "ms": ref_ms, "gflops": reference}, "efficiency": achieved / reference,
+            "threads": torch.get_num_threads(), "device": device_name(device), "amp": amp, "model_args": model_args}
+
+
+def _timed(fn: Callable[[], None], device: torch.device, repeats: int) -> tuple[float, float, list[float]]:
+    """(GFLOP of one call, median ms, all times): one counted warm-up call, then ``repeats`` timed ones."""
     with FlopCounterMode(display=False) as counter:
         fn()  # warm-up: allocator pools, oneDNN/cuDNN kernel selection
     _sync(device)
@@ -155,13 +175,32 @@ def measure(name: str, case: str, device: torch.device, repeats: int, model_args
         fn()
         _sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    if device.type == "cuda":
-        peak, kind = torch.cuda.max_memory_allocated(device) - base, "max_memory_allocated"
-    else:
-        peak, kind = _rss_kib("VmHWM") * 1024 - base, "peak RSS growth"
-    return {"model": name, "case": case, "median_ms": statistics.median(times), "times_ms": times,
-            "peak_bytes": peak, "gflop": counter.get_total_flops() / 1e9, "memory": kind,
-            "device": device_name(device), "amp": amp, "model_args": model_args}
+    return counter.get_total_flops() / 1e9, statistics.median(times), times
+
+
+def conv_width(model: torch.nn.Module) -> int:
+    """The most common output width of the model's 2-D convolutions (its typical feature width)."""
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels > 3]
+    return statistics.mode(widths) if widths else 32
+
+
+def _reference_case(case: str, width: int, device: torch.device, amp: str) -> Callable[[], None]:
+    """A dense 3x3 convolution, ``width`` channels in and out, on the case's batch and image size."""
+    h, w = SIZES[case]
+    batch = 8 if case == "train" else 1
+    conv = torch.nn.Conv2d(width, width, 3, padding=1).to(device)
+    x = torch.rand(batch, width, h, w, device=device)
+    if case == "train":
+        def step() -> None:
+            with _autocast(device, amp):
+                out = conv(x)
+            out.float().mean().backward()
+        return step
+
+    def infer() -> None:
+        with torch.no_grad(), _autocast(device, amp):
+            conv(x)
+    return infer
 
 
 def device_name(device: torch.device) -> str:
@@ -193,7 +232,7 @@ def table(result: dict) -> str:
     cases = [c for c in CASES if any(r["case"] == c for r in result["cases"])]
     head = ["model", "params", "GFLOP/sample 64² (f+b)", "GFLOP 321×481"]
     for c in cases:
-        head += [f"{CASES[c]} ms", f"{CASES[c]} peak GiB"]
+        head += [f"{CASES[c]} ms", f"{CASES[c]} GFLOP/s", f"{CASES[c]} eff.", f"{CASES[c]} peak GiB"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name in result["models"]:
         w = result["work"].get(name, {})
@@ -201,11 +240,14 @@ def table(result: dict) -> str:
                  f"{w['gflop_321x481']:.1f}" if w else "–"]
         for c in cases:
             r = next((r for r in result["cases"] if r["model"] == name and r["case"] == c), None)
-            cells += [f"{r['median_ms']:.0f}", f"{r['peak_bytes'] / 2**30:.2f}"] if r else ["–", "–"]
+            cells += ([f"{r['median_ms']:.0f}", f"{r['gflops']:.1f}", f"{r['efficiency']:.0%}",
+                       f"{r['peak_bytes'] / 2**30:.2f}"] if r else ["–"] * 4)
         lines.append("| " + " | ".join(cells) + " |")
     mem = result["cases"][0]["memory"] if result["cases"] else ""
     lines.append(f"\n{result['device']}, amp {result['amp']}, TF32 {'on' if result['tf32'] else 'off'}, "
-                 f"median of {result['repeats']} after a warm-up; peak memory = {mem}")
+                 f"median of {result['repeats']} after a warm-up; eff. = achieved GFLOP/s / a dense 3x3 "
+                 f"convolution's at the model's width, measured just before in the same process; "
+                 f"peak memory = {mem}")
     return "\n".join(lines)
 
 
