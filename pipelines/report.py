@@ -48,11 +48,7 @@ def markdown1(df: pd.DataFrame) -> str:
     params = {r["model"]: r["params"] for r in df.to_dict("records")}
     lines.append("| Parameters | " + " | ".join(
         "–" if m == "input" else (MSGNN_PARAMS_NOTE if m == "msgnn" else f"{params[m]:,}") for m in models) + " |")
-    pv = df[df["p_wilcoxon_psnr"].notna()]
-    if len(pv):
-        lines += ["", "Paired Wilcoxon signed-rank p-values, MSGNN vs each method (per-image PSNR / SSIM): " +
-                  "; ".join(f"{NAMES.get(r['model'], r['model'])} on {r['dataset']}: {r['p_wilcoxon_psnr']:.3g} / "
-                            f"{r['p_wilcoxon_ssim']:.3g}" for r in pv.to_dict("records"))]
+    lines += tables.stats_lines(df, NAMES)  # n, dropped, raw/Holm p or "n too small", CI; the ± legend
     profiles = ", ".join(sorted(set(df["profile"])))
     lines += ["", f"Profile(s): {profiles}. Numbers from the `quick`/`ci` profiles are a smoke test of the "
               "pipeline on the embedded synthetic set, not a reproduction of the paper."]

@@ -94,3 +94,84 @@ def test_paper_reference_counts_every_ablation_number():
     assert all("paper.md" in ref[t]["source"] for t in ("table2", "table3", "table4", "table5", "fig7"))
     # Table 2's M6 is Table 1's Rain200H MSGNN cell
     assert ref["table2"]["values"]["M6"] == ref["table1"]["rain200h"]["msgnn"]
+
+
+# --- statistics (issue 23): hand-computed cases, scipy's exact test as the reference -------------------
+
+def test_min_attainable_p_and_n_too_small():
+    assert [tables.min_two_sided_p(n) for n in (4, 5, 6)] == [0.125, 0.0625, 0.03125]
+    a = {str(i): 30.0 + i for i in range(4)}
+    b = {str(i): 29.0 + i for i in range(4)}
+    t = tables.paired_test(a, b)
+    assert t["p"] is None and t["n"] == 4
+    assert t["note"] == "n too small (n=4; smallest attainable two-sided p = 0.125)"
+
+
+def test_wilcoxon_hand_cases_match_scipy_exact():
+    from scipy.stats import wilcoxon
+
+    # d = 1, -2, 3, 4, 5, 6: W- = 2; subsets of ranks 1..6 summing to <= 2: {}, {1}, {2} -> p = 2 * 3 / 64
+    d = [1.0, -2.0, 3.0, 4.0, 5.0, 6.0]
+    a = {str(i): 10 + x for i, x in enumerate(d)}
+    b = {str(i): 10.0 for i in range(6)}
+    t = tables.paired_test(a, b)
+    assert t["p"] == pytest.approx(6 / 64) and t["p"] == pytest.approx(wilcoxon(d, method="exact").pvalue)
+    assert t["n"] == 6 and t["dropped"] == 0 and t["unit"] == "images"
+
+
+def test_infinite_psnr_is_handled_per_pair_and_drops_are_counted():
+    base = {str(i): 20.0 + i for i in range(8)}
+    a = {k: v + 1 for k, v in base.items()}
+    a["7"] = float("inf")  # one image reproduced exactly: the largest positive difference, not a NaN test
+    b = dict(base)
+    a["extra"] = 1.0  # only one side has it
+    b["3"] = float("nan")  # a missing value
+    t = tables.paired_test(a, b)
+    # 7 usable pairs, all positive -> exact p = 2 / 2^7
+    assert t["n"] == 7 and t["dropped"] == 2 and t["p"] == pytest.approx(2 / 2**7)
+    assert t["ci"] is None  # a mean difference with an infinite term has no finite interval
+    both = {k: float("inf") for k in base}
+    assert tables.paired_test(both, dict(both))["note"] == "all differences zero"
+
+
+def test_rain1400_is_tested_on_background_means_with_a_clustered_bootstrap():
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(3)
+    a, b, means = {}, {}, []
+    for bg in range(901, 908):  # 7 backgrounds x 14 renderings
+        shift = rng.normal(0.5, 1.0)
+        diffs = shift + rng.normal(0, 0.3, 14)
+        means.append(diffs.mean())
+        for j in range(1, 15):
+            a[f"{bg}_{j}"], b[f"{bg}_{j}"] = 30 + diffs[j - 1], 30.0
+    t = tables.paired_test(a, b, "rain1400")
+    assert t["n"] == 7 and t["unit"].startswith("backgrounds")
+    assert t["p"] == pytest.approx(wilcoxon(means).pvalue, abs=1e-12)
+    lo, hi = t["ci"]
+    assert lo < np.mean(means) < hi
+    # the same images read as independent (another dataset): 98 units, a far smaller p
+    assert tables.paired_test(a, b, "rain200h")["n"] == 98
+    assert tables.cluster_of("1000_14", "rain1400") == "1000" and tables.cluster_of("12", "rain1400") == "12"
+
+
+def test_holm_bonferroni():
+    assert tables.holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
+    assert tables.holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_table1_statistics_columns_and_legend(fake_runs, tmp_path):
+    ref = yaml.safe_load((REPO / "reports/paper_reference.yaml").read_text())
+    df = tables.table1(tables.collect(fake_runs), ref, fake_runs).set_index("model")
+    pre = df.loc["prenet"]
+    assert pre["test_n_psnr"] == 8 and pre["test_dropped_psnr"] == 0 and pre["test_unit"] == "images"
+    # four tests in the table (prenet, input x PSNR, SSIM), each p = 2/256: Holm multiplies the smallest by 4
+    assert pre["p_holm_psnr"] == pytest.approx(4 * 2 / 2**8) and pre["p_wilcoxon_psnr"] == pytest.approx(2 / 2**8)
+    assert pre["ci_low_psnr"] == pytest.approx(1.1) and pre["ci_high_psnr"] == pytest.approx(1.1)
+    md = report.markdown1(df.reset_index())
+    assert "not over images" in md and "| PReNet | rain200h | PSNR | 8 (images) | 0 |" in md
+    small = tmp_path / "small"
+    _run(small, "msgnn-rain200h", "msgnn", "rain200h", [21.0, 22, 23, 24])
+    _run(small, "prenet-rain200h", "prenet", "rain200h", [20.0, 21, 22, 23])
+    df = tables.table1(tables.collect(small), ref, small)
+    assert "n too small (n=4; smallest attainable two-sided p = 0.125)" in report.markdown1(df)

@@ -2,12 +2,15 @@
 
 Every cell: our mean in the paper's scoring protocol (``protocols.PAPER``), ± std and n over seeds
 where n > 1, the paper's printed value and the delta; every other protocol is a CSV column.
-Table 1 also carries a paired per-image Wilcoxon signed-rank test of MSGNN vs each method.
+Table 1 also carries a paired Wilcoxon signed-rank test of MSGNN vs each method (n, drops, raw and
+Holm-adjusted p or "n too small", Rain1400 on background means, bootstrap CI; docs/metrics.md).
 
 CSV schema (stable, read by the HTML report):
 * table1.csv: model, trained_on, dataset, profile, protocol, n_seeds, n_images, psnr, psnr_std, ssim,
-  ssim_std, paper_psnr, paper_ssim, delta_psnr, delta_ssim, p_wilcoxon_psnr, p_wilcoxon_ssim,
-  params, params_trainable, lpips, psnr_y, ssim_y, psnr_rgb, ssim_rgb, then psnr:<p>, ssim:<p>
+  ssim_std, paper_psnr, paper_ssim, delta_psnr, delta_ssim, then per metric m in (psnr, ssim):
+  p_wilcoxon_<m> (raw), p_holm_<m> (Holm–Bonferroni over the table), test_n_<m>, test_dropped_<m>,
+  test_note_<m> ("n too small …"), ci_low_<m>, ci_high_<m> (bootstrap 95% CI of MSGNN − method), then
+  test_unit (images, or Rain1400 backgrounds), params, params_trainable, lpips, psnr_y, ssim_y, psnr_rgb, ssim_rgb, then psnr:<p>, ssim:<p>
   for every protocol.
 * table2..5.csv, fig7.csv: table, cell, variant, dataset, profile, protocol, switches, train_patch,
   n_seeds, n_images, psnr, psnr_std, ssim, ssim_std, paper_psnr, paper_ssim, delta_psnr,
@@ -84,15 +87,131 @@ def _per_image(runs_dir: Path, keys: list[str], dataset: str, metric: str) -> di
     return {n: float(np.mean(v)) for n, v in acc.items()}
 
 
-def wilcoxon_p(a: dict[str, float], b: dict[str, float]) -> float:
-    """Two-sided paired Wilcoxon signed-rank p-value over the images both have (nan if undefined)."""
+# Below 6 pairs the exact two-sided signed-rank test cannot reach 0.05 (its floor is 2 / 2^n: 0.0625 at
+# n = 5, 0.125 at the ci profile's 4 images), so no p-value is printed there.
+MIN_PAIRS = 6
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def min_two_sided_p(n: int) -> float:
+    """Smallest two-sided p of the exact Wilcoxon signed-rank test with n non-zero differences: every
+    difference of the same sign has probability 2^-n under H0, doubled for two sides."""
+    return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
+
+
+def cluster_of(name: str, dataset: str) -> str:
+    """The independent unit of an image: Rain1400 (DDN) renders each of its 100 test backgrounds with 14
+    rain streak types (ids ``901_1`` … ``1000_14``), so the background id; elsewhere the image itself."""
+    if dataset == "rain1400" and "_" in name:
+        return name.rsplit("_", 1)[0]
+    return name
+
+
+def _finite_signed(d: np.ndarray) -> np.ndarray:
+    """+-inf differences (one method reproduced the target exactly: PSNR inf) keep their sign and get the
+    largest magnitude: the signed-rank test only needs the ranks of |d|, and inf is above every finite one."""
+    fin = d[np.isfinite(d)]
+    big = (np.max(np.abs(fin)) if fin.size else 0.0) * 2 + 1.0
+    return np.where(np.isposinf(d), big, np.where(np.isneginf(d), -big, d))
+
+
+def paired_test(a: dict[str, float], b: dict[str, float], dataset: str = "") -> dict:
+    """Two-sided paired Wilcoxon signed-rank test of a − b and a bootstrap 95% CI of the mean difference.
+
+    Pairs are matched by image name; ``dropped`` counts images only one side has or whose values are
+    missing/NaN, and (for Rain1400) backgrounds whose differences are +inf and -inf at once. For Rain1400
+    the unit is the background (``cluster_of``): differences are averaged per background first, the test
+    runs on those means and the bootstrap resamples backgrounds. Returns p (None when n < MIN_PAIRS or
+    every difference is zero), n (units tested), unit, dropped, ci (low, high; None if any difference is
+    infinite) and note.
+    """
     from scipy.stats import wilcoxon
 
-    names = sorted(set(a) & set(b))
-    d = np.array([a[n] - b[n] for n in names])
-    if len(d) < 2 or not np.any(d) or not np.all(np.isfinite(d)):
-        return float("nan")
-    return float(wilcoxon(d).pvalue)
+    names = sorted(set(a) | set(b))
+    good = [n for n in names if n in a and n in b and not (np.isnan(a[n]) or np.isnan(b[n]))]
+    dropped = len(names) - len(good)
+    per: dict[str, list[float]] = {}
+    for n in good:
+        x, y = a[n], b[n]
+        d = 0.0 if (math.isinf(x) and math.isinf(y) and x == y) else x - y  # both exact: no difference
+        per.setdefault(cluster_of(n, dataset), []).append(d)
+    clustered = any(len(v) > 1 for v in per.values())
+    units = {}
+    for c, v in per.items():
+        m = float(np.mean(v)) if not (np.isposinf(v).any() and np.isneginf(v).any()) else float("nan")
+        if math.isnan(m):
+            dropped += len(v)
+        else:
+            units[c] = m
+    d = np.array(list(units.values()), dtype=float)
+    unit = "backgrounds (mean of their renderings)" if clustered else "images"
+    out = {"p": None, "n": len(d), "unit": unit, "dropped": dropped, "ci": None, "note": ""}
+    if len(d) < MIN_PAIRS:
+        out["note"] = f"n too small (n={len(d)}; smallest attainable two-sided p = {min_two_sided_p(len(d)):.3g})"
+    elif not np.any(d):
+        out["note"] = "all differences zero"
+    else:
+        out["p"] = float(wilcoxon(_finite_signed(d)).pvalue)
+    if len(d) >= 2 and np.all(np.isfinite(d)):
+        # percentile bootstrap over the units (images, or whole backgrounds for Rain1400); fixed seed so a
+        # report is reproducible
+        rng = np.random.default_rng(0)
+        means = d[rng.integers(0, len(d), size=(BOOTSTRAP_RESAMPLES, len(d)))].mean(axis=1)
+        out["ci"] = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+    return out
+
+
+def wilcoxon_p(a: dict[str, float], b: dict[str, float], dataset: str = "") -> float:
+    """The p-value of ``paired_test`` (nan where it gives none)."""
+    p = paired_test(a, b, dataset)["p"]
+    return float("nan") if p is None else p
+
+
+def holm(pvals: list[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); None stays None."""
+    idx = [i for i, p in enumerate(pvals) if p is not None and not math.isnan(p)]
+    order = sorted(idx, key=lambda i: pvals[i])
+    out: list[float | None] = [None] * len(pvals)
+    running, m = 0.0, len(order)
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * pvals[i]))
+        out[i] = running
+    return out
+
+
+SPREAD_LEGEND = ("± = sample standard deviation over training seeds (n = number of seeds), not over images. "
+                 "p: two-sided paired Wilcoxon signed-rank test, MSGNN vs the method, on per-image values "
+                 "(averaged over seeds; Rain1400: per-background means of its 14 renderings), raw and "
+                 "Holm–Bonferroni-adjusted over all tests of the table; CI: percentile bootstrap 95% interval "
+                 "of the mean difference MSGNN − method, resampling the same units.")
+
+
+def stats_lines(df: pd.DataFrame, names: dict[str, str] | None = None) -> list[str]:
+    """Markdown lines for Table 1's tests: n, dropped, raw and adjusted p or 'n too small', CI."""
+    names = names or {}
+    rows = [r for r in df.to_dict("records") if r.get("test_n_psnr") is not None and not pd.isna(r["test_n_psnr"])]
+    if not rows:
+        return []
+
+    def p(v):
+        return "–" if v is None or pd.isna(v) else f"{v:.3g}"
+
+    out = ["", SPREAD_LEGEND, "", "| method | dataset | metric | n (unit) | dropped | p raw | p Holm | 95% CI of Δ |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for m in ("psnr", "ssim"):
+            ci = r.get(f"ci_low_{m}")
+            ci_s = "–" if ci is None or pd.isna(ci) else f"[{ci:+.4g}, {r[f'ci_high_{m}']:+.4g}]"
+            raw = r[f"test_note_{m}"] or p(r[f"p_wilcoxon_{m}"])
+            out.append(f"| {names.get(r['model'], r['model'])} | {r['dataset']} | {m.upper()} | "
+                       f"{int(r[f'test_n_{m}'])} ({r['test_unit']}) | {int(r[f'test_dropped_{m}'])} | {raw} | "
+                       f"{p(r[f'p_holm_{m}'])} | {ci_s} |")
+    return out
+
+
+STAT_COLS = ["p_wilcoxon_psnr", "p_holm_psnr", "test_n_psnr", "test_dropped_psnr", "test_note_psnr",
+             "ci_low_psnr", "ci_high_psnr", "p_wilcoxon_ssim", "p_holm_ssim", "test_n_ssim", "test_dropped_ssim",
+             "test_note_ssim", "ci_low_ssim", "ci_high_ssim", "test_unit"]
 
 
 def table1(rows: list[dict], ref: dict, runs_dir: Path, proto: str = protocols.PAPER) -> pd.DataFrame:
@@ -105,17 +224,25 @@ def table1(rows: list[dict], ref: dict, runs_dir: Path, proto: str = protocols.P
         paper = (ref.get("table1") or {}).get(dataset, {}).get(model)
         row = {"model": model, "trained_on": trained_on, "dataset": dataset, "profile": group[0]["profile"],
                **_aggregate(group, paper, proto)}
-        row["p_wilcoxon_psnr"] = row["p_wilcoxon_ssim"] = None
+        row.update({c: None for c in STAT_COLS})
         ours = cells.get(("msgnn", trained_on, dataset))
         if model != "msgnn" and ours:
             for m in ("psnr", "ssim"):
-                row[f"p_wilcoxon_{m}"] = wilcoxon_p(
-                    _per_image(runs_dir, [g["key"] for g in ours], dataset, f"{m}:{proto}"),
-                    _per_image(runs_dir, [g["key"] for g in group], dataset, f"{m}:{proto}"))
+                t = paired_test(_per_image(runs_dir, [g["key"] for g in ours], dataset, f"{m}:{proto}"),
+                                _per_image(runs_dir, [g["key"] for g in group], dataset, f"{m}:{proto}"), dataset)
+                row.update({f"p_wilcoxon_{m}": t["p"], f"test_n_{m}": t["n"], f"test_dropped_{m}": t["dropped"],
+                            f"test_note_{m}": t["note"], "test_unit": t["unit"],
+                            f"ci_low_{m}": t["ci"][0] if t["ci"] else None,
+                            f"ci_high_{m}": t["ci"][1] if t["ci"] else None})
         out.append(row)
+    # Holm–Bonferroni over every test of this table (both metrics, every method and dataset)
+    keys = [(i, m) for i in range(len(out)) for m in ("psnr", "ssim")]
+    adj = holm([out[i][f"p_wilcoxon_{m}"] for i, m in keys])
+    for (i, m), v in zip(keys, adj):
+        out[i][f"p_holm_{m}"] = v
     head = ["model", "trained_on", "dataset", "profile", "protocol", "n_seeds", "n_images", "psnr", "psnr_std",
-            "ssim", "ssim_std", "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim", "p_wilcoxon_psnr",
-            "p_wilcoxon_ssim", "params", "params_trainable"] + LEGACY + PROTO_COLS
+            "ssim", "ssim_std", "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim"] + STAT_COLS + [
+            "params", "params_trainable"] + LEGACY + PROTO_COLS
     return pd.DataFrame(out, columns=head)
 
 
