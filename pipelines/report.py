@@ -84,14 +84,24 @@ def fig7(df: pd.DataFrame, ref: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar(d["n"], d["psnr"], yerr=d["psnr_std"].fillna(0), marker="o", color="tab:blue", label="PSNR (ours)")
     paper = (ref.get("fig7") or {}).get("values") or {}
+    inferred = (ref.get("fig7") or {}).get("inferred") or {}
     for cell, (p, _s) in paper.items():
-        ax.plot([int(cell[1:])], [p], "s", color="tab:blue", mfc="none", label=f"PSNR paper ({cell})")
+        how = f"inferred: {inferred[cell].split(';')[0]}" if cell in inferred else "paper"
+        ax.plot([int(cell[1:])], [p], "s", color="tab:blue", mfc="none", label=f"PSNR paper ({cell}, {how})")
     ax.set_xlabel("number of sub-networks N")
     ax.set_ylabel(f"PSNR (dB, {protocols.PAPER} protocol)")
     ax2 = ax.twinx()
-    ax2.plot(d["n"], d["params"] / 1e6, "^--", color="tab:red", label="parameters (ours)")
-    for cell, pm in ((ref.get("fig7") or {}).get("params_m") or {}).items():
-        ax2.plot([int(cell[1:])], [pm], "x", color="tab:red", ms=9, label=f"parameters paper ({cell}, exemplar off)")
+    ax2.plot(d["n"], d["params"] / 1e6, "^--", color="tab:red", label="parameters, trained sweep (exemplar on, 1x1)")
+    # the paper's count is of another family (exemplar off, 5x5 fusion): drawn on that family's own
+    # exact curve, never against the sweep's counts
+    fref = ref.get("fig7") or {}
+    family = {int(c[1:]): n for c, n in (fref.get("family_params") or {}).items()}
+    if family:
+        ns = sorted(family)
+        ax2.plot(ns, [family[n] / 1e6 for n in ns], "v:", color="tab:purple",
+                 label=f"parameters, {fref.get('params_family', 'paper family')}")
+    for cell, pm in (fref.get("params_m") or {}).items():
+        ax2.plot([int(cell[1:])], [pm], "x", color="tab:purple", ms=9, label=f"paper: {pm}M at {cell} (that family)")
     ax2.set_ylabel("parameters (M)")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=7, loc="best")

@@ -69,6 +69,12 @@ def test_ablation_tables_follow_params_and_reference(fake_runs):
     assert t3.loc["s1-p48", "train_patch"] == 48 and t3.loc["s3-p64", "paper_ssim"] == 0.9178
     f7 = tables.ablation_table("fig7", rows, ref, variants).set_index("cell")
     assert f7.loc["N2", "paper_params_m"] == 1.55
+    # the paper's 1.55M is the exemplar-off 5x5 family: its exact count stands beside ours, named
+    assert f7.loc["N2", "paper_family_params"] == 1547625 and "exemplar off" in f7.loc["N2", "paper_family"]
+    assert "delta_params" not in f7.columns
+    # N4 is Table 2's M6, not a value Fig. 7 prints: shown, labelled inferred, never subtracted
+    assert f7.loc["N4", "paper_psnr"] == 29.627 and pd.isna(f7.loc["N4", "delta_psnr"])
+    assert "inferred" in f7.loc["N4", "note"]
 
 
 def test_report_writes_every_table_and_fig7(fake_runs, tmp_path):

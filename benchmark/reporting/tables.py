@@ -260,12 +260,20 @@ def ablation_table(table: str, rows: list[dict], ref: dict, variants: dict,
                "profile": group[0]["profile"],
                "switches": ", ".join(f"{k}={v2}" for k, v2 in (v.get("args") or {}).items()) or "default",
                "train_patch": v.get("patch", 64), **_aggregate(group, (tref.get("values") or {}).get(cell), proto)}
+        inferred = (tref.get("inferred") or {}).get(cell)
+        if inferred:  # a value the paper does not print: shown with its origin, never subtracted
+            row["delta_psnr"] = row["delta_ssim"] = None
         row["paper_params_m"] = (tref.get("params_m") or {}).get(cell)
-        row["note"] = (tref.get("notes") or {}).get(cell, v.get("note", ""))
+        # the paper's parameter count may belong to another model family than the sweep (Fig. 7: the
+        # exemplar-off 5x5 model): its exact count per cell sits beside ours, with the family named
+        row["paper_family_params"] = (tref.get("family_params") or {}).get(cell)
+        row["paper_family"] = tref.get("params_family", "") if row["paper_family_params"] else ""
+        row["note"] = "; ".join(x for x in ((tref.get("notes") or {}).get(cell, v.get("note", "")),
+                                            f"paper value inferred: {inferred}" if inferred else "") if x)
         out.append(row)
     head = ["table", "cell", "variant", "dataset", "profile", "protocol", "switches", "train_patch", "n_seeds",
             "n_images", "psnr", "psnr_std", "ssim", "ssim_std", "paper_psnr", "paper_ssim", "delta_psnr",
-            "delta_ssim", "params", "paper_params_m", "note"] + PROTO_COLS
+            "delta_ssim", "params", "paper_params_m", "paper_family_params", "paper_family", "note"] + PROTO_COLS
     return pd.DataFrame(out, columns=head)
 
 
