@@ -17,13 +17,11 @@ import pandas as pd
 import yaml
 
 from benchmark.core import io
+from benchmark.core.registry import display_name, paper_rank
 from benchmark.evaluation import protocols
 from benchmark.reporting import tables
 from benchmark.core.runs import RUNS, DuplicateRunError, run_files
 
-ORDER = ["input", "rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss", "msgnn"]
-NAMES = {"input": "Rainy input", "rescan": "RESCAN", "prenet": "PReNet", "spanet": "SPANet", "dcsfn": "DCSFN",
-         "mspfn": "MSPFN", "rcdnet": "RCDNet", "dualgcn": "DualGCN", "moss": "MOSS", "msgnn": "MSGNN"}
 # Table 1's "2.46M" is the released code's exemplar-off count; the method as described has the exemplar
 MSGNN_PARAMS_NOTE = ("2,061,579 (exemplar on: the method as described) · the paper's 2.46M = 2,459,689 "
                      "(exemplar off, released code)")
@@ -33,15 +31,14 @@ _PROTO_NOTE = (f"Main cells: the paper's protocol `{protocols.PAPER}` (official 
 
 
 def _models(df: pd.DataFrame) -> list[str]:
-    present = set(df["model"])
-    return [m for m in ORDER if m in present] + sorted(present - set(ORDER))
+    return sorted(set(df["model"]), key=lambda m: (paper_rank(m), m))
 
 
 def markdown1(df: pd.DataFrame) -> str:
     models = _models(df)
     cell = {(r["dataset"], r["model"]): r for r in df.to_dict("records")}
     lines = ["# Table 1 (regenerated): PSNR / SSIM", "", _PROTO_NOTE, "",
-             "| Dataset | " + " | ".join(NAMES.get(m, m) for m in models) + " |", "|" + "---|" * (len(models) + 1)]
+             "| Dataset | " + " | ".join(display_name(m) for m in models) + " |", "|" + "---|" * (len(models) + 1)]
     for d in dict.fromkeys(df["dataset"]):
         lines.append(f"| {d} | " + " | ".join(tables.fmt_cell(cell[(d, m)]) if (d, m) in cell else "–"
                                                for m in models) + " |")
@@ -51,7 +48,7 @@ def markdown1(df: pd.DataFrame) -> str:
     pv = df[df["p_wilcoxon_psnr"].notna()]
     if len(pv):
         lines += ["", "Paired Wilcoxon signed-rank p-values, MSGNN vs each method (per-image PSNR / SSIM): " +
-                  "; ".join(f"{NAMES.get(r['model'], r['model'])} on {r['dataset']}: {r['p_wilcoxon_psnr']:.3g} / "
+                  "; ".join(f"{display_name(r['model'])} on {r['dataset']}: {r['p_wilcoxon_psnr']:.3g} / "
                             f"{r['p_wilcoxon_ssim']:.3g}" for r in pv.to_dict("records"))]
     profiles = ", ".join(sorted(set(df["profile"])))
     lines += ["", f"Profile(s): {profiles}. Numbers from the `quick`/`ci` profiles are a smoke test of the "

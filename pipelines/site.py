@@ -184,7 +184,7 @@ def render_page(params, runs, runs_dir, data_root, reports, tables, protos, prof
     view = []
     for title, srcs in viewers:
         # default "after": the last method column (MSGNN in the paper's order), not the ground truth
-        k = max(i for i, (lbl, _) in enumerate(srcs) if lbl != figures.NAMES["target"])
+        k = max(i for i, (lbl, _) in enumerate(srcs) if lbl != figures.TARGET)
         opts = "".join(f'<option value="{escape(s)}"{" selected" if i == k else ""}>{escape(lbl)}</option>'
                        for i, (lbl, s) in enumerate(srcs) if i > 0)
         view.append(f'<div class="ba"><h3>{escape(title)}</h3><p><label>after: <select>{opts}</select></label> '

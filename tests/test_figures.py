@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmark.core import registry
 from benchmark.reporting import figures
 
 
@@ -64,7 +65,7 @@ def test_training_panels_one_per_run_in_paper_order(tmp_path):
         _log(tmp_path / "train" / f"{m}-d" / "train_log.csv", range(1, 21), val_at=20)
     out = tmp_path / "curves.png"
     keys = figures.training_panels(tmp_path, out)
-    assert keys == [f"{m}-d" for m in figures.ORDER if m in models]
+    assert keys == [f"{m}-d" for m in registry.ORDER if m in models]
     w, h = Image.open(out).size
     assert w > 1200 and h > 800  # 3 × 3 panels
 
