@@ -95,10 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     run = (partial(run_variant, args.variant, args.seed, args.device) if args.variant
            else partial(run_seed, args.model, args.dataset, args.seed, args.device))
     return evaluate_stage.run_and_report(
-        f"{what} seed {args.seed}", run, "psnr:msgnn",
-        lambda res, name, r: f"{res['key']} on {name}: PSNR {r['psnr:msgnn']:.3f} dB, SSIM {r['ssim:msgnn']:.4f} "
-        f"(msgnn protocol), {res['params_total']:,} parameters",
+        f"{what} seed {args.seed}", run, _PSNR,
+        lambda res, name, r: _summary_line(res["key"], name, r, res["params_total"]),
         evaluate_stage.STAGE_ERRORS + (FloatingPointError,))
+
+
+_PSNR, _SSIM = ablations.SUMMARY_METRICS[:2]  # the paper's protocol, as the ablation tables
+
+
+def _summary_line(key: str, name: str, r: dict, params: int) -> str:
+    return (f"{key} on {name}: PSNR {r[_PSNR]:.3f} dB, SSIM {r[_SSIM]:.4f} ({config.PAPER_PROTOCOL} protocol), "
+            f"{params:,} parameters")
 
 
 def _report_group(args) -> int:
@@ -109,8 +116,7 @@ def _report_group(args) -> int:
         return 1
     for v in summary["variants"].values():
         for name, r in v["results"].items():
-            print(f"{v['key']} on {name}: PSNR {r['psnr:msgnn']:.3f} dB, SSIM {r['ssim:msgnn']:.4f} "
-                  f"(msgnn protocol), {v['params_total']:,} parameters")
+            print(_summary_line(v["key"], name, r, v["params_total"]))
     return 0
 
 

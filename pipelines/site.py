@@ -165,7 +165,9 @@ def write_plot_data(runs_dir: Path, runs: list[figures.Run], out: Path) -> None:
 
 def render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing) -> str:
     rel = lambda p: os.path.relpath(p, reports).replace(os.sep, "/")  # noqa: E731
-    switch = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in protos)
+    headline = config.report_cfg(params).protocol  # shown first: the protocol of the tables' main cells
+    switch = "".join(f'<option value="{escape(p)}"{" selected" if p == headline else ""}>{escape(p)}</option>'
+                     for p in protos)
     switch = (f'<label>Scoring protocol <select id="protocol">{switch}</select></label>' if protos else
               '<p class="muted">One scoring protocol in these tables (no protocol-named columns).</p>')
     run_rows = []

@@ -45,7 +45,7 @@ def test_comparison_grid_from_runs(site_tree):
     assert np.array_equal(cols[1][1], out)
     with open(site_tree / "runs/eval/prenet-rain-synth/per_image.csv", newline="") as fh:
         row = next(r for r in csv.DictReader(fh) if r["name"] == "2")
-    assert figures.caption(row, "") == f"{float(row['psnr_y']):.2f} dB / {float(row['ssim_y']):.4f}"
+    assert figures.caption(row, "msgnn") == f"{float(row['psnr:msgnn']):.2f} dB / {float(row['ssim:msgnn']):.4f}"
     with pytest.raises(figures.FigureError, match="no test image '9'"):
         figures.comparison_grid(site_tree / "runs", site_tree / "data", "rain-synth", "9", keys, None, 96)
 
@@ -73,7 +73,7 @@ def test_training_panels_one_per_run_in_paper_order(tmp_path):
 def test_psnr_vs_params_uses_every_set_with_ground_truth(tmp_path):
     def run(model, params, psnr):
         return figures.Run(f"{model}-d", model, "d", {"params_total": params, "results": {
-            "d": {"psnr_y": psnr}, "real": {"ground_truth": False}}})
+            "d": {"psnr:msgnn": psnr}, "real": {"ground_truth": False}}})
 
     sets = figures.psnr_vs_params([run("input", 0, 14.0), run("prenet", 168963, 27.0), run("msgnn", 2e6, 29.0)],
                                   tmp_path / "p.png")

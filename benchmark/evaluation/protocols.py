@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
+from benchmark.core.config import PAPER_PROTOCOL
 from benchmark.evaluation import metrics
 
 
@@ -56,9 +57,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              source="BasicSR basicsr/metrics/psnr_ssim.py (crop_border=4, test_y_channel=True)"),
 )}
 ALL = tuple(PROTOCOLS)
-# The protocol of the paper's own tables: the only scoring code MSGNN released is config/eval.py
-# (README "Scoring protocols" gives the evidence).
-PAPER = "msgnn"
+PAPER = PAPER_PROTOCOL  # the protocol of the paper's own tables
 
 
 def get(name: str) -> Protocol:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from benchmark.core.config import PAPER_PROTOCOL
 from benchmark.data import loading as data
 from benchmark.core.registry import DISPLAY, display_name, paper_rank
 from benchmark.core.runs import find_run, run_files
@@ -71,7 +72,8 @@ def runs_for_set(runs: list[Run], eval_set: str) -> list[Run]:
 
 
 def metric_names(protocol: str) -> tuple[str, str]:
-    return ("psnr_y", "ssim_y") if not protocol else (f"psnr:{protocol}", f"ssim:{protocol}")
+    """The PSNR and SSIM keys of scoring protocol ``protocol`` in metrics.json and per_image.csv."""
+    return f"psnr:{protocol}", f"ssim:{protocol}"
 
 
 def per_image(run_dir: Path, eval_set: str, image: str) -> dict:
@@ -168,7 +170,7 @@ def caption(row: dict | None, protocol: str) -> str:
 
 
 def comparison_grid(runs_dir: Path, data_root: Path, eval_set: str, image: str, run_keys: list[str],
-                    crop: tuple[float, float, float] | None, width: int, protocol: str = "",
+                    crop: tuple[float, float, float] | None, width: int, protocol: str = PAPER_PROTOCOL,
                     paired: bool = True, title: str = "") -> tuple[Image.Image, list[tuple[str, np.ndarray]]]:
     """The grid for one test image over ``run_keys`` (rainy input first, ground truth last).
 
@@ -191,7 +193,7 @@ def comparison_grid(runs_dir: Path, data_root: Path, eval_set: str, image: str, 
         cols.append((label, img, caption(row, protocol) if paired else ""))
     cols.sort(key=lambda c: c[0] != DISPLAY["input"])  # rainy input first, whatever the key order
     if clean is not None:
-        cols.append((TARGET, clean, "PSNR-Y / SSIM-Y" if not protocol else protocol))
+        cols.append((TARGET, clean, protocol))
     box = crop_box(rainy.shape, crop)
     return grid(cols, box, width, title or f"{eval_set} / {image}"), [(c[0], c[1]) for c in cols]
 
@@ -242,7 +244,7 @@ def training_panels(runs_dir: Path, out: Path, ncols: int = 3) -> list[str]:
     return [k for k, _ in logs]
 
 
-def psnr_vs_params(runs: list[Run], out: Path, protocol: str = "") -> list[str]:
+def psnr_vs_params(runs: list[Run], out: Path, protocol: str = PAPER_PROTOCOL) -> list[str]:
     """PSNR of each model against its parameter count (log scale), one panel per evaluated set."""
     import matplotlib
 
