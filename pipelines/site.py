@@ -101,14 +101,13 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
     site = reports / "site"
     runs = figures.load_runs(runs_dir)
     figs, viewers, missing = [], [], []
-    sets_cfg = params.get("datasets", {})
     entries = [(s, i) for s, ids in rcfg.images.items() for i in ids]
     for s, image in entries:
         keys = [r.key for r in figures.runs_for_set(runs, s)]
         if not keys:
             missing.append(f"{s}/{image}: set not evaluated in this profile")
             continue
-        paired = sets_cfg.get(s, {}).get("ground_truth", True)
+        paired = config.has_ground_truth(params, s)
         img, cols = figures.comparison_grid(runs_dir, data_root, s, image, keys, rcfg.crops.get(f"{s}/{image}"),
                                             rcfg.tile, rcfg.protocol, paired)
         name = f"compare_{slug(s)}_{slug(image)}"
@@ -123,7 +122,7 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
         viewers.append((f"{s} / {image}", srcs))
     if rcfg.ablation_runs:
         s, image = rcfg.ablation_image.split("/", 1)
-        paired = sets_cfg.get(s, {}).get("ground_truth", True)
+        paired = config.has_ground_truth(params, s)
         img, _ = figures.comparison_grid(runs_dir, data_root, s, image, list(rcfg.ablation_runs),
                                          rcfg.crops.get(rcfg.ablation_image), rcfg.tile, rcfg.protocol, paired,
                                          title=f"ablation variants on {s} / {image}")

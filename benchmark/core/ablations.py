@@ -49,11 +49,6 @@ def group_variants(group: str, raw: dict) -> list[str]:
     return [group]
 
 
-def run_key(model: str, dataset: str, seed: int | None = None, variant: str | None = None) -> str:
-    name = f"{model}.{variant}" if variant else model
-    return f"{name}-{dataset}" + (f"-s{seed}" if seed is not None else "")
-
-
 def check_switches(name: str, args: dict) -> None:
     """Variant switches must be MSGNN builder arguments. Checked when a variant is resolved or
     listed, not in ``check``: params loading (every stage) must not import the model code."""

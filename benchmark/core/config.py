@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from benchmark.core.config_types import RANGES, checked
+from benchmark.core.runs import run_key
 
 PARAMS_FILE = "params.yaml"
 
@@ -224,7 +225,7 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        return f"{self.model}-{self.dataset}"
+        return run_key(self.model, self.dataset)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -290,6 +291,11 @@ def report_cfg(raw: dict, path: str | Path = PARAMS_FILE) -> ReportCfg:
     if cfg.tile < 32:
         raise ConfigError(f"{path}: report.tile must be at least 32 pixels, got {cfg.tile}")
     return dataclasses.replace(cfg, images=images, crops=crops)
+
+
+def has_ground_truth(raw: dict, dataset: str) -> bool:
+    """``datasets.<dataset>.ground_truth`` of params.yaml: False for a set of rainy images only."""
+    return bool(((raw.get("datasets") or {}).get(dataset) or {}).get("ground_truth", True))
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
