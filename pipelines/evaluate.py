@@ -9,6 +9,8 @@ import sys
 
 import torch
 
+from benchmark.core.runs import run_key
+from benchmark.evaluation.protocols import PAPER
 from benchmark.evaluation.run import evaluate, run_and_report
 
 
@@ -18,11 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
-    what = f"{args.model}-{args.dataset}"
+    what = run_key(args.model, args.dataset)
     return run_and_report(f"evaluate {what}", lambda: evaluate(args.model, args.dataset, args.device), "psnr_y",
                           lambda res, name, r: f"{what} on {name}: PSNR-Y {r['psnr_y']:.3f} dB, "
-                          f"SSIM-Y {r['ssim_y']:.4f}; paper protocol (msgnn): PSNR {r['psnr:msgnn']:.3f} dB, "
-                          f"SSIM {r['ssim:msgnn']:.4f}")
+                          f"SSIM-Y {r['ssim_y']:.4f}; paper protocol ({PAPER}): PSNR {r[f'psnr:{PAPER}']:.3f} dB, "
+                          f"SSIM {r[f'ssim:{PAPER}']:.4f}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def prepare(dataset: str, params: dict) -> None:
             path = datasets.ensure_dataset(name, root=str(dest.parent))
             print(f"{name}: ready in {path}")
         # every image decoded and checked once here, so that no training or evaluation meets a bad one
-        paired = (params.get("datasets", {}).get(name) or {}).get("ground_truth", True)
+        paired = config.has_ground_truth(params, name)
         counts = data.check_dataset(runs.data_dir(name), paired=paired)
         print(f"{name}: checked " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " images/pairs")
 

@@ -32,7 +32,7 @@ def run_seed(model: str, dataset: str, seed: int, device: str = "cpu", params: d
     raw = params if params is not None else config.load_params()
     base = config.resolve(model, dataset, raw)
     cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, seed=int(seed)))
-    key = ablations.run_key(model, dataset, seed)
+    key = runs.run_key(model, dataset, seed)
     train_stage.train(model, dataset, device, raw, progress, cfg=cfg, key=key)
     return evaluate_stage.evaluate(model, dataset, device, raw, progress, cfg=cfg, key=key)
 
@@ -43,7 +43,7 @@ def run_variant(variant: str, seed: int, device: str = "cpu", params: dict | Non
     raw = params if params is not None else config.load_params()
     cfg = ablations.resolve(variant, seed, raw)
     block = ablations.profile_block(raw)
-    key = ablations.run_key("msgnn", cfg.dataset, seed, variant)
+    key = runs.run_key("msgnn", cfg.dataset, seed, variant)
     tdir = Path(train_root or runs.RUNS / "train") / key
     # no end-of-training validation: the evaluation right below scores the same test images
     train_stage.train("msgnn", cfg.dataset, device, raw, progress, cfg=cfg, key=key, out=tdir, validate=False)
@@ -60,7 +60,7 @@ def run_group(group: str, seed: int, device: str = "cpu", params: dict | None = 
     raw = params if params is not None else config.load_params()
     variants = ablations.group_variants(group, raw)
     dataset = ablations.profile_block(raw)["dataset"]
-    keys = {ablations.run_key("msgnn", dataset, seed, v) for v in variants}
+    keys = {runs.run_key("msgnn", dataset, seed, v) for v in variants}
     troot, eroot = runs.ablation_dir("train", group, seed, runs_dir), runs.ablation_dir("eval", group, seed, runs_dir)
     # DVC keeps the training folder between runs (persist: a stopped grid resumes where it was; a
     # changed setting or code retrains, checkpoints.py checks that); variants no longer in the grid go
@@ -91,14 +91,21 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give one of --group G, --variant V or --model M --dataset D")
     if args.group:
         return _report_group(args)
-    what = args.variant or f"{args.model}-{args.dataset}"
+    what = args.variant or runs.run_key(args.model, args.dataset)
     run = (partial(run_variant, args.variant, args.seed, args.device) if args.variant
            else partial(run_seed, args.model, args.dataset, args.seed, args.device))
     return evaluate_stage.run_and_report(
-        f"{what} seed {args.seed}", run, "psnr:msgnn",
-        lambda res, name, r: f"{res['key']} on {name}: PSNR {r['psnr:msgnn']:.3f} dB, SSIM {r['ssim:msgnn']:.4f} "
-        f"(msgnn protocol), {res['params_total']:,} parameters",
+        f"{what} seed {args.seed}", run, _PSNR,
+        lambda res, name, r: _summary_line(res["key"], name, r, res["params_total"]),
         evaluate_stage.STAGE_ERRORS + (FloatingPointError,))
+
+
+_PSNR, _SSIM = ablations.SUMMARY_METRICS[:2]  # the paper's protocol, as the ablation tables
+
+
+def _summary_line(key: str, name: str, r: dict, params: int) -> str:
+    return (f"{key} on {name}: PSNR {r[_PSNR]:.3f} dB, SSIM {r[_SSIM]:.4f} ({config.PAPER_PROTOCOL} protocol), "
+            f"{params:,} parameters")
 
 
 def _report_group(args) -> int:
@@ -109,8 +116,7 @@ def _report_group(args) -> int:
         return 1
     for v in summary["variants"].values():
         for name, r in v["results"].items():
-            print(f"{v['key']} on {name}: PSNR {r['psnr:msgnn']:.3f} dB, SSIM {r['ssim:msgnn']:.4f} "
-                  f"(msgnn protocol), {v['params_total']:,} parameters")
+            print(_summary_line(v["key"], name, r, v["params_total"]))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Reads every ``runs/eval/*/metrics.json`` (the only source of numbers; ``per_image.csv`` for the
 paired tests) and ``runs/train/*/train_log.csv``, puts the paper's printed values from
-``reports/paper_reference.yaml`` beside ours (in the paper's scoring protocol, ``msgnn``), and
+``reports/paper_reference.yaml`` beside ours (in the scoring protocol ``report.protocol``, by default the
+paper's), and
 writes ``reports/table{1..5}.{md,csv,tex}``, ``reports/fig7.csv``,
 ``reports/figures/fig7_subnetworks.png`` and ``reports/figures/training_curves.png``.
 """
@@ -16,47 +17,48 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmark.core import io
+from benchmark.core import config, io
+from benchmark.core.registry import display_name, paper_rank
 from benchmark.evaluation import protocols
 from benchmark.reporting import tables
 from benchmark.core.runs import RUNS, DuplicateRunError, run_files
 
-ORDER = ["input", "rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss", "msgnn"]
-NAMES = {"input": "Rainy input", "rescan": "RESCAN", "prenet": "PReNet", "spanet": "SPANet", "dcsfn": "DCSFN",
-         "mspfn": "MSPFN", "rcdnet": "RCDNet", "dualgcn": "DualGCN", "moss": "MOSS", "msgnn": "MSGNN"}
 # Table 1's "2.46M" is the released code's exemplar-off count; the method as described has the exemplar
 MSGNN_PARAMS_NOTE = ("2,061,579 (exemplar on: the method as described) · the paper's 2.46M = 2,459,689 "
                      "(exemplar off, released code)")
-_PROTO_NOTE = (f"Main cells: the paper's protocol `{protocols.PAPER}` (official MSGNN eval.py: RGB, unquantised "
-               "clipped output, zero-padded Gaussian SSIM). Ours on top; [paper; Δ = ours − paper] below. "
-               "Every other protocol is a column of the CSV.")
+
+
+def _proto_note(proto: str) -> str:
+    p = protocols.get(proto)
+    which = "the paper's protocol" if proto == protocols.PAPER else "protocol"
+    return (f"Main cells: {which} `{proto}` (report.protocol; {p.source}). Ours on top; [paper; Δ = ours − paper] "
+            "below. Every other protocol is a column of the CSV.")
 
 
 def _models(df: pd.DataFrame) -> list[str]:
-    present = set(df["model"])
-    return [m for m in ORDER if m in present] + sorted(present - set(ORDER))
+    return sorted(set(df["model"]), key=lambda m: (paper_rank(m), m))
 
 
-def markdown1(df: pd.DataFrame) -> str:
+def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER) -> str:
     models = _models(df)
     cell = {(r["dataset"], r["model"]): r for r in df.to_dict("records")}
-    lines = ["# Table 1 (regenerated): PSNR / SSIM", "", _PROTO_NOTE, "",
-             "| Dataset | " + " | ".join(NAMES.get(m, m) for m in models) + " |", "|" + "---|" * (len(models) + 1)]
+    lines = ["# Table 1 (regenerated): PSNR / SSIM", "", _proto_note(proto), "",
+             "| Dataset | " + " | ".join(display_name(m) for m in models) + " |", "|" + "---|" * (len(models) + 1)]
     for d in dict.fromkeys(df["dataset"]):
         lines.append(f"| {d} | " + " | ".join(tables.fmt_cell(cell[(d, m)]) if (d, m) in cell else "–"
                                                for m in models) + " |")
     params = {r["model"]: r["params"] for r in df.to_dict("records")}
     lines.append("| Parameters | " + " | ".join(
         "–" if m == "input" else (MSGNN_PARAMS_NOTE if m == "msgnn" else f"{params[m]:,}") for m in models) + " |")
-    lines += tables.stats_lines(df, NAMES)  # n, dropped, raw/Holm p or "n too small", CI; the ± legend
+    lines += tables.stats_lines(df)  # n, dropped, raw/Holm p or "n too small", CI; the ± legend
     profiles = ", ".join(sorted(set(df["profile"])))
     lines += ["", f"Profile(s): {profiles}. Numbers from the `quick`/`ci` profiles are a smoke test of the "
               "pipeline on the embedded synthetic set, not a reproduction of the paper."]
     return "\n".join(lines) + "\n"
 
 
-def markdown_ablation(table: str, df: pd.DataFrame) -> str:
-    lines = [f"# {tables.ABLATION_TABLES[table]} (regenerated)", "", _PROTO_NOTE, "",
+def markdown_ablation(table: str, df: pd.DataFrame, proto: str = protocols.PAPER) -> str:
+    lines = [f"# {tables.ABLATION_TABLES[table]} (regenerated)", "", _proto_note(proto), "",
              "| cell | variant | switches | train patch (paper) | parameters | PSNR / SSIM | note |", "|---|---|---|---|---|---|---|"]
     for r in df.to_dict("records"):
         lines.append(f"| {r['cell']} | {r['variant']} | {r['switches']} | {r['train_patch']} | {r['params']:,} | "
@@ -74,7 +76,7 @@ def write_table(out: Path, stem: str, df: pd.DataFrame, md: str) -> None:
     io.write_text(out / f"{stem}.tex", df[cols].to_latex(index=False, float_format="%.4f", na_rep="--"))
 
 
-def fig7(df: pd.DataFrame, ref: dict, path: Path) -> None:
+def fig7(df: pd.DataFrame, ref: dict, path: Path, proto: str = protocols.PAPER) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +91,7 @@ def fig7(df: pd.DataFrame, ref: dict, path: Path) -> None:
         how = f"inferred: {inferred[cell].split(';')[0]}" if cell in inferred else "paper"
         ax.plot([int(cell[1:])], [p], "s", color="tab:blue", mfc="none", label=f"PSNR paper ({cell}, {how})")
     ax.set_xlabel("number of sub-networks N")
-    ax.set_ylabel(f"PSNR (dB, {protocols.PAPER} protocol)")
+    ax.set_ylabel(f"PSNR (dB, {proto} protocol)")
     ax2 = ax.twinx()
     ax2.plot(d["n"], d["params"] / 1e6, "^--", color="tab:red", label="parameters, trained sweep (exemplar on, 1x1)")
     # the paper's count is of another family (exemplar off, 5x5 fusion): drawn on that family's own
@@ -160,17 +162,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ref = yaml.safe_load(Path(args.reference).read_text())
     params = Path(args.params)
-    variants = ((yaml.safe_load(params.read_text()) or {}).get("ablations") or {}) if params.is_file() else {}
-    t1 = tables.table1(rows, ref, runs_dir)
-    md = markdown1(t1)
+    raw = (yaml.safe_load(params.read_text()) or {}) if params.is_file() else {}
+    variants = raw.get("ablations") or {}
+    try:
+        proto = protocols.get(config.report_cfg(raw, params).protocol).name
+    except (config.ConfigError, ValueError) as exc:
+        print(f"report: error: {exc}", file=sys.stderr)
+        return 1
+    t1 = tables.table1(rows, ref, runs_dir, proto)
+    md = markdown1(t1, proto)
     write_table(out, "table1", t1, md)
     for table in tables.ABLATION_TABLES:
-        df = tables.ablation_table(table, rows, ref, variants)
+        df = tables.ablation_table(table, rows, ref, variants, proto)
         if table == "fig7":
             io.write_text(out / "fig7.csv", df.to_csv(index=False))
-            fig7(df, ref, out / "figures" / "fig7_subnetworks.png")
+            fig7(df, ref, out / "figures" / "fig7_subnetworks.png", proto)
         else:
-            write_table(out, table, df, markdown_ablation(table, df))
+            write_table(out, table, df, markdown_ablation(table, df, proto))
     curves(runs_dir, out / "figures" / "training_curves.png")
     print(md)
     return 0

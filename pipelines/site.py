@@ -101,14 +101,13 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
     site = reports / "site"
     runs = figures.load_runs(runs_dir)
     figs, viewers, missing = [], [], []
-    sets_cfg = params.get("datasets", {})
     entries = [(s, i) for s, ids in rcfg.images.items() for i in ids]
     for s, image in entries:
         keys = [r.key for r in figures.runs_for_set(runs, s)]
         if not keys:
             missing.append(f"{s}/{image}: set not evaluated in this profile")
             continue
-        paired = sets_cfg.get(s, {}).get("ground_truth", True)
+        paired = config.has_ground_truth(params, s)
         img, cols = figures.comparison_grid(runs_dir, data_root, s, image, keys, rcfg.crops.get(f"{s}/{image}"),
                                             rcfg.tile, rcfg.protocol, paired)
         name = f"compare_{slug(s)}_{slug(image)}"
@@ -123,7 +122,7 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
         viewers.append((f"{s} / {image}", srcs))
     if rcfg.ablation_runs:
         s, image = rcfg.ablation_image.split("/", 1)
-        paired = sets_cfg.get(s, {}).get("ground_truth", True)
+        paired = config.has_ground_truth(params, s)
         img, _ = figures.comparison_grid(runs_dir, data_root, s, image, list(rcfg.ablation_runs),
                                          rcfg.crops.get(rcfg.ablation_image), rcfg.tile, rcfg.protocol, paired,
                                          title=f"ablation variants on {s} / {image}")
@@ -165,7 +164,9 @@ def write_plot_data(runs_dir: Path, runs: list[figures.Run], out: Path) -> None:
 
 def render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing) -> str:
     rel = lambda p: os.path.relpath(p, reports).replace(os.sep, "/")  # noqa: E731
-    switch = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in protos)
+    headline = config.report_cfg(params).protocol  # shown first: the protocol of the tables' main cells
+    switch = "".join(f'<option value="{escape(p)}"{" selected" if p == headline else ""}>{escape(p)}</option>'
+                     for p in protos)
     switch = (f'<label>Scoring protocol <select id="protocol">{switch}</select></label>' if protos else
               '<p class="muted">One scoring protocol in these tables (no protocol-named columns).</p>')
     run_rows = []
@@ -184,7 +185,7 @@ def render_page(params, runs, runs_dir, data_root, reports, tables, protos, prof
     view = []
     for title, srcs in viewers:
         # default "after": the last method column (MSGNN in the paper's order), not the ground truth
-        k = max(i for i, (lbl, _) in enumerate(srcs) if lbl != figures.NAMES["target"])
+        k = max(i for i, (lbl, _) in enumerate(srcs) if lbl != figures.TARGET)
         opts = "".join(f'<option value="{escape(s)}"{" selected" if i == k else ""}>{escape(lbl)}</option>'
                        for i, (lbl, s) in enumerate(srcs) if i > 0)
         view.append(f'<div class="ba"><h3>{escape(title)}</h3><p><label>after: <select>{opts}</select></label> '

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from benchmark.core import ablations, config
+from benchmark.core import ablations, config, runs
 from benchmark.core.contract import count_params
 from benchmark.core.registry import build_model
 from benchmark.tools import cli
@@ -58,7 +58,7 @@ def test_resolve_scales_patch_and_sets_seed(repo_params):
     scale = repo_params["profiles"]["quick"]["ablation"]["patch_scale"]
     assert cfg.model_args == {"stride": 1} and cfg.train.seed == 3 and cfg.train.patch == round(48 * scale)
     assert ablations.resolve("default", 0, repo_params).train.patch == round(64 * scale)
-    assert ablations.run_key("msgnn", "rain200h", 1, "m1") == "msgnn.m1-rain200h-s1"
+    assert runs.run_key("msgnn", "rain200h", 1, "m1") == "msgnn.m1-rain200h-s1"
 
 
 @pytest.mark.parametrize("edit, needle", [

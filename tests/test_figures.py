@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmark.core import registry
 from benchmark.reporting import figures
 
 
@@ -44,7 +45,7 @@ def test_comparison_grid_from_runs(site_tree):
     assert np.array_equal(cols[1][1], out)
     with open(site_tree / "runs/eval/prenet-rain-synth/per_image.csv", newline="") as fh:
         row = next(r for r in csv.DictReader(fh) if r["name"] == "2")
-    assert figures.caption(row, "") == f"{float(row['psnr_y']):.2f} dB / {float(row['ssim_y']):.4f}"
+    assert figures.caption(row, "msgnn") == f"{float(row['psnr:msgnn']):.2f} dB / {float(row['ssim:msgnn']):.4f}"
     with pytest.raises(figures.FigureError, match="no test image '9'"):
         figures.comparison_grid(site_tree / "runs", site_tree / "data", "rain-synth", "9", keys, None, 96)
 
@@ -64,7 +65,7 @@ def test_training_panels_one_per_run_in_paper_order(tmp_path):
         _log(tmp_path / "train" / f"{m}-d" / "train_log.csv", range(1, 21), val_at=20)
     out = tmp_path / "curves.png"
     keys = figures.training_panels(tmp_path, out)
-    assert keys == [f"{m}-d" for m in figures.ORDER if m in models]
+    assert keys == [f"{m}-d" for m in registry.ORDER if m in models]
     w, h = Image.open(out).size
     assert w > 1200 and h > 800  # 3 × 3 panels
 
@@ -72,7 +73,7 @@ def test_training_panels_one_per_run_in_paper_order(tmp_path):
 def test_psnr_vs_params_uses_every_set_with_ground_truth(tmp_path):
     def run(model, params, psnr):
         return figures.Run(f"{model}-d", model, "d", {"params_total": params, "results": {
-            "d": {"psnr_y": psnr}, "real": {"ground_truth": False}}})
+            "d": {"psnr:msgnn": psnr}, "real": {"ground_truth": False}}})
 
     sets = figures.psnr_vs_params([run("input", 0, 14.0), run("prenet", 168963, 27.0), run("msgnn", 2e6, 29.0)],
                                   tmp_path / "p.png")

@@ -17,6 +17,22 @@ def test_params_axes_match_the_registry(repo_params):
     assert set(repo_params["models"]) == names
 
 
+def test_metadata_lists_exactly_the_registered_models():
+    """The metadata table is the one model list: every builder has a row, every row a builder."""
+    import subprocess
+    import sys
+
+    from benchmark.core import registry
+
+    assert set(registry.ORDER) == set(list_models())
+    assert registry.ORDER[0] == "input" and registry.ORDER[-1] == "msgnn"  # the paper's column order
+    assert registry.display_name("prenet") == "PReNet" and registry.display_name("msgnn.no_graph") == "msgnn.no_graph"
+    # reading the metadata imports no model module (the reporting stages read it without torch models)
+    code = ("import sys; from benchmark.core import registry; registry.display_name('msgnn'); "
+            "print([m for m in sys.modules if m.startswith(('baselines', 'msgnn'))])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
 def test_unknown_model_lists_valid_names():
     with pytest.raises(KeyError, match="valid names: .*prenet"):
         build_model("prenett")

@@ -29,7 +29,8 @@ _VARIANT_KEYS = {"args", "patch", "cells", "note"}
 _PROFILE_KEYS = {"dataset", "variants", "train", "patch_scale", "eval_images", "stages"}
 ALL = "all"  # the group of stage ablation@all-<seed>: the profile's whole grid
 STAGES = ("one", "per-variant")
-SUMMARY_METRICS = ("psnr:msgnn", "ssim:msgnn", "psnr_y", "ssim_y")  # ablation-<group>-s<seed>.json
+# ablation-<group>-s<seed>.json: the paper's protocol (the ablation tables are the paper's) and PSNR-Y
+SUMMARY_METRICS = (f"psnr:{config.PAPER_PROTOCOL}", f"ssim:{config.PAPER_PROTOCOL}", "psnr_y", "ssim_y")
 
 
 def groups(block: dict) -> list[str]:
@@ -46,11 +47,6 @@ def group_variants(group: str, raw: dict) -> list[str]:
         raise config.ConfigError(f"{config.PARAMS_FILE}: ablation group {group!r} is neither {ALL!r} nor a variant "
                                  f"of ablation_variants {grid}")
     return [group]
-
-
-def run_key(model: str, dataset: str, seed: int | None = None, variant: str | None = None) -> str:
-    name = f"{model}.{variant}" if variant else model
-    return f"{name}-{dataset}" + (f"-s{seed}" if seed is not None else "")
 
 
 def check_switches(name: str, args: dict) -> None:

@@ -1,23 +1,68 @@
-"""Model registry: one name → one builder function.
+"""Model registry: one name → one builder function, and every model's metadata.
 
 Builders are plain functions whose keyword defaults are the paper's settings, so that
 ``build_model("prenet")`` is the published network and params.yaml only lists deliberate
-changes. The two model packages are imported explicitly on first use (no folder scanning),
+changes. The model modules are imported explicitly on first use (no folder scanning),
 so a typo in a name fails loudly instead of silently building nothing.
+
+``MODELS`` is the one list of models: display name, venue, year and the module that registers
+each. Its order is the paper's column order, which every table, figure and page follows. Reading
+it imports no model module.
 """
 from __future__ import annotations
 
 import fnmatch
 import importlib
+from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
 
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # registry key (for a baseline also its file name, baselines/<name>.py)
+    display: str  # as the paper's tables print it
+    venue: str  # where the method was published ("" for the rainy-input row)
+    year: int | None
+    module: str  # the module whose import registers the builder
+
+
+MODELS: tuple[ModelInfo, ...] = (
+    ModelInfo("input", "Rainy input", "", None, "benchmark.core.identity"),
+    ModelInfo("rescan", "RESCAN", "ECCV", 2018, "baselines.rescan"),
+    ModelInfo("prenet", "PReNet", "CVPR", 2019, "baselines.prenet"),
+    ModelInfo("spanet", "SPANet", "CVPR", 2019, "baselines.spanet"),
+    ModelInfo("dcsfn", "DCSFN", "ACM MM", 2020, "baselines.dcsfn"),
+    ModelInfo("mspfn", "MSPFN", "CVPR", 2020, "baselines.mspfn"),
+    ModelInfo("rcdnet", "RCDNet", "CVPR", 2020, "baselines.rcdnet"),
+    ModelInfo("dualgcn", "DualGCN", "AAAI", 2021, "baselines.dualgcn"),
+    ModelInfo("moss", "MOSS", "CVPR", 2021, "baselines.moss"),
+    ModelInfo("msgnn", "MSGNN", "IJCAI", 2024, "msgnn"),
+)
+_INFO = {m.name: m for m in MODELS}
+ORDER: tuple[str, ...] = tuple(m.name for m in MODELS)  # the paper's column order
+DISPLAY: dict[str, str] = {m.name: m.display for m in MODELS}
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _OFFICIAL: dict[str, Callable[..., nn.Module]] = {}
-_SPECIAL_MODULES = {"input": "benchmark.core.identity", "msgnn": "msgnn"}
-_BASELINES = ("rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss")  # baselines/<key>.py
 _loaded = False
+
+
+def model_info(name: str) -> ModelInfo:
+    if name not in _INFO:
+        raise UnknownModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_INFO))}")
+    return _INFO[name]
+
+
+def display_name(name: str) -> str:
+    """The paper's spelling of model ``name``; an unknown name (an ablation variant) as is."""
+    return DISPLAY.get(name, name)
+
+
+def paper_rank(name: str) -> int:
+    """Position of ``name`` in the paper's column order; unknown names sort after every model."""
+    return ORDER.index(name) if name in _INFO else len(ORDER)
 
 
 class UnknownModelError(KeyError):
@@ -59,9 +104,8 @@ def register_official(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
 def model_module(name: str) -> str | None:
     """The module that registers model ``name``: ``baselines.<name>`` (file name = key), ``msgnn``,
     or ``benchmark.core.identity`` for ``input``; None for a name no module provides."""
-    if name in _SPECIAL_MODULES:
-        return _SPECIAL_MODULES[name]
-    return f"baselines.{name}" if name in _BASELINES else None
+    info = _INFO.get(name)
+    return info.module if info else None
 
 
 def _load(name: str | None = None) -> None:
@@ -74,8 +118,8 @@ def _load(name: str | None = None) -> None:
             return
     if not _loaded:
         _loaded = True
-        for module in [*_SPECIAL_MODULES.values(), *(f"baselines.{m}" for m in _BASELINES)]:
-            importlib.import_module(module)
+        for info in MODELS:
+            importlib.import_module(info.module)
 
 
 def list_models(pattern: str = "*") -> list[str]:

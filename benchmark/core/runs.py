@@ -33,12 +33,18 @@ def eval_sets_dir(dataset: str) -> Path:
     return DATA / "eval_sets" / dataset
 
 
+def run_key(model: str, dataset: str, seed: int | None = None, variant: str | None = None) -> str:
+    """``<model>-<dataset>``; an ablation variant is ``msgnn.<variant>-…``, a seed replica ends ``-s<seed>``."""
+    name = f"{model}.{variant}" if variant else model
+    return f"{name}-{dataset}" + (f"-s{seed}" if seed is not None else "")
+
+
 def train_dir(model: str, dataset: str) -> Path:
-    return RUNS / "train" / f"{model}-{dataset}"
+    return RUNS / "train" / run_key(model, dataset)
 
 
 def eval_dir(model: str, dataset: str) -> Path:
-    return RUNS / "eval" / f"{model}-{dataset}"
+    return RUNS / "eval" / run_key(model, dataset)
 
 
 GROUP_PREFIX = "ablation-"

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
+from benchmark.core.config import PAPER_PROTOCOL
 from benchmark.evaluation import metrics
 
 
@@ -75,9 +76,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
                     "metric_util.to_y_channel (float Y), utils/img_util.tensor2img (round)"),
 )}
 ALL = tuple(PROTOCOLS)
-# The protocol of the paper's own tables: the only scoring code MSGNN released is config/eval.py
-# (README "Scoring protocols" gives the evidence).
-PAPER = "msgnn"
+PAPER = PAPER_PROTOCOL  # the protocol of the paper's own tables
 
 
 def get(name: str) -> Protocol:

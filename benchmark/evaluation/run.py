@@ -60,7 +60,7 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
         result["mlflow_run_id"] = tr.run_id
         for eval_set in eval_sets or cfg.dataset_cfg.get("eval_sets") or [dataset]:
             root = runs.eval_set_dir(dataset, eval_set)
-            paired = raw["datasets"].get(eval_set, {}).get("ground_truth", True)
+            paired = config.has_ground_truth(raw, eval_set)
             ds = data.EvalImages(root, "test", paired=paired, limit=limit)
             ex = None
             if contract.needs_exemplar(model):

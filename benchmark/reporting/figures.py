@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from benchmark.core.config import PAPER_PROTOCOL
 from benchmark.data import loading as data
+from benchmark.core.registry import DISPLAY, display_name, paper_rank
 from benchmark.core.runs import find_run, run_files
 
-ORDER = ["input", "rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss", "msgnn"]
-NAMES = {"input": "Rainy input", "rescan": "RESCAN", "prenet": "PReNet", "spanet": "SPANet", "dcsfn": "DCSFN",
-         "mspfn": "MSPFN", "rcdnet": "RCDNet", "dualgcn": "DualGCN", "moss": "MOSS", "msgnn": "MSGNN",
-         "target": "Ground truth"}
+TARGET = "Ground truth"  # label of the ground-truth column
 BOX = (230, 30, 30)  # crop-box colour, as the paper's red boxes
 
 
@@ -56,8 +55,7 @@ def load_runs(runs_dir: Path) -> list[Run]:
             out.append(Run(f.parent.name, m["model"], m["dataset"], m))
         except (ValueError, KeyError) as exc:
             raise FigureError(f"{f}: not a metrics.json written by the evaluate stage ({exc})") from exc
-    rank = {m: i for i, m in enumerate(ORDER)}
-    return sorted(out, key=lambda r: (rank.get(r.model, len(ORDER)), r.model, r.dataset))
+    return sorted(out, key=lambda r: (paper_rank(r.model), r.model, r.dataset))
 
 
 def is_table1_run(key: str) -> bool:
@@ -74,7 +72,8 @@ def runs_for_set(runs: list[Run], eval_set: str) -> list[Run]:
 
 
 def metric_names(protocol: str) -> tuple[str, str]:
-    return ("psnr_y", "ssim_y") if not protocol else (f"psnr:{protocol}", f"ssim:{protocol}")
+    """The PSNR and SSIM keys of scoring protocol ``protocol`` in metrics.json and per_image.csv."""
+    return f"psnr:{protocol}", f"ssim:{protocol}"
 
 
 def per_image(run_dir: Path, eval_set: str, image: str) -> dict:
@@ -171,7 +170,7 @@ def caption(row: dict | None, protocol: str) -> str:
 
 
 def comparison_grid(runs_dir: Path, data_root: Path, eval_set: str, image: str, run_keys: list[str],
-                    crop: tuple[float, float, float] | None, width: int, protocol: str = "",
+                    crop: tuple[float, float, float] | None, width: int, protocol: str = PAPER_PROTOCOL,
                     paired: bool = True, title: str = "") -> tuple[Image.Image, list[tuple[str, np.ndarray]]]:
     """The grid for one test image over ``run_keys`` (rainy input first, ground truth last).
 
@@ -181,20 +180,20 @@ def comparison_grid(runs_dir: Path, data_root: Path, eval_set: str, image: str, 
     cols: list[tuple[str, np.ndarray, str]] = []
     input_runs = [k for k in run_keys if k.startswith("input-")]
     if not input_runs:  # the rainy tile still shows; its score comes from the input row when it exists
-        cols.append((NAMES["input"], rainy, ""))
+        cols.append((DISPLAY["input"], rainy, ""))
     for key in run_keys:
         d = find_run(runs_dir, "eval", key)
         model = key.split("-")[0]
-        label = NAMES.get(model, model) if model in NAMES else key
+        label = DISPLAY[model] if model in DISPLAY else key
         row = per_image(d, eval_set, image) if paired else None
         img = rainy if model == "input" else sample(d, eval_set, image)
         if img.shape != rainy.shape:
             raise FigureError(f"{d / 'samples' / eval_set / (image + '.png')}: size {img.shape[:2]} is not "
                               f"the test image's {rainy.shape[:2]}")
         cols.append((label, img, caption(row, protocol) if paired else ""))
-    cols.sort(key=lambda c: c[0] != NAMES["input"])  # rainy input first, whatever the key order
+    cols.sort(key=lambda c: c[0] != DISPLAY["input"])  # rainy input first, whatever the key order
     if clean is not None:
-        cols.append((NAMES["target"], clean, "PSNR-Y / SSIM-Y" if not protocol else protocol))
+        cols.append((TARGET, clean, protocol))
     box = crop_box(rainy.shape, crop)
     return grid(cols, box, width, title or f"{eval_set} / {image}"), [(c[0], c[1]) for c in cols]
 
@@ -221,8 +220,7 @@ def training_panels(runs_dir: Path, out: Path, ncols: int = 3) -> list[str]:
 
     logs = [(f.parent.name, _rows(f)) for f in run_files(runs_dir, "train", "train_log.csv")]
     logs = [(k, r) for k, r in logs if r and is_table1_run(k)]
-    rank = {m: i for i, m in enumerate(ORDER)}
-    logs.sort(key=lambda kr: (rank.get(kr[0].split("-")[0], len(ORDER)), kr[0]))
+    logs.sort(key=lambda kr: (paper_rank(kr[0].split("-")[0]), kr[0]))
     n = max(1, len(logs))
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
@@ -246,7 +244,7 @@ def training_panels(runs_dir: Path, out: Path, ncols: int = 3) -> list[str]:
     return [k for k, _ in logs]
 
 
-def psnr_vs_params(runs: list[Run], out: Path, protocol: str = "") -> list[str]:
+def psnr_vs_params(runs: list[Run], out: Path, protocol: str = PAPER_PROTOCOL) -> list[str]:
     """PSNR of each model against its parameter count (log scale), one panel per evaluated set."""
     import matplotlib
 
@@ -269,7 +267,7 @@ def psnr_vs_params(runs: list[Run], out: Path, protocol: str = "") -> list[str]:
                 continue
             x = r.metrics.get("params_total", 0) / 1e6
             ax.scatter([x], [v], color="tab:red" if r.model == "msgnn" else "tab:blue", zorder=3)
-            ax.annotate(NAMES.get(r.model, r.model), (x, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(display_name(r.model), (x, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
         # plain numbers at 1-2-5 steps; the default minor labels overlap (0.15M … 21M in one panel),
         # and half a decade of margin keeps at least two labelled ticks and room for the names

@@ -114,12 +114,11 @@ def display_order(rows: list[dict]) -> list[int]:
 
     ``data-row`` keeps each row's index in the CSV, so the page can be checked against the file.
     """
-    from benchmark.reporting.figures import ORDER
+    from benchmark.core.registry import paper_rank
 
     sets = {d: k for k, d in enumerate(dict.fromkeys(r.get("dataset", "") for r in rows))}
-    rank = {m: k for k, m in enumerate(ORDER)}
     return sorted(range(len(rows)), key=lambda i: (sets[rows[i].get("dataset", "")],
-                                                   rank.get(rows[i].get("model", ""), len(ORDER)), i))
+                                                   paper_rank(rows[i].get("model", "")), i))
 
 
 def render(name: str, cols: list[str], rows: list[dict], paper: dict, reasons: dict[int, str]) -> str:

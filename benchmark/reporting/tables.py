@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.evaluation import protocols
+from benchmark.core.registry import display_name
 from benchmark.core.runs import find_run, run_files
 
 PROTO_COLS = [f"{m}:{p}" for p in protocols.ALL for m in ("psnr", "ssim")]
@@ -186,9 +187,8 @@ SPREAD_LEGEND = ("± = sample standard deviation over training seeds (n = number
                  "of the mean difference MSGNN − method, resampling the same units.")
 
 
-def stats_lines(df: pd.DataFrame, names: dict[str, str] | None = None) -> list[str]:
+def stats_lines(df: pd.DataFrame) -> list[str]:
     """Markdown lines for Table 1's tests: n, dropped, raw and adjusted p or 'n too small', CI."""
-    names = names or {}
     rows = [r for r in df.to_dict("records") if r.get("test_n_psnr") is not None and not pd.isna(r["test_n_psnr"])]
     if not rows:
         return []
@@ -203,7 +203,7 @@ def stats_lines(df: pd.DataFrame, names: dict[str, str] | None = None) -> list[s
             ci = r.get(f"ci_low_{m}")
             ci_s = "–" if ci is None or pd.isna(ci) else f"[{ci:+.4g}, {r[f'ci_high_{m}']:+.4g}]"
             raw = r[f"test_note_{m}"] or p(r[f"p_wilcoxon_{m}"])
-            out.append(f"| {names.get(r['model'], r['model'])} | {r['dataset']} | {m.upper()} | "
+            out.append(f"| {display_name(r['model'])} | {r['dataset']} | {m.upper()} | "
                        f"{int(r[f'test_n_{m}'])} ({r['test_unit']}) | {int(r[f'test_dropped_{m}'])} | {raw} | "
                        f"{p(r[f'p_holm_{m}'])} | {ci_s} |")
     return out

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from benchmark.core import contract
+from benchmark.core.runs import run_key
 from benchmark.data.images import MAX_PIXELS
 
 
@@ -130,7 +131,7 @@ def cmd_train(args) -> int:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder (expected training pairs, see README Datasets)")
     name = args.name or root.resolve().name
-    out = Path(args.out) if args.out else Path("runs") / "own" / f"{args.model}-{name}"
+    out = Path(args.out) if args.out else Path("runs") / "own" / run_key(args.model, name)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         res = train(args.model, name, device, data_root=root, out=out, progress=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from benchmark.core import io
-from benchmark.core.runs import DuplicateRunError, run_files
+from benchmark.core.runs import DuplicateRunError, run_files, run_key
 
 DEFAULT_REF = ".ci/reference_metrics.json"
 # Tolerances absorb float differences between CPUs/BLAS builds, not real regressions:
@@ -41,7 +41,7 @@ def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
         m = json.loads(f.read_text())
         if profile is not None and m.get("profile", profile) != profile:
             continue
-        key = m.get("key", f"{m['model']}-{m['dataset']}")  # seed replicas and ablation variants have their own
+        key = m.get("key", run_key(m["model"], m["dataset"]))  # seed replicas and ablation variants have their own
         for eval_set, r in m["results"].items():
             for k, v in r.items():
                 if tolerance(k) is not None:
