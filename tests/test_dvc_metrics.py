@@ -51,7 +51,8 @@ def test_metric_files_are_committed_not_ignored(tmp_path):
 def test_headline_is_the_paper_protocol_per_set():
     results = {"rain200h": {"psnr:msgnn": 31.234567, "ssim:msgnn": 0.912345, "psnr_y": 33.0, "lpips": 0.1},
                "real": {"n_images": 3, "ground_truth": False}}
-    assert headline.of_results(results) == {"rain200h": {"psnr": 31.235, "ssim": 0.9123}}
+    assert headline.of_results("msgnn-rain200h", results) == {"msgnn-rain200h": {"rain200h": {"psnr": 31.235,
+                                                                                         "ssim": 0.9123}}}
 
 
 def test_stages_write_the_headline_files(tmp_path, monkeypatch, ablation_params):  # noqa: F811
@@ -60,11 +61,12 @@ def test_stages_write_the_headline_files(tmp_path, monkeypatch, ablation_params)
     prepare.prepare("rain-synth", ablation_params)
     summary = replicate.run_group("all", 0, params=ablation_params, progress=False)
     top = json.loads((tmp_path / "runs/eval/ablation-all-s0.headline.json").read_text())
-    assert set(top) == {"tiny", "tiny-graph"}
-    for v, h in top.items():
+    keys = {f"msgnn.{v}-rain-synth-s0": v for v in ("tiny", "tiny-graph")}
+    assert set(top) == set(keys)  # run keys: unique across files, so DVC's columns stay short
+    for key, v in keys.items():
         res = summary["variants"][v]["results"]["rain-synth"]
-        assert h == {"psnr": round(res["psnr:msgnn"], 3), "ssim": round(res["ssim:msgnn"], 4)}
-        per_run = tmp_path / f"runs/eval/ablation-all-s0/msgnn.{v}-rain-synth-s0"
-        assert json.loads((per_run / "headline.json").read_text()) == {"rain-synth": h}
+        assert top[key] == {"rain-synth": {"psnr": round(res["psnr:msgnn"], 3), "ssim": round(res["ssim:msgnn"], 4)}}
+        per_run = tmp_path / f"runs/eval/ablation-all-s0/{key}"
+        assert json.loads((per_run / "headline.json").read_text()) == {key: top[key]}
         full = json.loads((per_run / "metrics.json").read_text())
-        assert len(json.dumps(top[v])) < len(json.dumps(full)) / 10  # the small file is small
+        assert len(json.dumps(top[key])) < len(json.dumps(full)) / 10  # the small file is small

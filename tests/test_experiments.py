@@ -106,7 +106,7 @@ def test_two_experiments_show_their_metrics(tmp_path):
                 data = (rev.get("data") or {})
                 m = (data.get("metrics") or {}).get("runs/eval/prenet-rain-synth/headline.json") or {}
                 if "data" in m:
-                    found[rev.get("name")] = m["data"]["rain-synth"]["psnr"]
+                    found[rev.get("name")] = m["data"]["prenet-rain-synth"]["rain-synth"]["psnr"]
     assert set(found) == {"ci-shared", "ci-own"}, rows
     assert found["ci-shared"] != found["ci-own"]  # two different trainings, two numbers
     _dvc(repo, "exp", "apply", "ci-shared")

@@ -13,9 +13,13 @@ from benchmark.evaluation.protocols import PAPER
 FILE = "headline.json"
 
 
-def of_results(results: dict) -> dict:
-    """``{set: {"psnr", "ssim"}}`` from ``metrics.json``'s ``results``; sets without ground truth
-    (real-world) have no score and no entry. Rounded: DVC shows 5 significant digits anyway, and
-    short values keep the columns narrow."""
-    return {s: {"psnr": round(m[f"psnr:{PAPER}"], 3), "ssim": round(m[f"ssim:{PAPER}"], 4)}
-            for s, m in results.items() if f"psnr:{PAPER}" in m}
+def of_results(key: str, results: dict) -> dict:
+    """``{key: {set: {"psnr", "ssim"}}}`` from ``metrics.json``'s ``results`` of run ``key``; sets
+    without ground truth (real-world) have no score and no entry.
+
+    The run key is the top level on purpose: DVC names a metric column by its key alone when that
+    key is unique across metrics files (``prenet-rain200h.rain12.psnr``) and by ``<file>:<key>``
+    otherwise; ``rain200h.psnr`` in every file would make every header 60 characters wide.
+    Rounded: DVC shows 5 significant digits anyway, and short values keep the columns narrow."""
+    return {key: {s: {"psnr": round(m[f"psnr:{PAPER}"], 3), "ssim": round(m[f"ssim:{PAPER}"], 4)}
+                  for s, m in results.items() if f"psnr:{PAPER}" in m}}
