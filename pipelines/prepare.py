@@ -34,7 +34,9 @@ def prepare(dataset: str, params: dict) -> None:
         else:
             from benchmark import datasets
 
-            path = datasets.ensure_dataset(name, root=str(dest.parent))
+            # download(), not ensure_dataset(): the latter also prints a manual step's message,
+            # which main() prints as the error, so the user read it twice
+            path = datasets.download(name, root=str(dest.parent))
             print(f"{name}: ready in {path}")
         # every image decoded and checked once here, so that no training or evaluation meets a bad one
         paired = config.has_ground_truth(params, name)
@@ -43,16 +45,18 @@ def prepare(dataset: str, params: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 ready, 1 error, 3 a manual download step is needed (the message says which)."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", required=True)
     args = ap.parse_args(argv)
-    from benchmark.datasets import DatasetError
+    from benchmark.datasets import DatasetError, ManualDownloadRequired
 
     try:
         prepare(args.dataset, config.load_params())
     except (config.ConfigError, DatasetError, ValueError, OSError) as exc:
         print(f"prepare {args.dataset}: error: {exc}", file=sys.stderr)
-        return 1
+        # 3 = a manual download step is needed, as for `msgnn-bench datasets download` (docs/datasets.md)
+        return 3 if isinstance(exc, ManualDownloadRequired) else 1
     return 0
 
 

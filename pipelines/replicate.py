@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmark.core import ablations, config, io, runs
-from benchmark.evaluation import run as evaluate_stage
+from benchmark.evaluation import headline, run as evaluate_stage
 from benchmark.training import run as train_stage
 
 
@@ -75,6 +75,9 @@ def run_group(group: str, seed: int, device: str = "cpu", params: dict | None = 
                                             for s, m in r["results"].items()}}
                             for v, r in results.items()}}
     io.write_json(runs.ablation_summary(group, seed, runs_dir), summary)
+    # DVC's metric (the summary is a plain output): each variant's PSNR/SSIM, by run key
+    io.write_json(runs.ablation_summary(group, seed, runs_dir).with_suffix(".headline.json"),
+                  {k: v for r in results.values() for k, v in headline.of_results(r["key"], r["results"]).items()})
     return summary
 
 

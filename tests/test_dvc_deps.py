@@ -260,11 +260,13 @@ def placeholder_outputs(repo: Path, models: list[str]) -> None:
         (repo / f"runs/eval/{key}/samples").mkdir(parents=True)
         (repo / f"runs/eval/{key}/per_image.csv").write_text("x\n")
         (repo / f"runs/eval/{key}/metrics.json").write_text("{}")
+        (repo / f"runs/eval/{key}/headline.json").write_text("{}")
     for group, seed in itertools.product(params["ablation_groups"], params["seeds"]):
         for kind in ("train", "eval"):
             (repo / f"runs/{kind}/ablation-{group}-s{seed}").mkdir(parents=True)
             (repo / f"runs/{kind}/ablation-{group}-s{seed}/placeholder").write_text("x\n")
         (repo / f"runs/eval/ablation-{group}-s{seed}.json").write_text("{}")
+        (repo / f"runs/eval/ablation-{group}-s{seed}.headline.json").write_text("{}")
     tables = [f"table{i}.{x}" for i in range(1, 6) for x in ("md", "csv", "tex")]
     for f in [*tables, "fig7.csv", "figures/fig7_subnetworks.png", "figures/training_curves.png", "index.html",
               "site/x.png"]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmark.core import checkpoints, config, contract, io, runs, tracking
 from benchmark.data import loading as data
-from benchmark.evaluation import inference, metrics
+from benchmark.evaluation import headline, inference, metrics
 from benchmark.core.registry import build_model
 
 
@@ -77,6 +77,7 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
             rows += [{"eval_set": eval_set, **r} for r in res["per_image"]]
             tr.log({f"test/{eval_set}/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}, 0)
         io.write_json(out / "metrics.json", result)
+        io.write_json(out / headline.FILE, headline.of_results(key, result["results"]))  # what DVC compares
         io.write_csv(out / "per_image.csv", rows)
         tr.log_artifact(out / "metrics.json")
         tr.log_artifact(out / "per_image.csv")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -229,37 +228,12 @@ def cmd_derain(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    """Switch params.yaml to another profile: rewrites `profile:` and `run_datasets:` in place."""
-    import yaml
+    """Switch params.yaml to another profile: sets `profile:` and the DVC matrix axes it decides
+    (benchmark/tools/profile_switch.py: a YAML-aware edit, so files `dvc exp run -S` wrote work too)."""
+    from benchmark.tools import profile_switch
 
-    from benchmark.core import ablations, config
-
-    path = Path(args.params)
-    text = path.read_text()
-    raw = yaml.safe_load(text)
-    if args.name not in raw.get("profiles", {}):
-        raise ValueError(f"{path}: unknown profile {args.name!r}; defined: {sorted(raw.get('profiles', {}))}")
-    prof = raw["profiles"][args.name]
-    ds = prof["datasets"]
-    text = re.sub(r"(?m)^profile:.*?(\s+#.*)?$", lambda m: f"profile: {args.name}" + (m.group(1) or ""), text, 1)
-    text = re.sub(r"(?m)^run_datasets:\s*\[[^\]]*\]", f"run_datasets: [{', '.join(ds)}]", text, 1)
-    seeds = [str(x) for x in prof.get("seeds", [0])]
-    text = re.sub(r"(?m)^seeds:\s*\[[^\]]*\]", f"seeds: [{', '.join(seeds)}]", text, 1)
-    text = re.sub(r"(?m)^extra_seeds:\s*\[[^\]]*\]", f"extra_seeds: [{', '.join(seeds[1:])}]", text, 1)
-    if "ablation" in prof:
-        a = prof["ablation"]
-        text = re.sub(r"(?m)^ablation_dataset:.*$", f"ablation_dataset: {a['dataset']}", text, 1)
-        text = re.sub(r"(?m)^ablation_variants:\s*\[[^\]]*\]", f"ablation_variants: [{', '.join(a['variants'])}]",
-                      text, 1)
-        groups = f"ablation_groups: [{', '.join(ablations.groups(a))}]"
-        text, n = re.subn(r"(?m)^ablation_groups:\s*\[[^\]]*\]", groups, text, 1)
-        if not n:  # a params.yaml from before the grouped ablation stage
-            text = re.sub(r"(?m)^(ablation_variants:.*)$", lambda m: m.group(1) + "\n" + groups, text, 1)
-    from benchmark.core import io
-
-    io.write_text(path, text)
-    config.load_params(path)  # validate the result
-    print(f"{path}: profile {args.name} (datasets: {', '.join(ds)}); now run `dvc repro`")
+    raw = profile_switch.switch_file(args.params, args.name)
+    print(f"{args.params}: profile {args.name} (datasets: {', '.join(raw['run_datasets'])}); now run `dvc repro`")
     return 0
 
 
