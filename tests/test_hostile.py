@@ -72,3 +72,53 @@ def test_resolve_refuses_path_names(repo_params, model, dataset):
     # names from the command line (--model/--dataset, `msgnn-bench train --name`) go through resolve
     with pytest.raises(config.ConfigError, match="not allowed"):
         config.resolve(model, dataset, repo_params)
+
+
+# --- 2. params.yaml: no anchors/aliases (alias bombs), no duplicate keys ---------------------------
+
+_BOMB = "\n".join(["  a: &a [x, x, x, x, x, x, x, x, x]"]
+                  + [f"  {c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+                     for p, c in zip("abcdefgh", "bcdefghi")])
+
+
+def _with_extra(text: str, block: str) -> str:
+    # a `rain-synth` dataset entry that holds `block` (indented) under an extra key
+    return text.replace("  rain-synth:\n", "  rain-synth:\n    extra:\n" + "\n".join("    " + ln for ln in block.splitlines())
+                        + "\n", 1)
+
+
+def test_alias_bomb_refused_naming_file_and_line(tmp_path):
+    text = (REPO / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(_with_extra(text, _BOMB))
+    line = path.read_text().splitlines().index("      a: &a [x, x, x, x, x, x, x, x, x]") + 1
+    with pytest.raises(config.ConfigError) as e:
+        config.load_params(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}:{line}:") and "anchors and aliases" in msg
+
+
+def test_duplicate_key_refused_naming_both_lines(tmp_path):
+    text = (REPO / "params.yaml").read_text()
+    lines = text.splitlines()
+    first = lines.index("  lr: 5.0e-4") + 1  # train.lr
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  lr: 5.0e-4\n", "  lr: 5.0e-4\n  lr: 1.0e-1\n", 1))
+    with pytest.raises(config.ConfigError) as e:
+        config.load_params(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}:{first + 1}:")
+    assert f"duplicate key 'lr' (first at line {first})" in msg
+
+
+def test_profile_switch_refuses_duplicate_key_in_one_line(tmp_path, capsys):
+    from benchmark.tools import cli
+
+    path = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    path.write_text(text.replace("profile: quick", "profile: quick\nprofile: paper", 1))
+    line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith("profile:"))) + 2
+    assert cli.main(["profile", "ci", "--params", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path}:{line}:" in err[0] and "duplicate key 'profile'" in err[0]
+    assert path.read_text().count("profile: paper") == 1  # untouched

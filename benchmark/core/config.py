@@ -220,15 +220,56 @@ def _merge(*dicts: dict | None) -> dict:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors/aliases and duplicate keys.
+
+    An alias nest of a few hundred bytes (``&a [*b, *b, …]``) expands to gigabytes in whatever
+    flattens the settings (DVC, MLflow params), and settings need no sharing. A duplicate key
+    would silently take the last value (DVC already refuses it): both are refused at their line.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not allowed; "
+                                              "write the values out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor reports it
+                if first != key_node.start_mark.line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, file: str | Path = PARAMS_FILE):
+    """``text`` (the contents of settings file ``file``) read strictly (``_StrictLoader``); any YAML
+    problem is one ConfigError line ``<file>:<line>: <problem>``."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+        problem = " ".join(x for x in (exc.context, exc.problem) if x)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
     """Read and structurally validate params.yaml (raises ConfigError naming the problem)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run from the repository root")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = parse_yaml(path.read_text(), path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a mapping of settings, got {type(raw).__name__}")
     _check_keys("the top level", raw, _TOP_KEYS)

@@ -231,13 +231,11 @@ def cmd_derain(args) -> int:
 
 def cmd_profile(args) -> int:
     """Switch params.yaml to another profile: rewrites `profile:` and `run_datasets:` in place."""
-    import yaml
-
     from benchmark.core import ablations, config
 
     path = Path(args.params)
     text = path.read_text()
-    raw = yaml.safe_load(text)
+    raw = config.parse_yaml(text, path)  # strict: no aliases, no duplicate keys (as load_params)
     if args.name not in raw.get("profiles", {}):
         raise ValueError(f"{path}: unknown profile {args.name!r}; defined: {sorted(raw.get('profiles', {}))}")
     prof = raw["profiles"][args.name]
