@@ -19,7 +19,7 @@ import yaml
 from benchmark.core import io
 from benchmark.evaluation import protocols
 from benchmark.reporting import tables
-from benchmark.core.runs import RUNS, DuplicateRunError, run_files
+from benchmark.core.runs import RUNS, RunFolderError, run_files
 
 ORDER = ["input", "rescan", "prenet", "spanet", "dcsfn", "mspfn", "rcdnet", "dualgcn", "moss", "msgnn"]
 NAMES = {"input": "Rainy input", "rescan": "RESCAN", "prenet": "PReNet", "spanet": "SPANet", "dcsfn": "DCSFN",
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir, out = Path(args.runs), Path(args.out)
     try:
         rows = tables.collect(runs_dir)
-    except DuplicateRunError as exc:
+    except RunFolderError as exc:
         print(f"report: error: {exc}", file=sys.stderr)
         return 1
     if not any(not r["variant"] for r in rows):

@@ -3,6 +3,7 @@ touches nothing outside the repository and never yields a silent wrong number.""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -122,3 +123,54 @@ def test_profile_switch_refuses_duplicate_key_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{path}:{line}:" in err[0] and "duplicate key 'profile'" in err[0]
     assert path.read_text().count("profile: paper") == 1  # untouched
+
+
+# --- 3. the CI gate and the tables take each run once: copies and renamed run folders refused ------
+
+def _metrics(key: str, psnr: float) -> dict:
+    model, dataset = key.split("-", 1)
+    return {"key": key, "model": model, "dataset": dataset, "profile": "ci", "params_total": 10,
+            "params_trainable": 10, "results": {dataset: {"psnr_y": psnr, "ssim_y": 0.9, "n_images": 4}}}
+
+
+def _run(runs: Path, folder: str, m: dict) -> None:
+    (runs / "eval" / folder).mkdir(parents=True)
+    (runs / "eval" / folder / "metrics.json").write_text(json.dumps(m))
+
+
+def test_gate_refuses_a_copied_run_folder_that_would_hide_a_regression(tmp_path, capsys):
+    from benchmark.tools import gate
+
+    runs = tmp_path / "runs"
+    _run(runs, "prenet-rain-synth", _metrics("prenet-rain-synth", 20.0))  # a 16 dB regression
+    _run(runs, "prenet-rain-synth.bak", _metrics("prenet-rain-synth", 36.0))  # the copy still holds the old values
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"prenet-rain-synth/rain-synth/psnr_y": 36.0, "prenet-rain-synth/rain-synth/ssim_y": 0.9,
+                               "prenet-rain-synth/params_total": 10}))
+    assert gate.main(["--runs", str(runs), "--reference", str(ref), "--params", str(tmp_path / "none.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run prenet-rain-synth is held by 2 folders" in err[0], err
+
+
+def test_tables_refuse_a_renamed_run_folder(tmp_path):
+    from benchmark.core.runs import RunFolderError
+    from benchmark.reporting import tables
+
+    runs = tmp_path / "runs"
+    _run(runs, "prenet-rain-synth", _metrics("prenet-rain-synth", 30.0))
+    _run(runs, "spanet-rain-synth", _metrics("msgnn-rain-synth", 40.0))  # MSGNN's numbers under SPANet's name
+    with pytest.raises(RunFolderError) as e:
+        tables.collect(runs)
+    msg = str(e.value)
+    assert "\n" not in msg and "spanet-rain-synth/metrics.json: holds run msgnn-rain-synth" in msg
+
+
+def test_report_names_an_unreadable_metrics_file(tmp_path, capsys):
+    from pipelines import report
+
+    runs = tmp_path / "runs"
+    _run(runs, "prenet-rain-synth", _metrics("prenet-rain-synth", 30.0))
+    (runs / "eval/prenet-rain-synth/metrics.json").write_text('{"key": "prenet-rain-synth", ')  # cut short
+    assert report.main(["--runs", str(runs), "--out", str(tmp_path / "reports")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prenet-rain-synth/metrics.json: not readable JSON" in err[0]
