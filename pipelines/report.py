@@ -21,7 +21,7 @@ from benchmark.core import config, io
 from benchmark.core.registry import display_name, paper_rank
 from benchmark.evaluation import protocols
 from benchmark.reporting import tables
-from benchmark.core.runs import RUNS, DuplicateRunError, run_files
+from benchmark.core.runs import RUNS, RunFolderError, run_files
 
 # Table 1's "2.46M" is the released code's exemplar-off count; the method as described has the exemplar
 MSGNN_PARAMS_NOTE = ("2,061,579 (exemplar on: the method as described) · the paper's 2.46M = 2,459,689 "
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir, out = Path(args.runs), Path(args.out)
     try:
         rows = tables.collect(runs_dir)
-    except DuplicateRunError as exc:
+    except RunFolderError as exc:
         print(f"report: error: {exc}", file=sys.stderr)
         return 1
     if not any(not r["variant"] for r in rows):

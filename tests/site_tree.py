@@ -40,6 +40,7 @@ def build(workdir: Path, params: dict) -> dict:
     shutil.copytree(workdir / "runs/eval/prenet-rain-synth", evil)
     m = json.loads((evil / "metrics.json").read_text())
     m["model"], m["dataset"], m["mlflow_run_id"] = HOSTILE, HOSTILE + "d", HOSTILE
+    m["key"] = evil.name  # a run of its own: a folder holding another run's key is refused as a copy
     (evil / "metrics.json").write_text(json.dumps(m))
     assert report.main(["--reference", str(REPO / "reports/paper_reference.yaml")]) == 0
     (workdir / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

@@ -12,6 +12,7 @@ day of training.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -116,6 +117,91 @@ _MODEL_KEYS = {"args", "train", "own"}
 _PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation"}
 
 
+# A model, dataset, variant or result name becomes part of a path (runs/train/<model>-<dataset>/,
+# data/<dataset>/, the DVC stage item): `../../x` or `a/b` would write, and DVC would delete, outside
+# the repository. Lowercase letters, digits, '_', '.', '-', starting with a letter or digit: no
+# separator, no `.`/`..`, no hidden or option-like names.
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+def check_name(kind: str, name: Any, where: str, file: str | Path = PARAMS_FILE) -> str:
+    """``name`` (a ``kind`` name found at ``where``) if it is safe as a path component; else ConfigError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(f"{file}: {where}: {kind} name {name!r} is not allowed (it becomes part of a file path): "
+                          "use lowercase letters, digits, '_', '.', '-', starting with a letter or digit")
+    return name
+
+
+def check_model_name(name: Any, where: str, file: str | Path = PARAMS_FILE) -> str:
+    """``name`` if it is a path-safe, registered model name (checked without importing model code)."""
+    from benchmark.core import registry  # late: only its name table is needed, not the model modules
+
+    check_name("model", name, where, file)
+    if registry.model_module(name) is None:
+        known = sorted([*registry._SPECIAL_MODULES, *registry._BASELINES])
+        raise ConfigError(f"{file}: {where}: {name!r} is not a registered model; registered: {', '.join(known)}")
+    return name
+
+
+def _check_names(path: Path, raw: dict) -> None:
+    """Every key or list entry of params.yaml that becomes part of a path (see ``_NAME``)."""
+    def names(value: Any, where: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, (list, tuple, dict)):
+            raise ConfigError(f"{path}: {where} must be a list of names, got {value!r}")
+        return list(value)
+
+    for m in names(raw.get("models"), "models"):
+        check_model_name(m, f"models.{m}", path)
+    for key in ("baselines", "trained_models"):
+        for m in names(raw.get(key), key):
+            check_model_name(m, key, path)
+    for d, dcfg in (raw.get("datasets") or {}).items():
+        check_name("dataset", d, f"datasets.{d}", path)
+        for s in names((dcfg or {}).get("eval_sets") if isinstance(dcfg, dict) else None, f"datasets.{d}.eval_sets"):
+            check_name("evaluation set", s, f"datasets.{d}.eval_sets", path)
+    for d in names(raw.get("run_datasets"), "run_datasets"):
+        check_name("dataset", d, "run_datasets", path)
+    if "ablation_dataset" in raw:
+        check_name("dataset", raw["ablation_dataset"], "ablation_dataset", path)
+    for v in names(raw.get("ablations"), "ablations"):
+        check_name("ablation variant", v, f"ablations.{v}", path)
+    for key in ("ablation_variants", "ablation_groups"):
+        for v in names(raw.get(key), key):
+            check_name("ablation variant", v, key, path)
+    for pname, p in (raw.get("profiles") or {}).items():
+        check_name("profile", pname, f"profiles.{pname}", path)
+        p = p if isinstance(p, dict) else {}
+        for d in names(p.get("datasets"), f"profiles.{pname}.datasets"):
+            check_name("dataset", d, f"profiles.{pname}.datasets", path)
+        for d in names(p.get("dataset_overrides"), f"profiles.{pname}.dataset_overrides"):
+            check_name("dataset", d, f"profiles.{pname}.dataset_overrides.{d}", path)
+        for m in names(p.get("models"), f"profiles.{pname}.models"):
+            check_model_name(m, f"profiles.{pname}.models.{m}", path)
+        a = p.get("ablation") if isinstance(p.get("ablation"), dict) else {}
+        if "dataset" in a:
+            check_name("dataset", a["dataset"], f"profiles.{pname}.ablation.dataset", path)
+        for v in names(a.get("variants"), f"profiles.{pname}.ablation.variants"):
+            check_name("ablation variant", v, f"profiles.{pname}.ablation.variants", path)
+        for s in names(p.get("seeds"), f"profiles.{pname}.seeds"):
+            _check_seed(s, f"profiles.{pname}.seeds", path)
+    for key in ("seeds", "extra_seeds"):
+        for s in names(raw.get(key), key):
+            _check_seed(s, key, path)
+    report = raw.get("report") if isinstance(raw.get("report"), dict) else {}
+    for s in names(report.get("images"), "report.images"):
+        check_name("evaluation set", s, f"report.images.{s}", path)
+    for k in names(report.get("ablation_runs"), "report.ablation_runs"):
+        check_name("run", k, "report.ablation_runs", path)
+
+
+def _check_seed(seed: Any, where: str, path: Path) -> None:
+    # a seed is part of a run key (`-s<seed>`): a whole number >= 0, not a string or a bool
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{path}: {where}: seed {seed!r} must be a whole number >= 0")
+
+
 def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
     bad = sorted(set(given) - allowed)
     if bad:
@@ -143,18 +229,60 @@ def _merge(*dicts: dict | None) -> dict:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors/aliases and duplicate keys.
+
+    An alias nest of a few hundred bytes (``&a [*b, *b, …]``) expands to gigabytes in whatever
+    flattens the settings (DVC, MLflow params), and settings need no sharing. A duplicate key
+    would silently take the last value (DVC already refuses it): both are refused at their line.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not allowed; "
+                                              "write the values out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor reports it
+                if first != key_node.start_mark.line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, file: str | Path = PARAMS_FILE):
+    """``text`` (the contents of settings file ``file``) read strictly (``_StrictLoader``); any YAML
+    problem is one ConfigError line ``<file>:<line>: <problem>``."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+        problem = " ".join(x for x in (exc.context, exc.problem) if x)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
     """Read and structurally validate params.yaml (raises ConfigError naming the problem)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run from the repository root")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = parse_yaml(path.read_text(), path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a mapping of settings, got {type(raw).__name__}")
     _check_keys("the top level", raw, _TOP_KEYS)
+    _check_names(path, raw)
     profiles = raw.get("profiles", {})
     prof = raw.get("profile", "quick")
     if prof not in profiles:
@@ -236,6 +364,10 @@ def resolve(model: str, dataset: str, params: dict | None = None, path: str | Pa
     raw = params if params is not None else load_params(path)
     path = Path(path) if params is None else PARAMS_FILE
     models, datasets = raw.get("models", {}), raw.get("datasets", {})
+    # the names come from the command line too (--model/--dataset, `msgnn-bench train --name`) and
+    # become the run folder's name: checked here, before anything is created
+    check_model_name(model, "model", PARAMS_FILE)
+    check_name("dataset", dataset, "dataset", PARAMS_FILE)
     if model not in models:
         raise ConfigError(f"{PARAMS_FILE}: no models.{model} section; models: {sorted(models)}")
     if dataset not in datasets:

@@ -10,6 +10,7 @@ through ``run_dirs``/``find_run`` and never need to know which.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -50,7 +51,12 @@ def eval_dir(model: str, dataset: str) -> Path:
 GROUP_PREFIX = "ablation-"
 
 
-class DuplicateRunError(ValueError):
+class RunFolderError(ValueError):
+    """A run folder the tables and the CI gate must not read: a copy, a renamed run, an unreadable
+    metrics.json. The message names the folder or file."""
+
+
+class DuplicateRunError(RunFolderError):
     """One run key in two folders: every table would count it twice."""
 
 
@@ -96,3 +102,33 @@ def find_run(runs_dir: Path, kind: str, key: str) -> Path:
     base = Path(runs_dir) / kind
     nested = sorted(base.glob(f"{GROUP_PREFIX}*/{key}")) if base.is_dir() else []
     return nested[0] if nested else flat
+
+
+def eval_metrics(runs_dir: Path) -> list[tuple[Path, dict]]:
+    """``(metrics.json, its contents)`` of every evaluation run, each run exactly once.
+
+    A copied run folder (``prenet-rain-synth.bak`` beside ``prenet-rain-synth``) holds the same
+    ``key``: taking it would let the copy's numbers stand in for the run's in Table 1 and the CI
+    gate. So a key held by two folders is refused, and so is a folder whose name is not the key it
+    holds (the stage writes ``metrics.json`` into the folder named by its key, never elsewhere)."""
+    found: list[tuple[Path, dict]] = []
+    where: dict[str, list[Path]] = {}
+    for f in run_files(runs_dir, "eval", "metrics.json"):
+        try:
+            m = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RunFolderError(f"{f}: not readable JSON ({exc}); rerun its evaluate stage or delete the folder") from None
+        if not isinstance(m, dict) or not isinstance(m.get("results"), dict):
+            raise RunFolderError(f"{f}: not a metrics.json written by the evaluate stage (no results mapping)")
+        key = m.get("key", f.parent.name)  # files from before the key field: the folder name
+        where.setdefault(str(key), []).append(f.parent)
+        found.append((f, m))
+    for key, dirs in where.items():
+        if len(dirs) > 1:
+            raise DuplicateRunError(f"run {key} is held by {len(dirs)} folders ({', '.join(map(str, dirs))}); "
+                                    "delete the copy")
+    for f, m in found:
+        if str(m.get("key", f.parent.name)) != f.parent.name:
+            raise RunFolderError(f"{f}: holds run {m['key']} but its folder is named {f.parent.name} (a copy or a "
+                                 "renamed run); delete it or move it out of the runs folder")
+    return found

@@ -15,7 +15,6 @@ that writes it.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -29,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from benchmark.core.config import PAPER_PROTOCOL
 from benchmark.data import loading as data
 from benchmark.core.registry import DISPLAY, display_name, paper_rank
-from benchmark.core.runs import find_run, run_files
+from benchmark.core.runs import RunFolderError, eval_metrics, find_run, run_files
 
 TARGET = "Ground truth"  # label of the ground-truth column
 BOX = (230, 30, 30)  # crop-box colour, as the paper's red boxes
@@ -49,12 +48,15 @@ class Run:
 
 def load_runs(runs_dir: Path) -> list[Run]:
     out = []
-    for f in run_files(runs_dir, "eval", "metrics.json"):
+    try:
+        found = eval_metrics(runs_dir)  # each run once: a copied run folder is refused, never shown
+    except RunFolderError as exc:
+        raise FigureError(str(exc)) from None
+    for f, m in found:
         try:
-            m = json.loads(f.read_text())
             out.append(Run(f.parent.name, m["model"], m["dataset"], m))
-        except (ValueError, KeyError) as exc:
-            raise FigureError(f"{f}: not a metrics.json written by the evaluate stage ({exc})") from exc
+        except KeyError as exc:
+            raise FigureError(f"{f}: not a metrics.json written by the evaluate stage (no {exc})") from None
     return sorted(out, key=lambda r: (paper_rank(r.model), r.model, r.dataset))
 
 

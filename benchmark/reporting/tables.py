@@ -19,7 +19,6 @@ CSV schema (stable, read by the HTML report):
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pandas as pd
 
 from benchmark.evaluation import protocols
 from benchmark.core.registry import display_name
-from benchmark.core.runs import find_run, run_files
+from benchmark.core.runs import eval_metrics, find_run
 
 PROTO_COLS = [f"{m}:{p}" for p in protocols.ALL for m in ("psnr", "ssim")]
 LEGACY = ["psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips"]
@@ -41,8 +40,7 @@ ABLATION_TABLES = {"table2": "Table 2: basic components (FC / channel attention 
 def collect(runs_dir: Path) -> list[dict]:
     """One row per (run, evaluated set) with ground truth: identity fields + every mean metric."""
     rows = []
-    for f in run_files(runs_dir, "eval", "metrics.json"):
-        m = json.loads(f.read_text())
+    for f, m in eval_metrics(runs_dir):  # each run once: a copied run folder is refused, never counted
         for eval_set, r in m["results"].items():
             if "psnr_y" not in r:
                 continue  # real-world sets: no ground truth, images only

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -129,7 +130,9 @@ def cmd_train(args) -> int:
     root = Path(args.data)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder (expected training pairs, see README Datasets)")
-    name = args.name or root.resolve().name
+    # the name becomes the run folder's (runs/own/<model>-<name>): a folder called `Rain 100L` gives
+    # `rain-100l`; an explicit --name is checked as it is (config.check_name, in resolve)
+    name = args.name or re.sub(r"[^a-z0-9_.-]+", "-", root.resolve().name.lower()).strip("-._") or "data"
     out = Path(args.out) if args.out else Path("runs") / "own" / run_key(args.model, name)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:

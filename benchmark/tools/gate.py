@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from benchmark.core import io
-from benchmark.core.runs import DuplicateRunError, run_files, run_key
+from benchmark.core.runs import RunFolderError, eval_metrics, run_key
 
 DEFAULT_REF = ".ci/reference_metrics.json"
 # Tolerances absorb float differences between CPUs/BLAS builds, not real regressions:
@@ -37,8 +37,7 @@ def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
     """Every compared value of ``runs_dir/eval/*/metrics.json``; with ``profile``, only the runs of that
     profile (the committed metrics files of the default profile sit beside the ci run's in a clone)."""
     out = {}
-    for f in run_files(runs_dir, "eval", "metrics.json"):
-        m = json.loads(f.read_text())
+    for f, m in eval_metrics(runs_dir):  # each run once: a copied run folder is refused, never read
         if profile is not None and m.get("profile", profile) != profile:
             continue
         key = m.get("key", run_key(m["model"], m["dataset"]))  # seed replicas and ablation variants have their own
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = yaml.safe_load(Path(args.params).read_text()).get("profile") if Path(args.params).is_file() else None
     try:
         now = current(Path(args.runs), profile)
-    except DuplicateRunError as exc:
+    except RunFolderError as exc:
         print(f"check-metrics: error: {exc}", file=sys.stderr)
         return 1
     if not now:

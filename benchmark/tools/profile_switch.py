@@ -189,7 +189,11 @@ def switch_file(path: str | Path, name: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run from the repository root or pass --params")
     try:
-        text = switch(path.read_text(), name)
+        original = path.read_text()
+        config.parse_yaml(original, path)  # strict, as every stage reads it: no aliases, no duplicate keys
+        text = switch(original, name)
+    except config.ConfigError as exc:
+        raise ValueError(str(exc)) from None
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     fd, tmp = tempfile.mkstemp(prefix=".params-", suffix=".yaml", dir=path.parent)
