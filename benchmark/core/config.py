@@ -138,7 +138,7 @@ def check_model_name(name: Any, where: str, file: str | Path = PARAMS_FILE) -> s
 
     check_name("model", name, where, file)
     if registry.model_module(name) is None:
-        known = sorted([*registry._SPECIAL_MODULES, *registry._BASELINES])
+        known = sorted(registry.ORDER)
         raise ConfigError(f"{file}: {where}: {name!r} is not a registered model; registered: {', '.join(known)}")
     return name
 
