@@ -254,6 +254,8 @@ def cmd_profile(args) -> int:
         text, n = re.subn(r"(?m)^ablation_groups:\s*\[[^\]]*\]", groups, text, 1)
         if not n:  # a params.yaml from before the grouped ablation stage
             text = re.sub(r"(?m)^(ablation_variants:.*)$", lambda m: m.group(1) + "\n" + groups, text, 1)
+    official = yaml.safe_dump(prof.get("official") or {}, default_flow_style=True, width=1 << 20).strip()
+    text = re.sub(r"(?m)^official_runs:.*$", lambda m: f"official_runs: {official}", text, 1)
     from benchmark.core import io
 
     io.write_text(path, text)
