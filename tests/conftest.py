@@ -21,6 +21,7 @@ def use_profile(p: dict, name: str) -> None:
     p["seeds"], p["extra_seeds"] = list(prof.get("seeds", [0])), list(prof.get("seeds", [0]))[1:]
     p["ablation_dataset"], p["ablation_variants"] = prof["ablation"]["dataset"], list(prof["ablation"]["variants"])
     p["ablation_groups"] = ablations.groups(prof["ablation"])
+    p["official_runs"] = dict(prof.get("official") or {})
 
 
 def tiny_ci(params: dict, db: Path, experiment: str, n_test: int, ckpt_every: int) -> dict:

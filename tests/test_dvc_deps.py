@@ -40,6 +40,17 @@ def _expand(params: dict) -> list[dict]:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     out = []
     for name, st in stages.items():
+        if "foreach" in st:  # foreach over a params dict: ${key} = the dict key, ${item.x} = its fields
+            body = st["do"]
+            for key, item in (params[st["foreach"][2:-1]] or {}).items():
+                def fsub(s: str, key=key, item=item) -> str:
+                    s = s.replace("${key}", key).replace("${profile}", params["profile"])
+                    return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), s)
+
+                out.append({"name": f"{name}@{key}", "cmd": fsub(body["cmd"]),
+                            "deps": [fsub(next(iter(e)) if isinstance(e, dict) else e) for e in body.get("deps") or []],
+                            "params": [fsub(next(iter(e)) if isinstance(e, dict) else e) for e in body.get("params") or []]})
+            continue
         axes = {a: (params[v[2:-1]] if isinstance(v, str) else v) for a, v in st.get("matrix", {}).items()}
         for combo in itertools.product(*axes.values()) if axes else [()]:
             combo = tuple(str(c) for c in combo)  # seeds are numbers
@@ -90,9 +101,16 @@ def _code_files(deps_: list[str]) -> set[str]:
     return out
 
 
+def _with_official(params: dict) -> dict:
+    """The params with the paper profile's official runs, so that the official stages are expanded too."""
+    params = copy.deepcopy(params)
+    params["official_runs"] = params["profiles"]["paper"]["official"]
+    return params
+
+
 def test_every_imported_repository_file_is_a_dependency(repo_params):
     checked = 0
-    for st in _expand(repo_params):
+    for st in _expand(_with_official(repo_params)):
         files = _reachable(_entry(st["cmd"]), _model_of(st["cmd"]))
         missing = sorted(f for f in files if not _covered(f, st["deps"]))
         assert not missing, f"{st['name']}: imports {missing} but dvc.yaml does not list them as deps"
@@ -103,7 +121,7 @@ def test_every_imported_repository_file_is_a_dependency(repo_params):
 def test_every_code_dependency_is_imported(repo_params):
     """Minimality: a stage depends on no Python file its code cannot import."""
     checked = 0
-    for st in _expand(repo_params):
+    for st in _expand(_with_official(repo_params)):
         extra = sorted(_code_files(st["deps"]) - _reachable(_entry(st["cmd"]), _model_of(st["cmd"])))
         assert not extra, f"{st['name']}: depends on {extra}, which its code never imports; drop them from dvc.yaml"
         checked += 1
@@ -113,19 +131,23 @@ def test_every_code_dependency_is_imported(repo_params):
 @pytest.mark.parametrize("module, stages", [
     ("benchmark/reporting/figures.py", {"site"}),
     ("benchmark/reporting/tables.py", {"report"}),
-    ("benchmark/evaluation/metrics.py", {"train", "evaluate", "replicate", "ablation", "report"}),
+    ("benchmark/evaluation/metrics.py", {"train", "evaluate", "replicate", "ablation", "report", "official"}),
+    ("benchmark/weights/registry.py", {"official", "official_report"}),
+    ("benchmark/reporting/official.py", {"official_report"}),
     ("benchmark/training/engine.py", {"train", "replicate", "ablation"}),
     ("benchmark/datasets/acquisition.py", {"prepare"}),
     *[(f"benchmark/tools/{m}.py", set()) for m in
-      ("cli", "perf", "grid", "memory", "derain", "gate", "tiling", "datasets_cli")],
+      ("cli", "perf", "grid", "memory", "derain", "gate", "tiling", "datasets_cli", "weights_cli")],
 ])
 def test_a_module_edit_reaches_exactly_the_stages_that_import_it(repo_params, module, stages):
     """By import walk over every stage of the expanded pipeline: which stage kinds a module reaches."""
     params = copy.deepcopy(repo_params)
     params["extra_seeds"] = [1]  # the replicate stages exist only with extra seeds
+    params["official_runs"] = params["profiles"]["paper"]["official"]  # and the official ones with a list
     kind = lambda st: st["name"].split("@")[0].removesuffix("_msgnn").removesuffix("_input")  # noqa: E731
     expanded = _expand(params)
-    assert {kind(st) for st in expanded} == {"prepare", "train", "evaluate", "replicate", "ablation", "report", "site"}
+    assert {kind(st) for st in expanded} == {"prepare", "train", "evaluate", "replicate", "ablation", "report", "site",
+                                             "official", "official_report"}
     reached = {kind(st) for st in expanded if module in _reachable(_entry(st["cmd"]), _model_of(st["cmd"]))}
     assert reached == stages
 
@@ -176,6 +198,9 @@ def test_params_deps_cover_every_resolved_key(repo_params, profile):
             d = st["name"].split("@")[1]
             assert {f"datasets.{d}", f"profiles.{profile}.dataset_overrides", "profile"} <= set(st["params"])
         args = shlex.split(st["cmd"])
+        if st["name"].startswith("official@"):  # reads no params key: the command line carries its entry
+            assert not st["params"] and "--checkpoint" in args and "--on" in args
+            continue
         group = args[args.index("--group") + 1] if "--group" in args else None
         if model is None and group is None:
             continue

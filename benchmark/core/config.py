@@ -112,9 +112,10 @@ class ReportCfg:
 
 _TOP_KEYS = {"profile", "run_datasets", "baselines", "trained_models", "train", "eval", "tracking", "models",
              "datasets", "profiles", "report", "seeds", "extra_seeds", "ablation_dataset", "ablation_variants",
-             "ablation_groups", "ablations"}
+             "ablation_groups", "ablations", "official_runs"}
 _MODEL_KEYS = {"args", "train", "own"}
-_PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation"}
+_PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation",
+                 "official"}
 
 
 # A model, dataset, variant or result name becomes part of a path (runs/train/<model>-<dataset>/,
@@ -316,7 +317,29 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
         if d not in raw.get("datasets", {}):
             raise ConfigError(f"{path}: dataset {d!r} in run_datasets has no datasets.{d} section")
     _check_seeds_and_ablations(path, raw, prof, p)
+    _check_official(path, raw, prof, p)
     return raw
+
+
+def _check_official(path: Path, raw: dict, prof: str, p: dict) -> None:
+    """``official_runs`` (the DVC foreach axis of stage ``official``) equals the profile's ``official``;
+    each entry is ``<checkpoint>--<dataset>: {model, checkpoint, dataset}`` on a dataset with a section.
+    Whether the checkpoint exists and was published on that set is checked by the stage itself
+    (``benchmark.weights``), so that no other stage depends on the checkpoint registry."""
+    runs = raw.get("official_runs") or {}
+    if runs != (p.get("official") or {}):
+        raise ConfigError(f"{path}: official_runs does not match profile {prof!r}'s official entries; "
+                          f"switch profiles with `msgnn-bench profile {prof}`")
+    for name, q in raw.get("profiles", {}).items():
+        for key, e in (q.get("official") or {}).items():
+            if not isinstance(e, dict) or set(e) != {"model", "checkpoint", "dataset"}:
+                raise ConfigError(f"{path}: profiles.{name}.official.{key} must be {{model, checkpoint, dataset}}")
+            if key != f"{e['checkpoint']}--{e['dataset']}":
+                raise ConfigError(f"{path}: profiles.{name}.official.{key}: the key must be "
+                                  f"{e['checkpoint']}--{e['dataset']}")
+            if e["dataset"] not in raw.get("datasets", {}):
+                raise ConfigError(f"{path}: profiles.{name}.official.{key}: dataset {e['dataset']!r} has no "
+                                  f"datasets.{e['dataset']} section")
 
 
 def _check_seeds_and_ablations(path: Path, raw: dict, prof: str, p: dict) -> None:

@@ -272,6 +272,12 @@ def cmd_datasets(args) -> int:
     return datasets_main(args.rest)
 
 
+def cmd_weights(args) -> int:
+    from benchmark.tools.weights_cli import weights_main
+
+    return weights_main(args.rest)
+
+
 def cmd_grid(args) -> int:
     from benchmark.tools import grid
 
@@ -378,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tracking)
     for name, fn, hlp in (("perf", cmd_perf, "speed/memory table (see `msgnn-bench perf -h`)"),
                           ("datasets", cmd_datasets, "list | download | verify | path (see `datasets -h`)"),
+                          ("weights", cmd_weights, "official checkpoints: list | download | verify | path"),
                           ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)"),
                           ("grid", cmd_grid, "run DVC stages in parallel, one per device (see `grid -h`)")):
         p = sub.add_parser(name, help=hlp, add_help=False)
@@ -386,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "check-metrics": cmd_check_metrics, "grid": cmd_grid}
+PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "weights": cmd_weights, "check-metrics": cmd_check_metrics, "grid": cmd_grid}
 
 
 def main(argv: list[str] | None = None) -> int:

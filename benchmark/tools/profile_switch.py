@@ -17,7 +17,7 @@ from pathlib import Path
 # The top-level keys `profile` owns, in file order: DVC matrix axes must be literal top-level
 # lists (a matrix cannot read `profiles.${profile}.…`), so they are copies of the profile's values.
 AXES = ("profile", "run_datasets", "seeds", "extra_seeds", "ablation_dataset", "ablation_variants",
-        "ablation_groups")
+        "ablation_groups", "official_runs")
 
 
 def _yaml():
@@ -43,6 +43,7 @@ def axes_for(raw: dict, name: str) -> dict:
         a = prof["ablation"]
         out.update(ablation_dataset=str(a["dataset"]), ablation_variants=[str(v) for v in a["variants"]],
                    ablation_groups=[str(g) for g in ablations.groups(a)])
+    out["official_runs"] = _plain(prof.get("official") or {})  # the foreach axis of stage `official`
     return out
 
 
@@ -94,6 +95,11 @@ def _spans(text: str) -> dict:
 
 
 def _render(value, kind: str, column: int, style=None) -> str:
+    if isinstance(value, dict):  # a mapping axis is written as one flow mapping
+        import yaml
+
+        flow = yaml.safe_dump(value, default_flow_style=True, width=1 << 20, sort_keys=False).strip()
+        return flow if kind != "block" or column > 0 else "  " + flow
     if not isinstance(value, list):
         return _scalar(value, style)
     if kind == "block" and value:  # one `- item` a line at the old list's column
