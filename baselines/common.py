@@ -54,13 +54,27 @@ class ConvGRUCell(nn.Module):
         self.conv_xz, self.conv_xr, self.conv_xn = conv_x(), conv_x(), conv_x()
         self.conv_hz, self.conv_hr, self.conv_hn = conv_h(), conv_h(), conv_h()
 
+    @staticmethod
+    def _joint(x: torch.Tensor, convs: tuple[nn.Conv2d, ...]) -> tuple[torch.Tensor, ...]:
+        # Convolutions sharing input, kernel and dilation are one convolution with stacked output
+        # channels: one kernel call and one larger GEMM instead of several thin ones. The
+        # parameters stay separate modules, so state_dicts and official names are unchanged.
+        first = convs[0]
+        weight = torch.cat([c.weight for c in convs])
+        bias = torch.cat([c.bias for c in convs])
+        out = nn.functional.conv2d(x, weight, bias, padding=first.padding, dilation=first.dilation)
+        return out.split(first.out_channels, dim=1)
+
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         if h is None:
-            return torch.sigmoid(self.conv_xz(x)) * torch.tanh(self.conv_xn(x))
-        z = torch.sigmoid(self.conv_xz(x) + self.conv_hz(h))
-        r = torch.sigmoid(self.conv_xr(x) + self.conv_hr(h))
-        n = torch.tanh(self.conv_xn(x) + self.conv_hn(r * h))
-        return (1 - z) * h + z * n
+            xz, xn = self._joint(x, (self.conv_xz, self.conv_xn))  # the reset gate is unused here
+            return torch.sigmoid(xz) * torch.tanh(xn)
+        xz, xr, xn = self._joint(x, (self.conv_xz, self.conv_xr, self.conv_xn))
+        hz, hr = self._joint(h, (self.conv_hz, self.conv_hr))
+        z = torch.sigmoid(xz + hz)
+        r = torch.sigmoid(xr + hr)
+        n = torch.tanh(xn + self.conv_hn(r * h))
+        return torch.lerp(h, n, z)  # (1 - z)*h + z*n in one kernel
 
 
 def check_rgb_batch(x: torch.Tensor, model: str, min_size: int = 1) -> None:
