@@ -1,6 +1,6 @@
-"""DVC experiments work as the README says.
+"""DVC experiments work as the README and docs/pipeline.md say.
 
-* every `dvc exp run ... -S key=value` example in the README applies to params.yaml (through DVC's
+* every `dvc exp run ... -S key=value` example in the docs applies to params.yaml (through DVC's
   own override code) and gives valid settings, on the `ci` profile;
 * (slow) two experiments run on the `ci` profile in a scratch copy: `dvc exp show` lists the
   metrics of both, and `dvc exp apply` restores a workspace that `dvc status` calls up to date.
@@ -23,8 +23,8 @@ from .test_dvc_deps import _dvc, _git_commit, _scratch_repo, _stale, placeholder
 
 
 def readme_examples() -> list[list[str]]:
-    """The -S overrides of every complete `dvc exp run` example in the README."""
-    text = (REPO / "README.md").read_text()
+    """The -S overrides of every complete `dvc exp run` example in the README and the pipeline page."""
+    text = (REPO / "README.md").read_text() + (REPO / "docs/pipeline.md").read_text()
     spans = re.findall(r"`(dvc exp run[^`]*)`", text) + re.findall(r"^\s*(dvc exp run .*)$", text, re.M)
     out = []
     for span in spans:
