@@ -29,7 +29,7 @@ def readme_examples() -> list[list[str]]:
     out = []
     for span in spans:
         args = shlex.split(" ".join(span.split()), comments=True)
-        if "-S" in args and "..." not in span and args[-1] != "-S":  # not prose naming the flag alone
+        if "-S" in args and "..." not in span and "…" not in span and args[-1] != "-S":  # complete examples only
             out.append([args[i + 1] for i, a in enumerate(args) if a == "-S"])
     return out
 
