@@ -19,6 +19,7 @@ import contextlib
 import csv
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from benchmark.core.config import TrackingCfg
 
 RECORD = "mlflow_run.json"
 PROBE_TIMEOUT_S = 3.0
+OPEN_TRIES = 2  # opening a run on a locked SQLite store: one retry (each try waits out the 5 s busy timeout)
 
 
 def git_commit() -> str:
@@ -168,10 +170,49 @@ def _client(cfg: TrackingCfg):
     uri = store_uri(cfg)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
+    with _init_lock(uri):
+        return _experiment(client, cfg)
+
+
+@contextlib.contextmanager
+def _init_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store between processes. MLflow creates and migrates the
+    schema on first use, and two processes doing that on one fresh file (two grid workers, a SLURM
+    array) leave it half-migrated and unusable ("table _alembic_tmp_latest_metrics already exists",
+    measured with two workers in tests/test_tracking_server.py). An flock on ``<db>.lock`` beside the
+    database makes the second process wait the seconds the first one needs."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri[len("sqlite:///"):] + ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # read-only folder: no lock, the store itself will say what is wrong
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _experiment(client, cfg: TrackingCfg):
     exp = client.get_experiment_by_name(cfg.experiment)
-    if exp is None:
-        exp_id = client.create_experiment(cfg.experiment, artifact_location=artifact_root(cfg).as_uri())
-    else:
+    if exp is not None:
+        return client, exp.experiment_id
+    # a tracking server picks the artifact location itself (with --serve-artifacts: its own
+    # --artifacts-destination, readable from every machine); a local store gets this clone's mlruns/
+    remote = cfg.uri.startswith(("http://", "https://"))
+    try:
+        exp_id = client.create_experiment(cfg.experiment,
+                                          artifact_location=None if remote else artifact_root(cfg).as_uri())
+    except Exception:  # noqa: BLE001 - workers starting together: another one created it first
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            raise
         exp_id = exp.experiment_id
     return client, exp_id
 
@@ -276,12 +317,19 @@ def run(cfg: TrackingCfg, name: str, params: dict[str, Any], tags: dict[str, str
     base = {"uri": cfg.uri, "experiment": cfg.experiment, "name": name, "tags": tags}
     reason = _probe(cfg.uri)
     tracker: Tracker
-    if not reason:
+    for attempt in range(OPEN_TRIES if not reason else 0):
         try:
             client, run_id, seen = _open(cfg, name, params, tags, run_dir, resume_rows)
             tracker = MlflowTracker(client, run_id, cfg, run_dir, seen, _local_artifacts(cfg, client, run_id))
+            reason = ""
+            break
         except Exception as exc:  # noqa: BLE001 - SQLite locked/read-only, server error, ...
             reason = _short(exc)
+            # SQLite allows one writer: workers starting together (the grid, a SLURM array) collide
+            # on "database is locked"; that clears within seconds, so wait and retry before going offline
+            if "locked" not in reason or attempt == OPEN_TRIES - 1:
+                break
+            time.sleep(0.5 + random.random())
     if reason:
         _warn_offline(cfg, reason, run_dir)
         tracker = Tracker()
