@@ -40,7 +40,8 @@ def prepare(dataset: str, params: dict) -> None:
             print(f"{name}: ready in {path}")
         # every image decoded and checked once here, so that no training or evaluation meets a bad one
         paired = config.has_ground_truth(params, name)
-        counts = data.check_dataset(runs.data_dir(name), paired=paired)
+        # the folder just obtained: an eval set lives under data/eval_sets/<dataset>/, not data/<name>
+        counts = data.check_dataset(dest, paired=paired)
         print(f"{name}: checked " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " images/pairs")
 
 

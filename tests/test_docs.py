@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 README_MAX_LINES = 200
 TOPIC_PAGES = ["pipeline", "models", "deviations", "datasets", "metrics", "ablations", "operations",
-               "cli", "report", "design"]
+               "cli", "report", "design", "running-the-paper"]
 
 
 def doc_files() -> list[Path]:

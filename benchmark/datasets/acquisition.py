@@ -312,11 +312,40 @@ def download(name: str, root: Path | str = "data", source: Path | str | None = N
         for t in trees:  # only now is the first-download checksum worth keeping
             if t.archive is not None and t.spec is not None and t.spec.sha256 is None and source is None:
                 _record_sha256(t.archive, t.digest)
+        if source is not None:
+            _keep_sources(trees, downloads, dest)
     for s in wanted:
         if s.name not in built and s.optional:
             say(f"note: optional split {s.name!r} of {name} not obtained")
     say(f"{name}: " + ", ".join(f"{k} {n}" for k, n in counts.items()) + f" -> {dest}")
     return dest
+
+
+def _keep_sources(trees: list[_Tree], downloads: Path, dest: Path) -> None:
+    """Keep a ``--from`` archive in ``downloads`` under its registered name (a hard link where possible).
+
+    Why: DVC deletes a stage's outputs before it runs, so ``dvc repro`` starts ``prepare@<key>`` from
+    an empty ``data/<key>``; the prepare stage rebuilds it from ``data/downloads/<key>/``, which is
+    where it looks for a manually obtained archive. Without this copy the dataset that ``--from``
+    just built would be gone at the first ``dvc repro``.
+    """
+    for t in trees:
+        if t.archive is None or t.spec is None:
+            what = f"the file {t.archive.name}, not a registered archive name," if t.archive is not None \
+                else f"the folder {t.root}"
+            say(f"note: {dest} was built from {what}; `dvc repro` rebuilds it from the archives in "
+                f"{downloads}/ (its prepare stage starts from an empty folder): save the archive there under "
+                f"its registered name (`msgnn-bench datasets download {dest.name}` names it)")
+            continue
+        keep = downloads / t.spec.file
+        if keep.exists() and keep.resolve() == t.archive.resolve():
+            continue
+        if keep.exists() and sha256_file(keep) == t.digest:
+            continue
+        keep.unlink(missing_ok=True)
+        keep.with_name(keep.name + ".sha256").unlink(missing_ok=True)  # recorded for the replaced file
+        _link_or_copy(t.archive, keep)
+        say(f"kept {t.archive.name} as {keep} (the prepare stage of `dvc repro` rebuilds {dest} from it)")
 
 
 def ensure_dataset(name: str, root: Path | str = "data", registry: dict | Path | str | None = None) -> Path:

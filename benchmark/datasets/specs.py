@@ -5,6 +5,7 @@ Only facts live here (counts, archives, URLs, checksums, licences); what to do w
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +13,18 @@ from pathlib import Path
 import yaml
 
 from benchmark.data import layouts
-from benchmark.datasets.transfer import ArchiveLimits, DatasetError
+from benchmark.datasets.transfer import ArchiveLimits, DatasetError, say
 
 REGISTRY_PATH = Path(__file__).with_name("datasets.yaml")
 # Per-file checksum lists the registry names (``files.list``) ship in the package, with their
 # source in checksums/README.md; library code never reads outside the repository.
 CHECKSUM_DIR = Path(__file__).with_name("checksums")
 SPLITS = ("train", "test")
+# A whole replacement registry for tests and rehearsals (tests/rehearsal_archives.py): archives built
+# locally, served from 127.0.0.1, with their own checksums and counts. An environment variable, not a
+# params key, because it must reach both `msgnn-bench datasets` and the DVC prepare stage without a
+# user-visible setting; every load under it says so on stderr, so it never acts silently.
+REGISTRY_ENV = "MSGNN_DATASETS_REGISTRY"
 
 
 class ManualDownloadRequired(DatasetError):
@@ -148,7 +154,11 @@ def _in_range(stem: str, rng: tuple[int, int] | None) -> bool:
 
 
 def load_registry(path: Path | str | None = None) -> dict[str, DatasetSpec]:
-    """Parse and validate a registry file (default: datasets.yaml beside this module)."""
+    """Parse and validate a registry file (default: $MSGNN_DATASETS_REGISTRY, else datasets.yaml
+    beside this module)."""
+    if path is None and os.environ.get(REGISTRY_ENV):
+        path = os.environ[REGISTRY_ENV]
+        say(f"note: dataset registry {path} (from ${REGISTRY_ENV}), not {REGISTRY_PATH.name}")
     path = Path(path) if path is not None else REGISTRY_PATH
     try:
         data = yaml.safe_load(path.read_text())

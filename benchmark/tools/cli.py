@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_ablations)
-    p = sub.add_parser("profile", help="switch params.yaml to a profile (quick, ci, paper)")
+    p = sub.add_parser("profile", help="switch params.yaml to a profile (quick, ci, paper, rehearsal)")
     p.add_argument("name")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_profile)

@@ -1,0 +1,271 @@
+"""The paper run rehearsed end to end (issue 24; docs/running-the-paper.md).
+
+* the ``rehearsal`` profile is the ``paper`` profile's DAG exactly: the expanded stage lists (names,
+  commands, deps, params) are equal once the profile name is set aside, and the two profile blocks
+  differ only in budget keys;
+* (slow; `.ci/run` calls it) in a scratch copy: every paper dataset built as a tiny archive in its
+  release's layout (tests/rehearsal_archives.py), the automatic ones served from 127.0.0.1 through
+  the real download code, the manual ones handed over with ``msgnn-bench datasets download --from``
+  after ``prepare`` stopped with the manual step; ``dvc repro`` to Table 1 with every paper row,
+  Tables 2-5 and Fig. 7 from the per-variant stages, the real-world images in the page, ``dvc status``
+  clean; then ``dvc repro`` SIGKILLed during a training and during the ablation stages, rerun, ends
+  with the same ``dvc.lock`` outputs.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO, SHARED, use_profile
+from .test_dvc_deps import _expand, _git_commit, _scratch_repo
+
+# What a rehearsal may change relative to `paper`: how long and on how much, never what runs.
+BUDGET_TRAIN = {"iters", "epochs", "patch", "batch", "log_every", "ckpt_every", "val_images", "val_every"}
+BUDGET_EVAL = {"save_images"}
+BUDGET_ABLATION = {"train", "patch_scale", "eval_images"}
+PAPER_ROWS = {("rain200h", "rain200h"), ("rain200l", "rain200l"), ("rain1200", "rain1200"),
+              ("rain1400", "rain1400"), ("rain200h", "rain12")}  # (trained_on, dataset) of Table 1
+
+
+def _stages(params: dict, profile: str) -> list[dict]:
+    """The expanded stages of ``profile`` except the official-checkpoint ones: those score the authors'
+    released weights on the old test sets (benchmark/weights/), not part of the paper's study DAG."""
+    p = copy.deepcopy(params)
+    use_profile(p, profile)
+    out = [st for st in _expand(p) if not st["name"].startswith("official@")]
+    for st in out:  # `profiles.<name>.train` is the same key of a different profile: compare the rest
+        st["params"] = [x.replace(f"profiles.{profile}", "profiles.<profile>") for x in st["params"]]
+    return out
+
+
+def test_rehearsal_has_the_paper_dag_exactly(repo_params):
+    paper, rehearsal = _stages(repo_params, "paper"), _stages(repo_params, "rehearsal")
+    assert [s["name"] for s in rehearsal] == [s["name"] for s in paper]
+    for a, b in zip(paper, rehearsal):
+        assert a == b, f"{a['name']}: the rehearsal stage differs from the paper one"
+    names = {s["name"].split("@")[0] for s in paper}
+    assert {"prepare", "train_msgnn", "train", "evaluate", "evaluate_input", "ablation", "report", "site"} <= names
+    # per-variant stages: the 26 of the paper's tables and figures + Table 4's other stride reading
+    assert sum(s["name"].startswith("ablation@") for s in paper) == 28
+    assert sum(s["name"].startswith(("train@", "train_msgnn@")) for s in paper) == 36
+
+
+def test_rehearsal_differs_from_paper_only_in_budgets(repo_params):
+    p, r = repo_params["profiles"]["paper"], repo_params["profiles"]["rehearsal"]
+    assert set(p) - {"official"} == set(r) - {"official"}
+    for key in p:
+        if key in ("description", "official"):  # official checkpoints: not the study's DAG (see _stages)
+            continue
+        if key == "train":
+            assert set(r[key]) | set(p[key]) <= BUDGET_TRAIN, key
+        elif key == "eval":
+            assert set(r[key]) | set(p[key]) <= BUDGET_EVAL, key
+        elif key == "models":
+            for m in set(r[key]) | set(p[key]):
+                assert set(r[key].get(m, {})) <= {"train"}
+                assert set(r[key].get(m, {}).get("train", {})) <= BUDGET_TRAIN, m
+        elif key == "ablation":
+            for k in set(p[key]) | set(r[key]):
+                if k == "train":
+                    assert set(r[key][k]) | set(p[key][k]) <= BUDGET_TRAIN
+                elif k not in BUDGET_ABLATION:
+                    assert r[key].get(k) == p[key].get(k), f"ablation.{k}"
+        else:  # datasets, seeds, dataset_overrides (the sizes of the data, not a budget here)
+            assert r[key] == p[key], key
+
+
+def test_from_archive_survives_dvc_clearing_the_dataset(tmp_path):
+    """`--from` keeps the archive in data/downloads/<key>/: DVC deletes data/<key> before prepare runs,
+    and prepare must rebuild it from there (found by the rehearsal: it stopped with the manual step)."""
+    import shutil
+
+    from benchmark import datasets as ds
+
+    from .dataset_fixtures import make_zip, rain100l_registry
+
+    if not (SHARED / "data").is_dir():
+        pytest.skip("needs ../shared/data")
+    archive = make_zip("Rain100L_test", tmp_path / "Rain100L.zip", "Rain100L")
+    reg = rain100l_registry(tmp_path)  # manual: no URL
+    ds.download("rain100l", tmp_path / "data", source=archive, registry=reg, progress=False)
+    kept = tmp_path / "data/downloads/rain100l/Rain100L.zip"
+    assert kept.is_file() and kept.read_bytes() == archive.read_bytes()
+    shutil.rmtree(tmp_path / "data/rain100l")  # what `dvc repro` does before prepare@rain100l
+    ds.download("rain100l", tmp_path / "data", registry=reg, progress=False)
+    assert len(list((tmp_path / "data/rain100l/test/input").iterdir())) == 20
+
+
+def test_prepare_checks_an_eval_set_where_it_put_it(tmp_path, monkeypatch, capsys):
+    """prepare@rain200h obtains Rain12 into data/eval_sets/rain200h/rain12 and checks that folder
+    (it used to check data/rain12 and fail: found by the rehearsal)."""
+    import shutil
+
+    from benchmark import datasets
+    from benchmark.core import config
+    from pipelines import prepare
+
+    if not (SHARED / "data").is_dir():
+        pytest.skip("needs ../shared/data")
+    monkeypatch.chdir(tmp_path)
+
+    def fake_download(name, root, **kw):  # the download itself is tested elsewhere: place two pairs
+        for sub in ("input", "target"):
+            (Path(root) / name / "test" / sub).mkdir(parents=True, exist_ok=True)
+            for i in (1, 2):
+                shutil.copy(SHARED / f"data/Rain100L_test/{sub}/{i}.png", Path(root) / name / "test" / sub / f"{i}.png")
+        return Path(root) / name
+
+    monkeypatch.setattr(datasets, "download", fake_download)
+    params = copy.deepcopy(config.load_params(REPO / "params.yaml"))
+    params["datasets"]["rain200h"]["eval_sets"] = ["rain200h", "rain12"]
+    fake_download("rain200h", "data")
+    prepare.prepare("rain200h", params)
+    assert "rain12: checked test 2" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the slow rehearsal
+
+def _server(files: dict[str, bytes]):
+    from .dataset_fixtures import _Handler as Handler  # serves Range requests like a real mirror
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.files, srv.requests, srv.cut_first, srv.honour_range = dict(files), [], {}, True
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return srv
+
+
+def _run(repo: Path, env: dict, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    if ok:
+        assert out.returncode == 0, f"{' '.join(cmd)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def _outs(repo: Path) -> dict[str, str]:
+    """{output path: md5} over every stage of dvc.lock (what an interrupted run must reproduce)."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {o["path"]: o["md5"] for st in lock.values() for o in st.get("outs", [])}
+
+
+def _kill_during(repo: Path, env: dict, args: list[str], marker: str, after_s: float = 2.0) -> None:
+    """Start `dvc repro ARGS`, wait until a stage process whose command line holds ``marker`` runs,
+    give it ``after_s`` seconds, then SIGKILL the whole process group (what a lost node does)."""
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *args], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _group_runs(proc.pid, marker):
+                time.sleep(after_s)
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"dvc repro {args} ended before a {marker!r} stage could be killed"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the process group: dvc and the stage it started
+        proc.wait()
+
+
+def _group_runs(pgid: int, marker: str) -> bool:
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(d.name)) == pgid and marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                return True
+        except (OSError, ProcessLookupError):
+            continue
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="needs ../shared/data (real images for the archives)")
+def test_paper_rehearsal_from_release_archives(tmp_path):
+    from . import rehearsal_archives as ra
+
+    t0 = time.monotonic()
+    repo = _scratch_repo(tmp_path)
+    srv = _server({})
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    built = ra.build(tmp_path / "archives", base)
+    # the DDN list names files with spaces: the code asks for quoted URLs, the server answers those
+    srv.files.update({urllib.parse.quote(k): v.read_bytes() for k, v in built["served"].items()})
+    venv = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{venv}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(repo),  # `msgnn-bench` imports the scratch copy, not the installed tree
+               MSGNN_DATASETS_REGISTRY=str(built["registry"]), no_proxy="127.0.0.1,localhost")
+    try:
+        # docs/running-the-paper.md, step by step
+        _run(repo, env, "msgnn-bench", "profile", "rehearsal")
+        params = repo / "params.yaml"
+        text = params.read_text()  # report.images: a Rain200H test image and a real-world one (step 3)
+        text = text.replace('    rain-synth: ["1", "3"]\n',
+                            '    rain-synth: ["1", "3"]\n    rain200h: ["1"]\n    real: ["1"]\n', 1)
+        assert 'real: ["1"]' in text
+        params.write_text(text)
+        _git_commit(repo, "rehearsal profile")
+
+        # a manual dataset whose archive is missing: prepare stops with the manual step
+        out = _run(repo, env, sys.executable, "-m", "dvc", "repro", "prepare@rain200h", ok=False)
+        assert out.returncode != 0
+        msg = out.stdout + out.stderr
+        for piece in ("dataset 'rain200h' has no public direct download; a manual step is needed",
+                      "https://www.icst.pku.edu.cn/struct/Projects/joint_rain_removal.html",
+                      "data/downloads/rain200h/rain_data_train_Heavy.zip",
+                      "data/downloads/rain200h/rain_data_test_Heavy.gz",
+                      "msgnn-bench datasets download rain200h --from"):
+            assert piece in msg, f"missing {piece!r} in:\n{msg[-3000:]}"
+        for key in ra.MANUAL:  # what the message says: hand the archives over with --from
+            for archive in built["manual"][key]:
+                _run(repo, env, "msgnn-bench", "datasets", "download", key, "--from", str(archive))
+
+        t_repro = time.monotonic()
+        _run(repo, env, sys.executable, "-m", "dvc", "repro")
+        t_repro = time.monotonic() - t_repro
+        served = {urllib.parse.unquote(p) for p, _ in srv.requests}
+        assert {"/li_cvpr16_rain.zip", "/Practical.zip", "/ddn/rainy image/901_1.jpg"} <= served
+
+        rows = list(csv.DictReader((repo / "reports/table1.csv").open()))
+        models = yaml.safe_load((REPO / "params.yaml").read_text())["trained_models"]
+        for trained_on, dataset in PAPER_ROWS:
+            for m in models:
+                row = [r for r in rows if (r["model"], r["trained_on"], r["dataset"]) == (m, trained_on, dataset)]
+                assert row and row[0]["psnr"] not in ("", "nan"), f"Table 1 lacks {m} on {dataset} ({trained_on} model)"
+        page = (repo / "reports/index.html").read_text()
+        assert "real / 1" in page and "rain200h / 1" in page
+        assert (repo / "reports/site/compare_real_1.png").is_file()
+        for t in ("table2", "table3", "table4", "table5", "fig7"):
+            cells = list(csv.DictReader((repo / f"reports/{t}.csv").open()))
+            assert cells and all(c["psnr"] not in ("", "nan") for c in cells), t
+        assert (repo / "reports/figures/fig7_subnetworks.png").is_file()
+        assert len(list((repo / "runs/eval").glob("ablation-*-s0.json"))) == 26
+        assert "up to date" in _run(repo, env, sys.executable, "-m", "dvc", "status").stdout
+        want = _outs(repo)
+
+        # resume: SIGKILL during a training, then during the ablation stages; rerun; same outputs
+        t_resume = time.monotonic()
+        _kill_during(repo, env, ["-f", "-s", "train@prenet-rain200h"], "pipelines.train")
+        _kill_during(repo, env, ["-f", "-s", "ablation@m1-0", "ablation@m2-0", "ablation@m3-0"],
+                     "--group m2")
+        _run(repo, env, sys.executable, "-m", "dvc", "repro")
+        t_resume = time.monotonic() - t_resume
+        assert "up to date" in _run(repo, env, sys.executable, "-m", "dvc", "status").stdout
+        got = _outs(repo)
+        assert got == want, {k: (want.get(k), got.get(k)) for k in set(want) | set(got) if want.get(k) != got.get(k)}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    print(f"\nrehearsal: dvc repro {t_repro:.0f} s, resume {t_resume:.0f} s, "
+          f"whole test {time.monotonic() - t0:.0f} s")
