@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -39,41 +40,81 @@ def _models(df: pd.DataFrame) -> list[str]:
     return sorted(set(df["model"]), key=lambda m: (paper_rank(m), m))
 
 
-def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER) -> str:
+def profiles(df: pd.DataFrame, fallback: str = "") -> list[str]:
+    """The profiles of a table's rows; an empty table is of the profile in params.yaml (``fallback``)."""
+    return list(df["profile"]) if len(df) else [fallback]
+
+
+def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str] = ()) -> str:
     models = _models(df)
     cell = {(r["dataset"], r["model"]): r for r in df.to_dict("records")}
-    lines = ["# Table 1 (regenerated): PSNR / SSIM", "", _proto_note(proto), "",
+    lines = ["# Table 1 (regenerated): PSNR / SSIM", "", f"> {tables.profile_banner(df['profile'])}", "",
+             _proto_note(proto), "",
              "| Dataset | " + " | ".join(display_name(m) for m in models) + " |", "|" + "---|" * (len(models) + 1)]
     for d in dict.fromkeys(df["dataset"]):
-        lines.append(f"| {d} | " + " | ".join(tables.fmt_cell(cell[(d, m)]) if (d, m) in cell else "–"
+        lines.append(f"| {d} | " + " | ".join(tables.fmt_cell(cell[(d, m)]) if (d, m) in cell else tables.NOT_RUN
                                                for m in models) + " |")
     params = {r["model"]: r["params"] for r in df.to_dict("records")}
     lines.append("| Parameters | " + " | ".join(
         "–" if m == "input" else (MSGNN_PARAMS_NOTE if m == "msgnn" else f"{params[m]:,}") for m in models) + " |")
+    if missing:
+        lines.append(f"| {', '.join(missing)} | " + " | ".join(tables.NOT_RUN for _ in models) + " |")
     lines += tables.stats_lines(df)  # n, dropped, raw/Holm p or "n too small", CI; the ± legend
-    profiles = ", ".join(sorted(set(df["profile"])))
-    lines += ["", f"Profile(s): {profiles}. Numbers from the `quick`/`ci` profiles are a smoke test of the "
-              "pipeline on the embedded synthetic set, not a reproduction of the paper."]
     return "\n".join(lines) + "\n"
 
 
-def markdown_ablation(table: str, df: pd.DataFrame, proto: str = protocols.PAPER) -> str:
-    lines = [f"# {tables.ABLATION_TABLES[table]} (regenerated)", "", _proto_note(proto), "",
+def markdown_ablation(table: str, df: pd.DataFrame, ref: dict, proto: str = protocols.PAPER, profile: str = "") -> str:
+    lines = [f"# {tables.ABLATION_TABLES[table]} (regenerated)", "",
+             f"> {tables.profile_banner(profiles(df, profile))}", "",
+             _proto_note(proto), "",
              "| cell | variant | switches | train patch (paper) | parameters | PSNR / SSIM | note |", "|---|---|---|---|---|---|---|"]
     for r in df.to_dict("records"):
         lines.append(f"| {r['cell']} | {r['variant']} | {r['switches']} | {r['train_patch']} | {r['params']:,} | "
-                     f"{tables.fmt_cell(r)} | {r['note'] or ''} |")
-    if not len(df):
-        lines.append("| – | no ablation runs in runs/eval for this table | | | | | |")
+                     f"{tables.fmt_cell(r)} | {r['note'] if tables.has(r['note']) else ''} |")
+    for cell, p in not_run(table, df, ref):
+        printed = f"paper {p[0]:.3f} / {p[1]:.4f}" if p else "the paper prints no value"
+        lines.append(f"| {cell} | – | – | – | – | {tables.NOT_RUN} | {printed} |")
     return "\n".join(lines) + "\n"
 
 
-def write_table(out: Path, stem: str, df: pd.DataFrame, md: str) -> None:
-    io.write_text(out / f"{stem}.csv", df.to_csv(index=False))
-    io.write_text(out / f"{stem}.md", md)
+def not_run(table: str, df: pd.DataFrame, ref: dict) -> list[tuple[str, list | None]]:
+    """The paper's cells of ``table`` that no run of this profile fills, with the paper's value."""
+    done = set(df["cell"]) if len(df) else set()
+    return [(c, v) for c, v in ((ref.get(table) or {}).get("values") or {}).items() if c not in done]
+
+
+def with_banner(df: pd.DataFrame, banner: str) -> pd.DataFrame:
+    """The CSV's rows with the profile banner as the last column (every row: a CSV has no caption)."""
+    return df.assign(profile_note=banner)
+
+
+def tex(df: pd.DataFrame, banner: str, missing: list[str]) -> str:
+    """The LaTeX tabular of the main columns; empty cells say why; the banner as a comment and a note."""
     cols = [c for c in ("model", "dataset", "cell", "variant", "n_seeds", "psnr", "psnr_std", "ssim", "ssim_std",
                         "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim", "params") if c in df.columns]
-    io.write_text(out / f"{stem}.tex", df[cols].to_latex(index=False, float_format="%.4f", na_rep="--"))
+    d = df[cols].astype(object)
+    for c in cols:
+        why = ("n=1" if c.endswith("_std") else "not printed" if c.startswith(("paper_", "delta_"))
+               else tables.NOT_RUN)
+        d[c] = [why if not tables.has(v) else (f"{v:.4f}" if isinstance(v, float) else v) for v in d[c]]
+    body = d.to_latex(index=False, escape=True)
+    note = banner + (f" Not run in this profile: {', '.join(missing)}." if missing else "")
+    return f"% {note}\n{body}\\par\\noindent\\emph{{{_tex_escape(note)}}}\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def _tex_escape(text: str) -> str:
+    return re.sub(r"[\\&%$#_{}~^]", lambda m: _TEX[m.group()], text)
+
+
+def write_table(out: Path, stem: str, df: pd.DataFrame, md: str, missing: list[str] = (), profile: str = "") -> None:
+    banner = tables.profile_banner(profiles(df, profile))
+    io.write_text(out / f"{stem}.csv", with_banner(df, banner).to_csv(index=False))
+    io.write_text(out / f"{stem}.md", md)
+    io.write_text(out / f"{stem}.tex", tex(df, banner, list(missing)))
 
 
 def fig7(df: pd.DataFrame, ref: dict, path: Path, proto: str = protocols.PAPER) -> None:
@@ -164,21 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     params = Path(args.params)
     raw = (yaml.safe_load(params.read_text()) or {}) if params.is_file() else {}
     variants = raw.get("ablations") or {}
+    profile = str(raw.get("profile") or "")
     try:
         proto = protocols.get(config.report_cfg(raw, params).protocol).name
     except (config.ConfigError, ValueError) as exc:
         print(f"report: error: {exc}", file=sys.stderr)
         return 1
     t1 = tables.table1(rows, ref, runs_dir, proto)
-    md = markdown1(t1, proto)
-    write_table(out, "table1", t1, md)
+    missing = [d for d in (ref.get("table1") or {}) if d not in set(t1["dataset"])]  # the paper's sets not run
+    md = markdown1(t1, proto, missing)
+    write_table(out, "table1", t1, md, missing)
     for table in tables.ABLATION_TABLES:
         df = tables.ablation_table(table, rows, ref, variants, proto)
         if table == "fig7":
-            io.write_text(out / "fig7.csv", df.to_csv(index=False))
+            banner = tables.profile_banner(profiles(df, profile))
+            io.write_text(out / "fig7.csv", with_banner(df, banner).to_csv(index=False))
             fig7(df, ref, out / "figures" / "fig7_subnetworks.png", proto)
         else:
-            write_table(out, table, df, markdown_ablation(table, df, proto))
+            write_table(out, table, df, markdown_ablation(table, df, ref, proto, profile),
+                        [c for c, _ in not_run(table, df, ref)], profile)
     curves(runs_dir, out / "figures" / "training_curves.png")
     print(md)
     return 0

@@ -16,9 +16,9 @@ import json
 import os
 import re
 import sys
-from html import escape
 from pathlib import Path
 
+import jinja2
 import yaml
 from PIL import Image
 
@@ -28,7 +28,7 @@ from benchmark.reporting import figures, html_tables
 from benchmark.data.layouts import natural_key
 from benchmark.core.runs import find_run, run_files
 
-PAGE = Path(__file__).with_name("site_page.html")  # CSS + JS template (inline in the output)
+PAGE = Path(__file__).with_name("site_page.html")  # the page: Jinja2 template with its CSS and JS inline
 
 
 def slug(text: str) -> str:
@@ -56,10 +56,10 @@ def steps_trained(runs_dir: Path, key: str) -> int | None:
     return int(float(rows[-1]["step"])) if rows else None
 
 
-def below_reason(runs_dir: Path, row: dict, psnr: str, base: str) -> str:
+def below_reason(runs_dir: Path, row: dict, psnr: float, base: float) -> str:
     key = f"{row.get('model')}-{row.get('trained_on') or row.get('dataset')}"
     steps, prof = steps_trained(runs_dir, key), row.get("profile") or "?"
-    head = f"{psnr} {float(row[psnr]):.2f} dB is below the rainy input's {float(base):.2f} dB"
+    head = f"PSNR {psnr:.2f} dB is below the rainy input's {base:.2f} dB"
     if prof != "paper":
         return (f"{head}: trained {steps if steps is not None else '?'} steps in the '{prof}' profile, a smoke-test "
                 "budget (the paper trains 500 epochs); the network has not yet learnt to pass the background "
@@ -67,33 +67,40 @@ def below_reason(runs_dir: Path, row: dict, psnr: str, base: str) -> str:
     return f"{head} after the paper's schedule: inspect runs/train/{key}/train_log.csv (diverged or unstable loss?)."
 
 
-def tables_html(reports: Path, runs_dir: Path, paper: dict) -> tuple[str, list[str], list[str]]:
+def _title(f: Path) -> str:
+    md = f.with_suffix(".md")
+    if not md.is_file():
+        return f.stem
+    return next((ln.lstrip("# ").strip() for ln in md.read_text().splitlines() if ln.startswith("#")), f.stem)
+
+
+def tables_view(reports: Path, runs_dir: Path, paper: dict) -> tuple[list[dict], list[str], list[str]]:
+    """Each ``reports/table*.csv`` as the page shows it: one view per scoring protocol (Table 1 as
+    methods × datasets, Tables 2–5 a row per variant) and the full CSV; the protocols; the profiles."""
     files = sorted(reports.glob("table*.csv"), key=lambda p: natural_key(p.name))
-    parts, parsed, profiles = [], [], set()
-    for f in files:
-        cols, rows = html_tables.read_csv(f)
-        parsed.append((cols, rows))
+    parsed = [(f, *html_tables.read_csv(f)) for f in files]
+    protos = html_tables.protocols([(c, r) for _, c, r in parsed])
+    out, profiles = [], set()
+    for f, cols, rows in parsed:
         profiles |= {r["profile"] for r in rows if r.get("profile")}
-        col = html_tables.main_psnr(cols)
-        base = {tuple(r.get(c, "") for c in html_tables.ID_COLS): r.get(col) for r in rows if r.get("model") == "input"}
-        reasons = {i: below_reason(runs_dir, rows[i], col, base[tuple(rows[i].get(c, "") for c in html_tables.ID_COLS)])
-                   for i in html_tables.below_input(cols, rows)}
-        md = f.with_suffix(".md")
-        title = next((ln.lstrip("# ").strip() for ln in md.read_text().splitlines() if ln.startswith("#")),
-                     f.stem) if md.is_file() else f.stem
-        links = " · ".join(f'<a href="{escape(p.name)}">{escape(p.name)}</a>' for p in
-                           (f, md, f.with_suffix(".tex")) if p.is_file())
-        parts.append(f'<h3>{escape(title)}</h3><p class="files">{links}</p>'
-                     + html_tables.render(f.name, cols, rows, paper.get("table1", {}) if f.stem == "table1" else {},
-                                          reasons))
-    if not files:
-        parts.append(f"<p>No {escape(str(reports))}/table*.csv: run the report stage.</p>")
-    return "".join(parts), html_tables.protocols(parsed), sorted(profiles)
+        t = {"name": f.stem, "csv": f.name, "title": _title(f), "raw": html_tables.raw_view(cols, rows),
+             "files": [p.name for p in (f, f.with_suffix(".md"), f.with_suffix(".tex")) if p.is_file()],
+             "kind": "table1" if f.stem == "table1" else "ablation", "views": [], "notes": {}}
+        for proto in protos:
+            if t["kind"] == "table1":
+                view = html_tables.table1_view(rows, proto, paper.get("table1") or {},
+                                               lambda r, v, b: below_reason(runs_dir, r, v, b))
+                t["notes"][proto] = [f"{m['name']} on {col['dataset']}: {c['below']}" for m in view["methods"]
+                                     for col, c in zip(view["columns"], m["cells"]) if c["below"]]
+            else:
+                view = html_tables.ablation_view(rows, proto)
+            t["views"].append((proto, view))
+        out.append(t)
+    return out, protos, sorted(profiles)
 
 
-def figure_block(rel: str, caption: str) -> str:
-    return (f'<figure><img src="{escape(rel)}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+def figure_block(rel: str, caption: str) -> dict:
+    return {"src": rel, "caption": caption}
 
 
 def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: dict) -> dict:
@@ -138,7 +145,7 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
     sets = figures.psnr_vs_params(runs, site / "psnr_vs_params.png", rcfg.protocol)
     figs.append(figure_block("site/psnr_vs_params.png", f"PSNR vs parameter count ({', '.join(sets) or 'no set'})"))
     write_plot_data(runs_dir, runs, site / "plots")
-    tables, protos, profiles = tables_html(reports, runs_dir, paper)
+    tables, protos, profiles = tables_view(reports, runs_dir, paper)
     page = render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing)
     io.write_text(reports / "index.html", page)
     return {"figures": len(figs), "viewers": len(viewers), "missing": missing, "protocols": protos}
@@ -162,63 +169,67 @@ def write_plot_data(runs_dir: Path, runs: list[figures.Run], out: Path) -> None:
     io.write_csv(out / "per_image.csv", img, ["run", "eval_set", "image", "psnr_y", "ssim_y"])
 
 
-def render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing) -> str:
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PAGE.parent), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(PAGE.name)
+
+
+def lpips_lines(runs: list[figures.Run]) -> list[str]:
+    """Whether LPIPS ran, from each run's ``lpips_status`` in metrics.json ("ok" or why not)."""
+    by: dict[str, list[str]] = {}
+    for r in runs:
+        by.setdefault(str(r.metrics.get("lpips_status") or "not recorded in metrics.json"), []).append(r.key)
+    out = []
+    for status, keys in sorted(by.items()):
+        which = f"{len(keys)} run{'s' if len(keys) != 1 else ''}" + (f": {', '.join(keys)}" if len(by) > 1 else "")
+        out.append(f"LPIPS ran ({which})." if status == "ok" else f"LPIPS did not run ({which}): {status}")
+    return out
+
+
+def run_rows(runs: list[figures.Run], runs_dir: Path, reports: Path) -> list[dict]:
     rel = lambda p: os.path.relpath(p, reports).replace(os.sep, "/")  # noqa: E731
-    headline = config.report_cfg(params).protocol  # shown first: the protocol of the tables' main cells
-    switch = "".join(f'<option value="{escape(p)}"{" selected" if p == headline else ""}>{escape(p)}</option>'
-                     for p in protos)
-    switch = (f'<label>Scoring protocol <select id="protocol">{switch}</select></label>' if protos else
-              '<p class="muted">One scoring protocol in these tables (no protocol-named columns).</p>')
-    run_rows = []
+    out = []
     for r in runs:
         m = r.metrics
         ev, tr = find_run(runs_dir, "eval", r.key), find_run(runs_dir, "train", r.key)
-        links = " ".join(f'<a href="{escape(rel(p))}">{escape(t)}</a>' for t, p in (
-            ("metrics.json", ev / "metrics.json"), ("eval folder", ev), ("train folder", tr)) if p.exists())
-        run_rows.append("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in (
-            r.key, r.model, r.dataset, ", ".join(m.get("results", {})), f"{m.get('params_total', 0):,}",
-            m.get("mlflow_run_id") or "not tracked", m.get("train_run_id") or "–", m.get("git_commit", "–")))
-            + f"<td>{links}</td></tr>")
+        out.append({"cells": [r.key, r.model, r.dataset, ", ".join(m.get("results", {})),
+                              f"{m.get('params_total', 0):,}", m.get("mlflow_run_id") or "not tracked",
+                              m.get("train_run_id") or "–", m.get("git_commit", "–"),
+                              m.get("lpips_status") or "not recorded"],
+                    "links": [(t, rel(p)) for t, p in (("metrics.json", ev / "metrics.json"), ("eval folder", ev),
+                                                       ("train folder", tr)) if p.exists()]})
+    return out
+
+
+def viewer(title: str, srcs: list[tuple[str, str]]) -> dict:
+    """A before/after view; "after" defaults to the last method column (MSGNN in the paper's order),
+    not the ground truth."""
+    k = max(i for i, (lbl, _) in enumerate(srcs) if lbl != figures.TARGET)
+    return {"title": title, "before": srcs[0][1], "before_label": srcs[0][0], "after": srcs[k][1],
+            "choices": srcs[1:]}
+
+
+def profile_banner(profiles: list[str], prof: str) -> str:
+    if profiles == ["paper"]:
+        return ""
+    return (f"Results of the '{', '.join(profiles) or prof}' profile: a smoke test of the pipeline, "
+            "not a reproduction of the paper's numbers.")
+
+
+def render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing) -> str:
+    headline = config.report_cfg(params).protocol  # shown first: the protocol of the tables' main cells
+    prof = str(params.get("profile", "?"))
     datasets = sorted({r.dataset for r in runs} | {s for r in runs for s in r.metrics.get("results", {})})
-    fps = "".join(f"<tr><td>{escape(d)}</td><td><code>{escape(fingerprint(data_root / d))}</code></td></tr>"
-                  for d in datasets if (data_root / d).is_dir())
-    view = []
-    for title, srcs in viewers:
-        # default "after": the last method column (MSGNN in the paper's order), not the ground truth
-        k = max(i for i, (lbl, _) in enumerate(srcs) if lbl != figures.TARGET)
-        opts = "".join(f'<option value="{escape(s)}"{" selected" if i == k else ""}>{escape(lbl)}</option>'
-                       for i, (lbl, s) in enumerate(srcs) if i > 0)
-        view.append(f'<div class="ba"><h3>{escape(title)}</h3><p><label>after: <select>{opts}</select></label> '
-                    f'<input type="range" min="0" max="100" value="50" aria-label="split"></p>'
-                    f'<div class="ba-box"><img class="ba-before" src="{escape(srcs[0][1])}" alt="{escape(srcs[0][0])}">'
-                    f'<img class="ba-after" src="{escape(srcs[k][1])}" alt="after"></div>'
-                    f'<p class="muted">left: {escape(srcs[0][0])} · right: the method chosen above</p></div>')
-    miss = "".join(f"<li>{escape(m)}</li>" for m in missing)
-    prof = params.get("profile", "?")
-    prov = (f"<tr><td>git commit</td><td><code>{escape(tracking.git_commit())}</code></td></tr>"
-            f"<tr><td>profile (params.yaml)</td><td>{escape(str(prof))}</td></tr>"
-            f"<tr><td>profile(s) of the results</td><td>{escape(', '.join(profiles) or '–')}</td></tr>"
-            f"<tr><td>generated (UTC)</td><td>{escape(dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M'))}"
-            f"</td></tr>{fps}")
-    note = ("" if profiles == ["paper"] else
-            f"<p class=\"warn\">Results of the '{escape(', '.join(profiles) or str(prof))}' profile: "
-            "a smoke test of the "
-            "pipeline, not a reproduction of the paper's numbers.</p>")
-    body = (f'<h1>msgnn-bench report</h1>{note}<nav><a href="#tables">Tables</a> <a href="#figures">Figures</a> '
-            f'<a href="#compare">Before / after</a> <a href="#runs">Runs</a> <a href="#provenance">Provenance</a></nav>'
-            f'<section id="tables"><h2>Tables</h2>{switch}<p class="muted">Bold: best, underlined: second best '
-            f"(rainy input excluded); Δ = ours − paper.</p>{tables}</section>"
-            f'<section id="figures"><h2>Figures</h2>{"".join(figs)}'
-            f'{f"<p>Not shown:</p><ul>{miss}</ul>" if miss else ""}</section>'
-            f'<section id="compare"><h2>Before / after</h2>{"".join(view) or "<p>No images chosen.</p>"}</section>'
-            f'<section id="runs"><h2>Runs</h2><p class="muted">Browse with <code>mlflow ui --backend-store-uri '
-            f'sqlite:///mlflow.db</code>.</p><table><thead><tr><th>run</th><th>model</th><th>trained on</th>'
-            f"<th>evaluated on</th><th>parameters</th><th>MLflow evaluate run</th><th>MLflow train run</th>"
-            f'<th>git commit</th><th>files</th></tr></thead><tbody>{"".join(run_rows)}</tbody></table></section>'
-            f'<section id="provenance"><h2>Provenance</h2><table><tbody>{prov}</tbody></table>'
-            f'<p class="muted">Dataset fingerprints: sha256 of the test split\'s manifest (or files), 16 hex digits.'
-            f"</p></section>")
-    return PAGE.read_text().replace("<!--BODY-->", body)
+    return _template().render(
+        banner=profile_banner(profiles, prof), tables=tables, protocols=protos,
+        selected=headline if headline in protos else (protos[0] if protos else ""),
+        paper_protocol=config.PAPER_PROTOCOL, lpips=lpips_lines(runs), reports=str(reports), figures=figs,
+        missing=missing, viewers=[viewer(t, s) for t, s in viewers], runs=run_rows(runs, runs_dir, reports),
+        provenance=[("git commit", tracking.git_commit()), ("profile (params.yaml)", prof),
+                    ("profile(s) of the results", ", ".join(profiles) or "–"),
+                    ("generated (UTC)", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"))],
+        fingerprints=[(d, fingerprint(data_root / d)) for d in datasets if (data_root / d).is_dir()])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,10 +25,26 @@ READ_PAGE = """(() => ({
   images: Array.from(document.images).map(i => ({src: i.getAttribute('src'), complete: i.complete,
                                                  width: i.naturalWidth})),
   best: Array.from(document.querySelectorAll('td.best')).length,
-  // rows a reader sees with the page's default protocol (a hidden row has no layout box)
-  shown: Array.from(document.querySelectorAll('table[data-source="table1.csv"] tbody tr'))
-    .filter(tr => tr.getClientRects().length > 0).length,
 }))()"""
+
+# Table 1 as a reader sees it: the one visible paper-layout table (a hidden one has no layout box).
+READ_TABLE1 = """(() => {
+  const shown = Array.from(document.querySelectorAll('table.paper-table[data-table="table1"]'))
+    .filter(t => t.getClientRects().length > 0);
+  if (shown.length !== 1) return {count: shown.length};
+  const t = shown[0];
+  return {count: 1, protocol: t.dataset.protocol,
+    datasets: Array.from(t.querySelectorAll('thead th.group')).map(th => th.dataset.dataset),
+    rows: Array.from(t.querySelectorAll('tbody tr')).map(tr => ({
+      model: tr.dataset.model, name: tr.querySelector('th').textContent,
+      cells: Array.from(tr.querySelectorAll('td')).map(td => ({metric: td.dataset.metric || null,
+        text: td.querySelector('.v') ? td.querySelector('.v').textContent : td.textContent,
+        mark: td.classList.contains('best') ? 'best' : td.classList.contains('second') ? 'second' : '',
+        below: !!td.querySelector('.flag') && td.classList.contains('below'), span: td.colSpan}))}))};
+})()"""
+
+SWITCH = """(p => { const s = document.getElementById('protocol'); s.value = p;
+  s.dispatchEvent(new Event('change')); return s.value; })"""
 
 SLIDE = """(() => { const ba = document.querySelector('.ba'); const r = ba.querySelector('input[type=range]');
   r.value = 20; r.dispatchEvent(new Event('input'));
@@ -63,6 +79,10 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
         browser.call("Page.navigate", url=(site_tree / "reports/index.html").as_uri())
         browser.wait_event("Page.loadEventFired")
         page = browser.evaluate(READ_PAGE)
+        shown = {"msgnn": browser.evaluate(READ_TABLE1)}
+        for proto in ("matlab-y", "prenet"):
+            assert browser.evaluate(f"{SWITCH}({proto!r})") == proto
+            shown[proto] = browser.evaluate(READ_TABLE1)
         slid = browser.evaluate(SLIDE)
         shot_dir = Path(os.environ.get("MSGNN_SCREENSHOTS") or tmp_path)
         shot_dir.mkdir(parents=True, exist_ok=True)
@@ -75,8 +95,8 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
     with open(site_tree / "reports/table1.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(i for i, _ in page["cells"]) == list(range(len(rows)))  # every CSV row, once
-    assert page["shown"] == len(rows)  # and visible under the default protocol
-    assert page["models"][:3] == ["input", "rescan", "prenet"]  # shown in the paper's column order
+    _check_table1(rows, shown)
+    assert page["models"] == [r["model"] for r in rows]  # the full CSV: its rows in file order
     for i, shown in page["cells"]:
         row = rows[i]
         assert set(shown) == set(row)
@@ -95,6 +115,43 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
     assert errors == [], errors
     png = (shot_dir / "report_index.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+
+
+def _check_table1(rows: list[dict], shown: dict) -> None:
+    """Table 1 is methods × datasets, and its numbers, marks and shading are the selected protocol's."""
+    from benchmark.core.registry import display_name, paper_rank
+
+    models = sorted({r["model"] for r in rows}, key=lambda m: (paper_rank(m), m))
+    columns = list(dict.fromkeys((r["dataset"], r["trained_on"]) for r in rows))
+    by = {(r["model"], r["dataset"], r["trained_on"]): r for r in rows}
+    for proto, t in shown.items():
+        assert t["count"] == 1 and t["protocol"] == proto  # exactly one Table 1 visible: the chosen protocol's
+        assert [r["model"] for r in t["rows"]] == models  # methods down, in the paper's order
+        assert [r["name"] for r in t["rows"]] == [display_name(m) for m in models]
+        assert t["datasets"] == [d for d, _ in columns]  # datasets across
+        for m, tr in zip(models, t["rows"]):
+            cells, k = tr["cells"], 0
+            for d, tn in columns:
+                r = by.get((m, d, tn))
+                if r is None:  # a missing combination says why, never "nan"
+                    assert cells[k]["text"] == "not run in this profile"
+                    k += 1
+                    continue
+                ps, ss = cells[k], cells[k + 1]
+                assert (ps["metric"], ss["metric"]) == ("psnr", "ssim")
+                assert ps["text"] == f"{float(r[f'psnr:{proto}']):.2f}", (proto, m, ps, r[f"psnr:{proto}"])
+                assert ss["text"] == f"{float(r[f'ssim:{proto}']):.4f}"
+                # marks: best / second of this protocol's PSNR in this column (rainy input excluded)
+                vals = sorted({float(by[(o, d, tn)][f"psnr:{proto}"]) for o in models
+                               if o != "input" and (o, d, tn) in by}, reverse=True)
+                v = float(r[f"psnr:{proto}"])
+                want = "" if m == "input" else "best" if v == vals[0] else "second" if len(vals) > 1 and v == vals[1] else ""
+                assert ps["mark"] == want, (proto, m, ps)
+                base = by.get(("input", d, tn))
+                assert ps["below"] == (m != "input" and base is not None and v < float(base[f"psnr:{proto}"]))
+                k += 2
+    texts = {p: [c["text"] for r in t["rows"] for c in r["cells"]] for p, t in shown.items()}
+    assert texts["msgnn"] != texts["matlab-y"] or texts["msgnn"] != texts["prenet"], "switching changed nothing"
 
 
 def test_missing_browser_is_not_a_silent_pass(monkeypatch):

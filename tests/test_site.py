@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.core import config, tracking
-from benchmark.reporting import html_tables
+from benchmark.reporting import figures, html_tables
 from pipelines import site
 
 from .conftest import REPO
@@ -21,7 +21,7 @@ from .site_tree import HOSTILE
 
 def test_page_is_static_escaped_and_complete(site_tree):
     page = (site_tree / "reports/index.html").read_text()
-    assert HOSTILE not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;q&quot;" in page
+    assert HOSTILE not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&#34;q&#34;" in page
     assert page.count("<script") == 1  # only the page's own inline script
     assert not re.search(r'(src|href)="(https?:)?//', page), "the page must not load anything from a network"
     for src in re.findall(r'<img[^>]* src="([^"]+)"', page):
@@ -77,30 +77,71 @@ def _table(cols, rows):
     return cols, [dict(zip(cols, r)) for r in rows]
 
 
-def test_table_marks_best_second_paper_delta_and_below_input():
-    cols, rows = _table(["model", "dataset", "profile", "psnr_y", "ssim_y", "lpips"], [
-        ["input", "rain200h", "paper", "14.0", "0.50", "0.40"],
-        ["prenet", "rain200h", "paper", "27.0", "0.88", "0.10"],
-        ["msgnn", "rain200h", "paper", "29.0", "0.91", "0.20"],
-        ["spanet", "rain200h", "paper", "11.8", "0.40", "0.05"],
-    ])
-    rk = html_tables.ranks(cols, rows)
-    assert rk[(2, "psnr_y")] == "best" and rk[(1, "psnr_y")] == "second" and (0, "psnr_y") not in rk
-    assert rk[(3, "lpips")] == "best" and rk[(1, "lpips")] == "second"  # LPIPS: lower is better
-    assert html_tables.below_input(cols, rows) == {3}
-    paper = {"rain200h": {"prenet": [27.640, 0.8872]}}
-    out = html_tables.render("t.csv", cols, rows, paper, {3: "why <b>"})
-    assert ">-0.64</td>" in out and "27.64 / 0.8872" in out
-    assert "why &lt;b&gt;" in out and 'tr data-row="3" data-protocol="" class="below"' in out
+def _t1(rows):
+    cols = ["model", "trained_on", "dataset", "profile", "protocol", "n_seeds", "psnr", "psnr_std",
+            "psnr:msgnn", "ssim:msgnn", "psnr:matlab-y", "ssim:matlab-y"]
+    return cols, [dict(zip(cols, r)) for r in rows]
 
 
-def test_protocol_columns_and_rows_are_switchable():
-    cols, rows = _table(["model", "dataset", "psnr:matlab-y", "ssim:matlab-y", "psnr:msgnn"], [
-        ["prenet", "d", "27", "0.8", "26"], ["msgnn", "d", "29", "0.9", "25"]])
-    assert html_tables.protocols([(cols, rows), (["model", "protocol"], [{"protocol": "prenet"}])]) == [
-        "matlab-y", "msgnn", "prenet"]
-    out = html_tables.render("t.csv", cols, rows, {}, {})
-    assert '<td data-col="psnr:msgnn" data-value="26" data-protocol="msgnn" class="best">' in out
+T1 = _t1([["input", "d", "d", "ci", "msgnn", "1", "14", "", "14.0", "0.50", "15.0", "0.51"],
+          ["prenet", "d", "d", "ci", "msgnn", "1", "27", "", "27.0", "0.88", "16.0", "0.87"],
+          ["msgnn", "d", "d", "ci", "msgnn", "1", "29", "", "29.0", "0.91", "14.5", "0.86"],
+          ["spanet", "d", "d", "ci", "msgnn", "1", "11.8", "", "11.8", "0.40", "17.0", "0.85"]])
+
+
+def test_table1_view_follows_the_protocol_numbers_marks_and_shading():
+    cols, rows = T1
+    paper = {"d": {"prenet": [27.640, 0.8872]}}
+    views = {p: html_tables.table1_view(rows, p, paper) for p in ("msgnn", "matlab-y")}
+    for v in views.values():  # methods down in the paper's order, datasets across
+        assert [m["model"] for m in v["methods"]] == ["input", "prenet", "spanet", "msgnn"]
+        assert v["columns"] == [{"dataset": "d", "trained_on": "d"}]
+    cell = {p: {m["model"]: m["cells"][0] for m in v["methods"]} for p, v in views.items()}
+    ms, mat = cell["msgnn"], cell["matlab-y"]
+    assert ms["msgnn"]["psnr"]["mark"] == "best" and ms["prenet"]["psnr"]["mark"] == "second"
+    assert mat["spanet"]["psnr"]["mark"] == "best" and mat["prenet"]["psnr"]["mark"] == "second"
+    assert ms["input"]["psnr"]["mark"] == ""  # the rainy input is a reference, never ranked
+    assert ms["spanet"]["below"] and not ms["msgnn"]["below"]  # below the input in this protocol …
+    assert mat["msgnn"]["below"] and not mat["spanet"]["below"]  # … and in the other
+    assert ms["prenet"]["paper"] == {"psnr": "27.640", "ssim": "0.8872", "delta_psnr": "-0.64", "delta_ssim": "-0.0072"}
+    assert mat["prenet"]["psnr"]["text"] == "16.00" and mat["prenet"]["paper"]["delta_psnr"] == "-11.64"
+    missing = html_tables.table1_view(rows[:2] + [{**rows[2], "dataset": "e", "trained_on": "e"}], "msgnn", {})
+    assert missing["methods"][0]["cells"][1]["missing"] == "not run in this profile"
+
+
+def test_page_shows_one_protocol_at_a_time_and_escapes(tmp_path):
+    cols, rows = T1
+    rows = rows + [{**rows[1], "model": "<b>x</b>"}]
+    t = {"name": "table1", "csv": "table1.csv", "title": "T1", "raw": html_tables.raw_view(cols, rows),
+         "files": ["table1.csv"], "kind": "table1", "notes": {},
+         "views": [(p, html_tables.table1_view(rows, p, {})) for p in ("msgnn", "matlab-y")]}
+    page = site._template().render(
+        banner="b", tables=[t], protocols=["msgnn", "matlab-y"], selected="matlab-y", paper_protocol="msgnn",
+        lpips=["LPIPS ran (1 run)."], reports="reports", figures=[], missing=[], viewers=[], runs=[],
+        provenance=[], fingerprints=[])
+    assert '<div class="view hidden" data-protocol="msgnn">' in page
+    assert '<div class="view" data-protocol="matlab-y">' in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    assert page.count('<tr data-row="') == len(rows) and "LPIPS ran (1 run)." in page
+
+
+def test_ablation_view_marks_within_the_table():
+    rows = [{"cell": "M1", "variant": "a", "protocol": "msgnn", "psnr:msgnn": "20", "ssim:msgnn": "0.5",
+             "paper_psnr": "29.161", "paper_ssim": "0.9111", "delta_psnr": "-9.161", "params": "1000"},
+            {"cell": "M2", "variant": "b", "protocol": "msgnn", "psnr:msgnn": "21", "ssim:msgnn": "0.4",
+             "paper_psnr": "29.6", "paper_ssim": "0.91", "delta_psnr": "", "params": "2000"}]
+    v = html_tables.ablation_view(rows, "msgnn")
+    a, b = (r["c"] for r in v["rows"])
+    assert b["psnr"]["mark"] == "best" and a["psnr"]["mark"] == "second" and a["ssim"]["mark"] == "best"
+    assert a["paper"]["delta_psnr"] == "-9.16" and b["paper"]["delta_psnr"] == "inferred, no Δ"
+    assert v["rows"][0]["params"] == "1,000"
+
+
+def test_lpips_line_says_whether_it_ran():
+    run = lambda k, st: figures.Run(k, "m", "d", {"lpips_status": st})  # noqa: E731
+    assert site.lpips_lines([run("a", "ok")]) == ["LPIPS ran (1 run)."]
+    lines = site.lpips_lines([run("a", "ok"), run("b", "no weights")])
+    assert lines == ["LPIPS did not run (1 run: b): no weights", "LPIPS ran (1 run: a)."]
 
 
 def test_plot_definitions_render_with_dvc(site_tree, tmp_path):

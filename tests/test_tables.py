@@ -181,3 +181,21 @@ def test_table1_statistics_columns_and_legend(fake_runs, tmp_path):
     _run(small, "prenet-rain200h", "prenet", "rain200h", [20.0, 21, 22, 23])
     df = tables.table1(tables.collect(small), ref, small)
     assert "n too small (n=4; smallest attainable two-sided p = 0.125)" in report.markdown1(df)
+
+
+def test_every_table_carries_its_profile_and_no_nan(fake_runs, tmp_path):
+    """quick/ci numbers are labelled a smoke test in every generated table; empty cells say why."""
+    out = tmp_path / "reports"
+    assert report.main(["--runs", str(fake_runs), "--out", str(out),
+                        "--reference", str(REPO / "reports/paper_reference.yaml"),
+                        "--params", str(REPO / "params.yaml")]) == 0
+    files = [out / f"{t}.{e}" for t in ("table1", "table2", "table3", "table4", "table5") for e in ("md", "tex", "csv")]
+    for f in files + [out / "fig7.csv"]:
+        text = f.read_text()
+        assert "Profile: quick" in text and "smoke test" in text, f.name
+        assert "nan" not in text.lower().replace("nanometre", ""), f.name
+    t2 = (out / "table2.md").read_text()
+    assert "| M2 | – | – | – | – | not run in this profile | paper 29.451 / 0.9147 |" in t2
+    assert "| rain200l, rain1200, rain1400, rain12 | not run in this profile" in (out / "table1.md").read_text()
+    assert list(pd.read_csv(out / "table1.csv")["profile_note"].unique()) == [tables.profile_banner(["quick"])]
+    assert tables.profile_banner(["paper"]).startswith("Profile: paper")

@@ -1,23 +1,27 @@
-"""Results tables as HTML for ``reports/index.html``, generic over the CSV's columns.
+"""The results tables of ``reports/index.html``, as data for the page template (``pipelines/site_page.html``).
 
-Assumptions about ``reports/table*.csv`` (the report stage writes them; nothing else is agreed):
-* one row per result; identifying columns ``model`` and ``dataset`` (and ``trained_on``,
-  ``protocol`` when present) define the groups in which best and second best are marked;
-* metric columns are named ``psnr…``, ``ssim…`` (higher is better) or ``lpips…`` (lower is better);
-* a scoring protocol is either a column suffix ``<metric>:<protocol>`` (a column group per
-  protocol) or a ``protocol`` column (a row group per protocol); the page's protocol switch shows
-  one group at a time; columns and rows without a protocol are always shown.
-Every string from a file is escaped (``html.escape``) before it enters the page.
+Reads ``reports/table*.csv`` (written by the report stage; schema in ``benchmark.reporting.tables``) and
+builds, for each scoring protocol named by a ``psnr:<protocol>`` column, what the page shows:
+
+* ``table1_view``: Table 1 as the paper lays it out, methods (rows, the paper's order) × datasets
+  (columns), each cell our PSNR / SSIM in that protocol with the paper's printed value and Δ beside it,
+  best / second best per dataset column and "below the rainy input" shading, all read from the same
+  protocol's columns;
+* ``ablation_view``: Tables 2–5 likewise (a row per variant);
+* ``raw_view``: the CSV as it is, every column (the "full CSV" one click away).
+
+Nothing here writes HTML: the template does, with autoescaping on, so every string from a file is
+escaped.
 """
 from __future__ import annotations
 
 import csv
 import math
-from html import escape
 from pathlib import Path
+from typing import Callable
 
-ID_COLS = ("dataset", "trained_on", "protocol")
 NONRANKED = {"input"}  # the rainy-input row is a reference, not a competitor
+NOT_RUN = "not run in this profile"
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict]]:
@@ -35,10 +39,6 @@ def metric_kind(col: str) -> str | None:
     if base.startswith("lpips"):
         return "min"
     return None
-
-
-def protocol_of(col: str) -> str:
-    return col.split(":", 1)[1] if ":" in col else ""
 
 
 def num(v) -> float | None:
@@ -64,117 +64,125 @@ def fmt(col: str, v: str) -> str:
     return v
 
 
-def ranks(cols: list[str], rows: list[dict]) -> dict[tuple[int, str], str]:
-    """{(row index, column): 'best' | 'second'} within each group of identical ID columns."""
-    groups: dict[tuple, list[int]] = {}
-    for i, r in enumerate(rows):
-        if r.get("model") in NONRANKED:
-            continue
-        groups.setdefault(tuple(r.get(c, "") for c in ID_COLS), []).append(i)
-    out: dict[tuple[int, str], str] = {}
-    for col in cols:
-        kind = metric_kind(col)
-        if kind is None:
-            continue
-        for idx in groups.values():
-            vals = sorted({v for i in idx if (v := num(rows[i].get(col))) is not None}, reverse=kind == "max")
-            for i in idx:
-                v = num(rows[i].get(col))
-                if v is not None and vals and v == vals[0]:
-                    out[(i, col)] = "best"
-                elif v is not None and len(vals) > 1 and v == vals[1]:
-                    out[(i, col)] = "second"
-    return out
-
-
-def main_psnr(cols: list[str]) -> str | None:
-    """The column the below-input check and the paper deltas use first: psnr_y, else the first PSNR."""
-    if "psnr_y" in cols:
-        return "psnr_y"
-    return next((c for c in cols if c.lower().startswith("psnr")), None)
-
-
-def below_input(cols: list[str], rows: list[dict]) -> set[int]:
-    """Rows (not the input row) whose main PSNR is below the rainy input's in the same group."""
-    col = main_psnr(cols)
-    if col is None:
-        return set()
-    ref = {tuple(r.get(c, "") for c in ID_COLS): num(r.get(col)) for r in rows if r.get("model") == "input"}
-    out = set()
-    for i, r in enumerate(rows):
-        base = ref.get(tuple(r.get(c, "") for c in ID_COLS))
-        v = num(r.get(col))
-        if r.get("model") != "input" and base is not None and v is not None and v < base:
-            out.add(i)
-    return out
-
-
-def display_order(rows: list[dict]) -> list[int]:
-    """Row indices grouped by dataset (first-seen order), models in the paper's column order.
-
-    ``data-row`` keeps each row's index in the CSV, so the page can be checked against the file.
-    """
-    from benchmark.core.registry import paper_rank
-
-    sets = {d: k for k, d in enumerate(dict.fromkeys(r.get("dataset", "") for r in rows))}
-    return sorted(range(len(rows)), key=lambda i: (sets[rows[i].get("dataset", "")],
-                                                   paper_rank(rows[i].get("model", "")), i))
-
-
-def render(name: str, cols: list[str], rows: list[dict], paper: dict, reasons: dict[int, str]) -> str:
-    """One ``<table>``; ``paper`` = {dataset: {model: [psnr, ssim]}} (Table 1 as printed)."""
-    rk = ranks(cols, rows)
-    deltas = [c for c in cols if c.lower().startswith("psnr") and (c.endswith("_y") or ":" in c)]
-    has_paper = "model" in cols and "dataset" in cols and any(
-        paper.get(r.get("dataset"), {}).get(r.get("model")) for r in rows)
-    head = ["<tr>"]
-    for c in cols:
-        head.append(f'<th data-protocol="{escape(protocol_of(c))}">{escape(c)}</th>')
-    if has_paper:
-        head.append('<th data-protocol="">paper PSNR / SSIM</th>')
-        head += [f'<th data-protocol="{escape(protocol_of(c))}">Δ {escape(c)}</th>' for c in deltas]
-    head.append("</tr>")
-    body = []
-    # With protocol-suffixed columns, a ``protocol`` column only names the protocol of the main cells:
-    # the switch then picks column groups and every row stays visible.
-    column_groups = any(protocol_of(c) for c in cols)
-    for i in display_order(rows):
-        r = rows[i]
-        cls = ' class="below"' if i in reasons else ""
-        row_proto = "" if column_groups else r.get("protocol", "")
-        body.append(f'<tr data-row="{i}" data-protocol="{escape(row_proto)}"{cls}>')
-        for c in cols:
-            v = r.get(c) or ""
-            mark = rk.get((i, c), "")
-            note = ""
-            if c == main_psnr(cols) and i in reasons:
-                note = f' <span class="flag" title="{escape(reasons[i])}">below input†</span>'
-            body.append(f'<td data-col="{escape(c)}" data-value="{escape(v)}" data-protocol="{escape(protocol_of(c))}"'
-                        f'{f" class={chr(34)}{mark}{chr(34)}" if mark else ""}><span class="v">{escape(fmt(c, v))}'
-                        f"</span>{note}</td>")
-        if has_paper:
-            p = paper.get(r.get("dataset"), {}).get(r.get("model"))
-            body.append(f'<td class="paper" data-protocol="">{f"{p[0]:.2f} / {p[1]:.4f}" if p else "–"}</td>')
-            for c in deltas:
-                v = num(r.get(c))
-                d = f"{v - p[0]:+.2f}" if p and v is not None and math.isfinite(v) else "–"
-                body.append(f'<td class="delta" data-protocol="{escape(protocol_of(c))}">{d}</td>')
-        body.append("</tr>")
-    notes = "".join(f"<li>{escape(rows[i].get('model', ''))} on {escape(rows[i].get('dataset', ''))}: "
-                    f"{escape(reasons[i])}</li>" for i in display_order(rows) if i in reasons)
-    foot = f'<ul class="notes">{notes}</ul>' if notes else ""
-    return (f'<table class="results" data-source="{escape(name)}"><thead>{"".join(head)}</thead>'
-            f'<tbody>{"".join(body)}</tbody></table>{foot}')
-
-
 def protocols(tables: list[tuple[list[str], list[dict]]]) -> list[str]:
-    """Every protocol named by a column suffix or a ``protocol`` column, in first-seen order."""
+    """Every protocol named by a ``psnr:<protocol>`` column, in first-seen order."""
     seen: dict[str, None] = {}
-    for cols, rows in tables:
+    for cols, _ in tables:
         for c in cols:
-            if protocol_of(c):
-                seen[protocol_of(c)] = None
-        for r in rows:
-            if r.get("protocol"):
-                seen[r["protocol"]] = None
+            if c.startswith("psnr:"):
+                seen[c.split(":", 1)[1]] = None
     return list(seen)
+
+
+def marks(values: dict, kind: str = "max") -> dict:
+    """{key: 'best' | 'second'} over ``values`` ({key: number or None}); ties share the mark."""
+    vals = sorted({v for v in values.values() if v is not None}, reverse=kind == "max")
+    out = {}
+    for k, v in values.items():
+        if v is not None and vals and v == vals[0]:
+            out[k] = "best"
+        elif v is not None and len(vals) > 1 and v == vals[1]:
+            out[k] = "second"
+    return out
+
+
+def _metric(row: dict, metric: str, proto: str, digits: int) -> dict:
+    """One number of a cell: its value, text, and ± std where the CSV's main cells are in ``proto``."""
+    v = num(row.get(f"{metric}:{proto}"))
+    text = "–" if v is None else (("inf" if v > 0 else "-inf") if math.isinf(v) else f"{v:.{digits}f}")
+    sd = num(row.get(f"{metric}_std")) if row.get("protocol") == proto else None
+    return {"value": v, "text": text, "std": None if sd is None else f"{sd:.{digits}f}", "mark": ""}
+
+
+def _paper(row: dict, ref: list | None, ours: dict) -> dict | None:
+    """The paper's printed PSNR / SSIM and Δ = ours − paper (None where the paper prints none)."""
+    if not ref or ref[0] is None:
+        return None
+    d = {}
+    for m, i, nd in (("psnr", 0, 2), ("ssim", 1, 4)):
+        v = ours[m]["value"]
+        d[m] = f"{ref[i]:.{3 if m == 'psnr' else 4}f}"
+        d[f"delta_{m}"] = f"{v - ref[i]:+.{nd}f}" if v is not None and math.isfinite(v) else "–"
+    return d
+
+
+def _cell(row: dict, proto: str, ref: list | None) -> dict:
+    c = {"psnr": _metric(row, "psnr", proto, 2), "ssim": _metric(row, "ssim", proto, 4),
+         "n_seeds": int(num(row.get("n_seeds")) or 1), "below": "", "missing": ""}
+    c["paper"] = _paper(row, ref, c)
+    return c
+
+
+def _rank(cells: list[dict]) -> None:
+    """Best / second best over ``cells`` (the rainy input excluded), per metric, in place."""
+    for m in ("psnr", "ssim"):
+        got = marks({i: c[m]["value"] for i, c in enumerate(cells) if not c.get("reference")})
+        for i, mark in got.items():
+            cells[i][m]["mark"] = mark
+
+
+def _below(cells: list[dict], reason: Callable[[dict, float, float], str] | None) -> None:
+    """Shade cells whose PSNR (in the cell's protocol) is below the rainy input's in the same column."""
+    ref = next((c["psnr"]["value"] for c in cells if c.get("reference")), None)
+    if ref is None:
+        return
+    for c in cells:
+        v = c["psnr"]["value"]
+        if not c.get("reference") and v is not None and v < ref:
+            c["below"] = reason(c["row"], v, ref) if reason else f"{v:.2f} dB is below the rainy input's {ref:.2f} dB"
+
+
+def table1_view(rows: list[dict], proto: str, paper: dict,
+                reason: Callable[[dict, float, float], str] | None = None) -> dict:
+    """Table 1 in protocol ``proto``: {columns: [{dataset, trained_on}], methods: [{model, cells}]}.
+
+    ``paper`` = {dataset: {model: [psnr, ssim]}} as printed; ``reason(row, psnr, input_psnr)`` says
+    why a method is below the rainy input. A method without a row for a column says so (``missing``).
+    """
+    from benchmark.core.registry import display_name, paper_rank
+
+    columns = list(dict.fromkeys((r.get("dataset", ""), r.get("trained_on", "")) for r in rows))
+    models = sorted(dict.fromkeys(r.get("model", "") for r in rows), key=lambda m: (paper_rank(m), m))
+    by = {(r.get("model", ""), r.get("dataset", ""), r.get("trained_on", "")): r for r in rows}
+    grid = {m: [] for m in models}
+    for d, t in columns:
+        col = []
+        for m in models:
+            r = by.get((m, d, t))
+            if r is None:
+                c = {"missing": NOT_RUN, "psnr": None, "ssim": None, "paper": None, "below": "",
+                     "reference": m in NONRANKED}
+            else:
+                c = _cell(r, proto, (paper.get(d) or {}).get(m))
+                c["reference"], c["row"] = m in NONRANKED, r
+            col.append(c)
+        present = [c for c in col if not c["missing"]]
+        _rank(present)
+        _below(present, reason)
+        for m, c in zip(models, col):
+            grid[m].append(c)
+    return {"columns": [{"dataset": d, "trained_on": t} for d, t in columns],
+            "methods": [{"model": m, "name": display_name(m), "cells": grid[m]} for m in models],
+            "has_paper": any(c["paper"] for cs in grid.values() for c in cs)}
+
+
+def ablation_view(rows: list[dict], proto: str) -> dict:
+    """Tables 2–5 in protocol ``proto``: a row per variant (cell, variant, switches, patch, parameters),
+    its PSNR / SSIM, the paper's value and Δ, best / second best over the table's variants."""
+    out = []
+    for r in rows:
+        ref = [num(r.get("paper_psnr")), num(r.get("paper_ssim"))] if num(r.get("paper_psnr")) is not None else None
+        c = _cell(r, proto, ref)
+        if c["paper"] and num(r.get("delta_psnr")) is None:  # a value the paper does not print: no Δ
+            c["paper"]["delta_psnr"] = c["paper"]["delta_ssim"] = "inferred, no Δ"
+        c["reference"] = False
+        out.append({"cell": r.get("cell", ""), "variant": r.get("variant", ""), "dataset": r.get("dataset", ""),
+                    "switches": r.get("switches", ""), "train_patch": r.get("train_patch", ""),
+                    "params": fmt("params", r.get("params", "")), "note": r.get("note", ""), "c": c})
+    _rank([o["c"] for o in out])
+    return {"rows": out, "has_paper": any(o["c"]["paper"] for o in out)}
+
+
+def raw_view(cols: list[str], rows: list[dict]) -> dict:
+    """The CSV as it is: every column, every row in file order, numbers rounded for display only."""
+    return {"cols": cols, "rows": [[(c, r.get(c) or "", fmt(c, r.get(c) or "")) for c in cols] for r in rows]}

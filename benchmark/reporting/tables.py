@@ -275,16 +275,35 @@ def ablation_table(table: str, rows: list[dict], ref: dict, variants: dict,
     return pd.DataFrame(out, columns=head)
 
 
+NOT_RUN = "not run in this profile"
+
+
+def has(v) -> bool:
+    """A value was measured or printed (not None, not NaN)."""
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def profile_banner(profiles) -> str:
+    """The line every generated table carries: which profile its numbers come from and what they are."""
+    names = sorted({str(p) for p in profiles if has(p) and str(p)}) or ["unknown"]
+    if names == ["paper"]:
+        return "Profile: paper (the paper's data and schedule)."
+    return (f"Profile: {', '.join(names)}. These numbers are a smoke test of the pipeline, not a reproduction "
+            "of the paper; the Δ against the paper's values is not a result.")
+
+
 def fmt_cell(r: dict) -> str:
-    """'ours ± std (n=k)' and, where the paper printed one, '[paper, Δ]' (PSNR / SSIM)."""
+    """'ours ± std (n=k)' and, where the paper printed one, '[paper, Δ]' (PSNR / SSIM); a missing value
+    says why, never 'nan'."""
     def one(m: str, nd: int) -> str:
-        s = f"{r[m]:.{nd}f}" if r[m] is not None and not math.isnan(r[m]) else "–"
-        if r["n_seeds"] > 1:
+        s = f"{r[m]:.{nd}f}" if has(r[m]) else NOT_RUN
+        if r["n_seeds"] > 1 and has(r.get(m + "_std")):
             s += f" ± {r[m + '_std']:.{nd}f}"
         return s
 
     s = f"{one('psnr', 2)} / {one('ssim', 4)}" + (f" (n={r['n_seeds']})" if r["n_seeds"] > 1 else "")
-    if r.get("paper_psnr") is not None:
-        s += (f"<br>[{r['paper_psnr']:.3f} / {r['paper_ssim']:.4f}; "
-              f"Δ {r['delta_psnr']:+.2f} / {r['delta_ssim']:+.4f}]")
+    if has(r.get("paper_psnr")):
+        delta = (f"Δ {r['delta_psnr']:+.2f} / {r['delta_ssim']:+.4f}" if has(r.get("delta_psnr"))
+                 else "inferred value, no Δ")
+        s += f"<br>[{r['paper_psnr']:.3f} / {r['paper_ssim']:.4f}; {delta}]"
     return s
