@@ -50,7 +50,7 @@ def test_local_file_plugin_is_a_model(repo_params):
     assert registry.paper_rank("widecnn") >= len(registry.ORDER)
     cfg = config.resolve("widecnn", "rain-synth", p)
     assert cfg.key == "widecnn-rain-synth"
-    assert p["plugin_runs"] == {"widecnn-rain-synth": {"model": "widecnn", "dataset": "rain-synth", "source": LOCAL}}
+    assert p["plugin_runs"]["widecnn-rain-synth"] == {"model": "widecnn", "dataset": "rain-synth", "source": LOCAL}
 
 
 def test_plugin_stages_deps_cover_the_plugin_file_and_nothing_more(repo_params):
@@ -187,3 +187,31 @@ def test_results_stage_writes_a_table1_row(shared, tmp_path, repo_params, monkey
     rows = tables.collect(Path("runs"))
     assert [(r["key"], r["model"], r["dataset"]) for r in rows] == [("rain2avoid-rain100l", "rain2avoid", "rain100l")]
     assert registry.display_name("rain2avoid") == "rain2avoid (published outputs, re-scored)"
+
+
+def test_plugin_trains_and_evaluates_on_the_ci_profile(repo_params, tmp_path, monkeypatch):
+    """The train/evaluate stage bodies with a local-file plugin on a shrunk ci profile; its row is collected
+    for Table 1 with its display name. With the example package installed (CI: pip install examples/tiny_plugin)
+    the entry-point model tinycnn runs too."""
+    from benchmark.reporting import tables
+    from benchmark.training.run import train
+    from benchmark.evaluation.run import evaluate
+    from pipelines import prepare
+
+    from .conftest import tiny_ci
+
+    p = _with_local(tiny_ci(repo_params, tmp_path / "mlflow.db", "plugins", n_test=2, ckpt_every=3))
+    p["tracking"]["enabled"] = False
+    models = ["widecnn"] + (["tinycnn"] if plugins.spec("tinycnn") else [])
+    for m in models:
+        p["models"].setdefault(m, {})
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    config.declare_plugins(p)
+    prepare.prepare("rain-synth", p)
+    for m in models:
+        train(m, "rain-synth", "cpu", params=p, progress=False)
+        evaluate(m, "rain-synth", params=p, progress=False)
+    rows = {r["model"]: r for r in tables.collect(Path("runs"))}
+    assert set(models) <= set(rows)
+    assert registry.display_name("widecnn") == "WideCNN"
