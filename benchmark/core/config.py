@@ -112,7 +112,8 @@ class ReportCfg:
 
 _TOP_KEYS = {"profile", "run_datasets", "baselines", "trained_models", "train", "eval", "tracking", "models",
              "datasets", "profiles", "report", "seeds", "extra_seeds", "ablation_dataset", "ablation_variants",
-             "ablation_groups", "ablations", "official_runs"}
+             "ablation_groups", "ablations", "official_runs", "plugins", "plugin_runs", "results",
+             "score_runs"}
 _MODEL_KEYS = {"args", "train", "own"}
 _PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation",
                  "official"}
@@ -138,10 +139,25 @@ def check_model_name(name: Any, where: str, file: str | Path = PARAMS_FILE) -> s
     from benchmark.core import registry  # late: only its name table is needed, not the model modules
 
     check_name("model", name, where, file)
-    if registry.model_module(name) is None:
-        known = sorted(registry.ORDER)
-        raise ConfigError(f"{file}: {where}: {name!r} is not a registered model; registered: {', '.join(known)}")
+    try:
+        known = registry.is_model(name)  # built-ins, entry-point plugins, params.yaml plugins (names only)
+    except ValueError as exc:  # a malformed plugins: section or a doubly declared plugin
+        raise ConfigError(str(exc)) from None
+    if not known:
+        raise ConfigError(f"{file}: {where}: {name!r} is not a registered model; registered: "
+                          f"{', '.join(registry.known_names())}")
     return name
+
+
+def declare_plugins(raw: dict, path: str | Path = PARAMS_FILE) -> None:
+    """Make params.yaml's ``plugins:`` (paths relative to its folder) the local-file plugins."""
+    from benchmark.core import plugins
+
+    base = Path(path).parent if Path(path).name else Path(".")
+    try:
+        plugins.declare(raw.get("plugins"), base if str(base) != "." else ".", path)
+    except plugins.PluginError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_names(path: Path, raw: dict) -> None:
@@ -153,6 +169,7 @@ def _check_names(path: Path, raw: dict) -> None:
             raise ConfigError(f"{path}: {where} must be a list of names, got {value!r}")
         return list(value)
 
+    declare_plugins(raw, path)
     for m in names(raw.get("models"), "models"):
         check_model_name(m, f"models.{m}", path)
     for key in ("baselines", "trained_models"):
@@ -318,7 +335,86 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
             raise ConfigError(f"{path}: dataset {d!r} in run_datasets has no datasets.{d} section")
     _check_seeds_and_ablations(path, raw, prof, p)
     _check_official(path, raw, prof, p)
+    _check_plugin_runs(path, raw)
+    _check_results(path, raw)
     return raw
+
+
+def plugin_runs_for(raw: dict) -> dict:
+    """The ``plugin_runs`` axis for ``raw``: every plugin (params.yaml ``plugins:`` and installed entry
+    points) x ``run_datasets``, ``<model>-<dataset>: {model, dataset, source}`` (``source``: the
+    plugin's file or package folder, the DVC dep of its stages)."""
+    from benchmark.core import plugins
+
+    out = {}
+    for name, s in sorted(plugins.specs().items()):
+        for d in raw.get("run_datasets") or []:
+            out[run_key(name, d)] = {"model": name, "dataset": d, "source": s.path}
+    return out
+
+
+def _check_plugin_runs(path: Path, raw: dict) -> None:
+    """``plugin_runs`` (DVC foreach axis of stages train_plugin/evaluate_plugin, written by
+    `msgnn-bench plugins sync`): each entry names a declared plugin, its source and a run dataset;
+    a plugin may not be listed in ``baselines`` (their stage depends on baselines/<name>.py)."""
+    from benchmark.core import plugins
+
+    for m in raw.get("baselines") or []:
+        if plugins.spec(m) is not None and m not in {"msgnn", *(__import__("benchmark.core.registry",
+                                                                            fromlist=["ORDER"]).ORDER)}:
+            raise ConfigError(f"{path}: baselines: {m!r} is a plugin model; plugins train and evaluate in their own "
+                              "stages (train_plugin/evaluate_plugin): run `msgnn-bench plugins sync` instead")
+    runs = raw.get("plugin_runs") or {}
+    if not isinstance(runs, dict):
+        raise ConfigError(f"{path}: plugin_runs must be a mapping; run `msgnn-bench plugins sync`")
+    for key, e in runs.items():
+        if not isinstance(e, dict) or set(e) != {"model", "dataset", "source"}:
+            raise ConfigError(f"{path}: plugin_runs.{key} must be {{model, dataset, source}}; "
+                              "run `msgnn-bench plugins sync`")
+        s = plugins.spec(e["model"])
+        if s is None:
+            raise ConfigError(f"{path}: plugin_runs.{key}: {e['model']!r} is not a declared plugin (params.yaml "
+                              f"plugins: or an installed entry point of {plugins.GROUP}); run `msgnn-bench plugins sync`")
+        if key != run_key(e["model"], e["dataset"]) or e["dataset"] not in (raw.get("run_datasets") or []):
+            raise ConfigError(f"{path}: plugin_runs.{key}: must be <model>-<dataset> for a dataset of run_datasets; "
+                              "run `msgnn-bench plugins sync` (after every `msgnn-bench profile`)")
+        if e["source"] != s.path:
+            raise ConfigError(f"{path}: plugin_runs.{key}: source {e['source']!r} is not the plugin's ({s.path!r}); "
+                              "run `msgnn-bench plugins sync`")
+        if e["model"] not in (raw.get("models") or {}):
+            raise ConfigError(f"{path}: plugin model {e['model']!r} has no models.{e['model']} section "
+                              "(`models: {" + e["model"] + ": {}}`; `msgnn-bench plugins sync` adds it)")
+
+
+def _check_results(path: Path, raw: dict) -> None:
+    """``results: {<name>: {<dataset>: <folder of output images>}}``: published outputs re-scored by stage
+    ``score@<name>-<dataset>``; the name must not be a model's (the run keys would collide)."""
+    from benchmark.core import registry
+
+    res = raw.get("results") or {}
+    if not isinstance(res, dict):
+        raise ConfigError(f"{path}: results must be a mapping name -> {{dataset: folder}}")
+    for name, per in res.items():
+        check_name("result", name, f"results.{name}", path)
+        if registry.is_model(name):
+            raise ConfigError(f"{path}: results.{name}: the name is a model's; choose another (e.g. {name}-published)")
+        if not isinstance(per, dict) or not per:
+            raise ConfigError(f"{path}: results.{name} must map a dataset to a folder of output images")
+        for d, folder in per.items():
+            check_name("dataset", d, f"results.{name}.{d}", path)
+            if d not in (raw.get("datasets") or {}):
+                raise ConfigError(f"{path}: results.{name}.{d}: dataset {d!r} has no datasets.{d} section")
+            if not isinstance(folder, str) or not folder:
+                raise ConfigError(f"{path}: results.{name}.{d} must be a folder path, got {folder!r}")
+    if (raw.get("score_runs") or {}) != score_runs_for(raw):
+        raise ConfigError(f"{path}: score_runs (the DVC axis of stage score) does not match results; "
+                          "run `msgnn-bench plugins sync`")
+
+
+def score_runs_for(raw: dict) -> dict:
+    """The ``score`` stage axis: ``<name>-<dataset>: {name, dataset, folder}`` from ``results``."""
+    return {run_key(n, d): {"name": n, "dataset": d, "folder": f}
+            for n, per in sorted((raw.get("results") or {}).items()) for d, f in per.items()}
 
 
 def _check_official(path: Path, raw: dict, prof: str, p: dict) -> None:
@@ -389,6 +485,10 @@ def resolve(model: str, dataset: str, params: dict | None = None, path: str | Pa
     models, datasets = raw.get("models", {}), raw.get("datasets", {})
     # the names come from the command line too (--model/--dataset, `msgnn-bench train --name`) and
     # become the run folder's name: checked here, before anything is created
+    from benchmark.core import registry
+
+    if params is not None and model not in registry.BUILTIN and "plugins" in raw:
+        declare_plugins(raw)  # a plugin's stages depend on params.yaml plugins: (dvc.yaml)
     check_model_name(model, "model", PARAMS_FILE)
     check_name("dataset", dataset, "dataset", PARAMS_FILE)
     if model not in models:

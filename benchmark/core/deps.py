@@ -8,7 +8,9 @@ never restarts a resumed one, and every edit it does consider one does.
 
 The walk is static (``ast``): every ``import`` anywhere in a module counts, lazy ones included, and
 a package's ``__init__`` counts whenever one of its modules is imported. The registry imports model
-modules by name at run time; the walk adds the module of the stage's own model.
+modules by name at run time; the walk adds the module of the stage's own model. For a plugin model
+(``benchmark.core.plugins``) that is its source: the local file, or every Python file of the installed
+package's folder (an absolute path outside the repository), plus the repository modules it imports.
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ def _direct(module: str) -> frozenset[str]:
     """Repository modules ``module`` imports anywhere in its body, with their parent packages."""
     path = module_file(module)
     pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return _imports(path, pkg)
+
+
+@lru_cache(maxsize=None)
+def _imports(path: Path, pkg: str) -> frozenset[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -74,9 +81,29 @@ def _with_parents(module: str) -> list[str]:
     return [m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if module_file(m) is not None]
 
 
+def plugin_files(model: str | None) -> list[str]:
+    """The source files of plugin ``model`` (repository-relative where inside it, else absolute); []
+    for a built-in model."""
+    from benchmark.core import plugins, registry
+
+    if not model or model in registry.BUILTIN or plugins.spec(model) is None:
+        return []
+    out = []
+    for f in plugins.source_files(model):
+        p = Path(f).resolve()
+        out.append(p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else p.as_posix())
+    return out
+
+
 def files(entry: str, model: str | None = None) -> list[str]:
-    """The closure as sorted repository-relative paths (what dvc.yaml lists for the stage)."""
-    return sorted(module_file(m).relative_to(REPO).as_posix() for m in modules(entry, model))
+    """The closure as sorted repository-relative paths (what dvc.yaml lists for the stage); a plugin
+    model adds its source files and the repository modules they import."""
+    mods = modules(entry, model)
+    extra = plugin_files(model)
+    for f in extra:  # a plugin may use suite modules (e.g. benchmark.core.contract)
+        for m in _imports(Path(f) if Path(f).is_absolute() else REPO / f, ""):
+            mods |= modules(m)
+    return sorted({*(module_file(m).relative_to(REPO).as_posix() for m in mods), *extra})
 
 
 def digest(paths: list[str]) -> str:
@@ -84,7 +111,7 @@ def digest(paths: list[str]) -> str:
     h = hashlib.sha256()
     for rel in sorted(paths):
         h.update(f"{rel}\0".encode())
-        h.update((REPO / rel).read_bytes())
+        h.update((REPO / rel).read_bytes())  # an absolute path (an installed plugin) stays itself
     return h.hexdigest()
 
 

@@ -8,6 +8,11 @@ so a typo in a name fails loudly instead of silently building nothing.
 ``MODELS`` is the one list of models: display name, venue, year and the module that registers
 each. Its order is the paper's column order, which every table, figure and page follows. Reading
 it imports no model module.
+
+Plugin models (``benchmark.core.plugins``: an installed package's ``msgnn_bench.models`` entry
+point, or a local file named in params.yaml ``plugins:``) join the same tables when first loaded:
+after the built-ins in ``paper_rank`` order, with the display name, venue and year their builder
+declares.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
+
+from benchmark.core import plugins
 
 
 @dataclass(frozen=True)
@@ -49,20 +56,67 @@ _OFFICIAL: dict[str, Callable[..., nn.Module]] = {}
 _loaded = False
 
 
+BUILTIN: frozenset[str] = frozenset(ORDER)
+
+
+def _collisions() -> None:
+    """A plugin may not reuse a built-in model's name (PluginError naming it)."""
+    for name, s in plugins.specs().items():
+        if name in BUILTIN:
+            raise plugins.PluginError(f"{s.where}: name collides with a built-in model; choose another name")
+
+
+def is_model(name: str) -> bool:
+    """A built-in model or a declared plugin (answered from names: no model code is imported)."""
+    _collisions()
+    return name in _INFO or (isinstance(name, str) and plugins.spec(name) is not None)
+
+
+def known_names() -> list[str]:
+    return sorted({*ORDER, *plugins.specs()})
+
+
+def _plugin(name: str) -> bool:
+    """Load plugin ``name`` into the tables if it is one (PluginError if it breaks the contract)."""
+    if name in _INFO or not isinstance(name, str) or plugins.spec(name) is None:
+        return name in _INFO
+    builder = plugins.load(name, BUILTIN)
+    meta = plugins.metadata(name)
+    _INFO[name] = ModelInfo(name, meta["display"], meta["venue"], meta["year"], "")
+    DISPLAY[name] = meta["display"]
+    _MODELS[name] = builder
+    return True
+
+
 def model_info(name: str) -> ModelInfo:
-    if name not in _INFO:
-        raise UnknownModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_INFO))}")
+    if not _plugin(name):
+        raise UnknownModelError(f"unknown model {name!r}; valid names: {', '.join(known_names())}")
     return _INFO[name]
 
 
 def display_name(name: str) -> str:
-    """The paper's spelling of model ``name``; an unknown name (an ablation variant) as is."""
+    """The paper's spelling of model ``name`` (a plugin's declared display name); an unknown name (an
+    ablation variant) as is. A plugin that cannot be loaded here shows its key."""
+    if name not in DISPLAY:
+        try:
+            _plugin(name)
+        except plugins.PluginError:
+            return name
+    if name not in DISPLAY and name in plugins.result_names():
+        return f"{name} (published outputs, re-scored)"
     return DISPLAY.get(name, name)
 
 
 def paper_rank(name: str) -> int:
-    """Position of ``name`` in the paper's column order; unknown names sort after every model."""
-    return ORDER.index(name) if name in _INFO else len(ORDER)
+    """Position of ``name`` in the paper's column order; plugins follow the built-ins (by name),
+    unknown names sort after every model."""
+    if name in ORDER:
+        return ORDER.index(name)
+    try:
+        names = sorted(plugins.specs())
+    except plugins.PluginError:
+        names = []
+    return len(ORDER) + (names.index(name) if name in names else len(names))
 
 
 class UnknownModelError(KeyError):
@@ -70,6 +124,11 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise print the message with quotes
         return str(self.args[0])
+
+
+def plugin_models() -> list[str]:
+    """Names of the declared plugins (entry points and params.yaml ``plugins:``), none imported."""
+    return sorted(plugins.specs())
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -105,30 +164,35 @@ def model_module(name: str) -> str | None:
     """The module that registers model ``name``: ``baselines.<name>`` (file name = key), ``msgnn``,
     or ``benchmark.core.identity`` for ``input``; None for a name no module provides."""
     info = _INFO.get(name)
-    return info.module if info else None
+    return info.module if info and info.module else None
 
 
 def _load(name: str | None = None) -> None:
-    """Import the module of model ``name`` only, or (``name`` None) every model module."""
+    """Import the module of model ``name`` only, or (``name`` None) every model module and plugin."""
     global _loaded
     if name is not None:
         module = model_module(name)
         if module is not None:
             importlib.import_module(module)
             return
+        if name not in _INFO and _plugin(name):
+            return
     if not _loaded:
         _loaded = True
         for info in MODELS:
             importlib.import_module(info.module)
+    for plugin in sorted(plugins.specs()):
+        _plugin(plugin)
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Sorted registered names matching a shell-style ``pattern``."""
+    """Registered names matching a shell-style ``pattern``: the built-ins sorted, then the plugins."""
     _load()
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+    return sorted((n for n in _MODELS if fnmatch.fnmatch(n, pattern)), key=lambda n: (n not in BUILTIN, n))
 
 
 def get_builder(name: str) -> Callable[..., nn.Module]:
+    _collisions()
     if name not in _MODELS:
         _load(name)
     if name not in _MODELS:

@@ -1,7 +1,7 @@
 """The ``msgnn-bench`` command line.
 
-Sub-commands: models, train, evaluate, derain, ablations, perf, datasets, profile, tracking,
-check-metrics. Every expected failure (bad path, unknown model, corrupt image, bad params key)
+Sub-commands: models, train, evaluate, derain, score, plugins, ablations, perf, datasets, profile,
+tracking, check-metrics. Every expected failure (bad path, unknown model, corrupt image, bad params key)
 prints one line naming the file or key and exits 1; only genuine bugs show a traceback.
 """
 from __future__ import annotations
@@ -65,14 +65,27 @@ def _check_source(args) -> None:
         raise ValueError(NEEDS_WEIGHTS.format(args.model))
 
 
+def _declare_plugins(path: str = "params.yaml") -> None:
+    """params.yaml's ``plugins:`` (when the file is there) as the local-file plugins."""
+    from benchmark.core import config
+
+    if Path(path).is_file():
+        config.declare_plugins(config.parse_yaml(Path(path).read_text(), path) or {}, path)
+
+
 def cmd_models(args) -> int:
+    from benchmark.core import registry
     from benchmark.core.registry import build_model, list_models
 
+    _declare_plugins()
     rows = []
     for name in list_models():
         m = build_model(name)
         c = contract.count_params(m)
-        row = {"name": name, "params_total": c["total"], "params_trainable": c["trainable"]}
+        info = registry.model_info(name)
+        row = {"name": name, "display": info.display, "venue": info.venue, "year": info.year,
+               "plugin": name not in registry.BUILTIN,
+               "params_total": c["total"], "params_trainable": c["trainable"]}
         if args.effective and c["total"]:
             row["params_effective"] = contract.effective_params(m)
         rows.append(row)
@@ -81,7 +94,8 @@ def cmd_models(args) -> int:
     else:
         for r in rows:
             extra = f"  effective {r['params_effective']:>11,}" if "params_effective" in r else ""
-            print(f"{r['name']:<8} total {r['params_total']:>11,}  trainable {r['params_trainable']:>11,}{extra}")
+            tag = "  (plugin)" if r["plugin"] else ""
+            print(f"{r['name']:<8} total {r['params_total']:>11,}  trainable {r['params_trainable']:>11,}{extra}{tag}")
     return 0
 
 
@@ -230,6 +244,56 @@ def cmd_derain(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    """Score a folder of output images against ground truth under every protocol (no network)."""
+    from benchmark.evaluation import protocols
+    from benchmark.tools import score
+
+    if args.protocol and args.protocol != "all":
+        protocols.get(args.protocol)  # a misspelt name fails before any image is read
+    res = score.score_folder(args.pred, args.gt)
+    name = args.name or Path(args.pred).resolve().name
+    if args.out:
+        score.write(args.out, name, args.dataset or Path(args.gt).resolve().name, res, args.pred, args.gt)
+    out = {"model": name, "n_images": res["n_images"],
+           **{k: res["mean"][k] for k in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")},
+           "per_image": [{"name": r["name"], "psnr_y": r["psnr_y"], "ssim_y": r["ssim_y"]} for r in res["per_image"]]}
+    args.model = name
+    args.protocol = args.protocol or "all"  # score prints every protocol unless one is named
+    return _print_protocols(args, res, out)
+
+
+def cmd_plugins(args) -> int:
+    """``plugins [list]``: the declared plugins; ``plugins sync``: write params.yaml's plugin_runs /
+    score_runs axes (and an empty models.<plugin> section) for the current plugins, results and
+    run_datasets."""
+    from benchmark.core import config, plugins
+    from benchmark.tools import profile_switch
+
+    path = Path(args.params)
+    raw = config.parse_yaml(path.read_text(), path) or {}
+    config.declare_plugins(raw, path)
+    if args.action == "list":
+        for name, s in sorted(plugins.specs().items()):
+            print(f"{name:<12} {s.kind:<12} {s.target}  ({s.path})")
+        return 0
+    runs, scores = config.plugin_runs_for(raw), config.score_runs_for(raw)
+    y = profile_switch._yaml()
+    doc = y.load(path.read_text())
+    doc["plugin_runs"], doc["score_runs"] = runs, scores
+    for e in runs.values():
+        if e["model"] not in doc["models"]:
+            doc["models"][e["model"]] = {}
+    import io as _io
+
+    buf = _io.StringIO()
+    y.dump(doc, buf)
+    path.write_text(buf.getvalue())
+    config.load_params(path)  # the result validates
+    print(f"{path}: plugin_runs {sorted(runs) or '{}'}, score_runs {sorted(scores) or '{}'}; now run `dvc repro`")
+    return 0
+
+
 def cmd_profile(args) -> int:
     """Switch params.yaml to another profile: sets `profile:` and the DVC matrix axes it decides
     (benchmark/tools/profile_switch.py: a YAML-aware edit, so files `dvc exp run -S` wrote work too)."""
@@ -360,6 +424,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="output folder; must not hold or lie inside an input")
             p.add_argument("--overwrite", action="store_true", help="replace existing output files")
         p.set_defaults(func=fn)
+    p = sub.add_parser("score", help="score a folder of output images against ground truth (every protocol)")
+    p.add_argument("--pred", required=True, help="folder of output images (file stem = image id)")
+    p.add_argument("--gt", required=True, help="ground truth: a paired dataset folder (any supported layout) "
+                                               "or a flat folder of clean images")
+    p.add_argument("--protocol", metavar="NAME|all", help="protocol to print per image, or all (default: the matrix)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--name", help="method name in the output (default: the --pred folder's name)")
+    p.add_argument("--out", help="also write metrics.json/per_image.csv (the evaluate shapes) into this folder")
+    p.add_argument("--dataset", help="dataset name recorded in metrics.json (default: the --gt folder's name)")
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("plugins", help="list plugin models, or sync params.yaml's plugin_runs/score_runs axes")
+    p.add_argument("action", nargs="?", choices=["list", "sync"], default="list")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("train", help="train a model on your own folder (settings from params.yaml)")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True,

@@ -1,0 +1,1 @@
+"""Example msgnn-bench plugin package (see examples/README.md)."""
