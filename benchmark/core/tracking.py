@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from benchmark.core import io
-from benchmark.core.config import TrackingCfg
+from benchmark.core.config import TrackingCfg, flatten
 
 RECORD = "mlflow_run.json"
 PROBE_TIMEOUT_S = 3.0
@@ -372,13 +372,6 @@ def _read_log(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def sync(cfg: TrackingCfg, root: str | Path = "runs/train") -> list[str]:
     """Send every training folder's metrics that MLflow lacks (offline runs, runs killed before their
     buffer was sent) and close killed runs; returns one line per folder handled. Folders of a
@@ -411,7 +404,7 @@ def sync(cfg: TrackingCfg, root: str | Path = "runs/train") -> list[str]:
             continue
         if not run_id:
             conf = run_dir / "config.yaml"
-            params = _flat(yaml.safe_load(conf.read_text()) or {}) if conf.is_file() else {}
+            params = flatten(yaml.safe_load(conf.read_text()) or {}) if conf.is_file() else {}
             tags = {"mlflow.runName": rec.get("name", f"train/{run_dir.name}"), "git_commit": git_commit(),
                     **rec.get("tags", {})}
             run_id = client.create_run(exp_id, run_name=tags["mlflow.runName"],
