@@ -1,4 +1,4 @@
-"""benchmark.core.io: the one atomic writer."""
+"""benchmark.core.io: the one atomic writer and the one CSV reader."""
 from __future__ import annotations
 
 import errno
@@ -58,3 +58,11 @@ def test_before_replace_runs_after_the_data_are_written(tmp_path):
     io.atomic_write(target, lambda f: f.write(b"b"), before_replace=lambda: seen.append(target.read_text()))
     assert seen == ["a"] and target.read_text() == "b"
 
+
+def test_read_csv_rows_reads_back_write_csv(tmp_path):
+    rows = [{"name": "a", "psnr": 30.5}, {"name": "b, c", "psnr": 31, "extra": "x\ny"}]
+    io.write_csv(tmp_path / "m.csv", rows)
+    assert io.read_csv_rows(tmp_path / "m.csv") == [{"name": "a", "psnr": "30.5", "extra": ""},
+                                                    {"name": "b, c", "psnr": "31", "extra": "x\ny"}]
+    io.write_csv(tmp_path / "empty.csv", [], fieldnames=["name", "psnr"])
+    assert io.read_csv(tmp_path / "empty.csv") == (["name", "psnr"], [])

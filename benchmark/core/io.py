@@ -106,6 +106,19 @@ def write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None =
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
+def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A CSV file's column names (those of its header, even with no rows) and its rows, as strings."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """A CSV file's rows as dicts keyed by its header (the values are strings)."""
+    return read_csv(path)[1]
+
+
 def save_torch(path: str | Path, obj: Any) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 

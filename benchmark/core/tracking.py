@@ -16,7 +16,6 @@ in the steps the killed process had buffered.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import random
@@ -368,8 +367,7 @@ def list_runs(cfg: TrackingCfg) -> list[dict[str, Any]]:
 def _read_log(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    return io.read_csv_rows(path)
 
 
 def sync(cfg: TrackingCfg, root: str | Path = "runs/train") -> list[str]:
