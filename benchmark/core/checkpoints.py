@@ -158,11 +158,6 @@ def load_state(out_dir: str | Path, fingerprint: dict, quiet: bool = False) -> d
     return None
 
 
-def remove_states(out_dir: str | Path) -> None:
-    for name in (LAST, PREV):
-        (Path(out_dir) / name).unlink(missing_ok=True)
-
-
 # ---------------------------------------------------------------- disk space
 
 def state_bytes(model: torch.nn.Module, optimizer_slots: int = 2) -> int:
