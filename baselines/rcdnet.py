@@ -22,8 +22,8 @@ and ``eta12`` one η_B; each M-net's ``tau`` is one scalar expanded to 32 channe
 3x3 filter expanded to 32x3. ``sum(p.numel())`` counts every view, which is where 3,166,355 comes
 from, but only 3,040,494 numbers are distinct and 2,965,997 of them receive a gradient
 (``--effective``). We store each tied parameter once, expand it in forward, and count it at its
-official size (``official_numel``, read by ``benchmark.evaluation.contract.count_params``). ``tied=False``
-unties them (every view its own tensor, the form of earlier versions of this file): same total,
+official size (``official_numel``, read by ``benchmark.core.contract.count_params``). ``tied=False``
+unties them (every view its own tensor): same total,
 same outputs for equal weights, 2,975,186 gradient-receiving parameters. The official optimiser
 step on aliased views cannot be reproduced: the authors ran PyTorch 0.4.1, whose in-place updates
 did not yet refuse overlapping memory, so every view wrote its own update into the shared elements

@@ -89,10 +89,10 @@ def tiny_params(repo_params, tmp_path) -> dict:
 
 @pytest.fixture(scope="session")
 def site_tree(repo_params, tmp_path_factory) -> Path:
-    """A run tree built by the real stages up to the site page (tests/site_tree.py); read-only."""
+    """A run tree built by the real stages up to the site page (tests/helpers/site_tree.py); read-only."""
     import os
 
-    from . import site_tree as st
+    from .helpers import site_tree as st
 
     root = tmp_path_factory.mktemp("site_tree")
     cwd = os.getcwd()

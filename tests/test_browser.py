@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from . import cdp
+from .helpers import cdp
 
 READ_PAGE = """(() => ({
   cells: Array.from(document.querySelectorAll('table[data-source="table1.csv"] tbody tr')).map(tr =>

@@ -14,7 +14,7 @@ import pytest
 from benchmark import datasets as ds
 from benchmark.datasets import transfer
 
-from .dataset_fixtures import SHARED, make_tar, make_zip, rain100l_registry, registry, serve, server, sha  # noqa: F401
+from .helpers.dataset_fixtures import SHARED, make_tar, make_zip, rain100l_registry, registry, serve, server, sha  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"fixtures not found at {SHARED}")
 

@@ -1,7 +1,7 @@
 """Dataset download / extraction / normalisation (benchmark/datasets/), all offline.
 
 Archives are built in tmp_path from the real fixtures in ../shared/data (each real naming
-layout) and served by a small HTTP server on 127.0.0.1 (tests/dataset_fixtures.py); archive
+layout) and served by a small HTTP server on 127.0.0.1 (tests/helpers/dataset_fixtures.py); archive
 safety is in test_dataset_archives.py.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from benchmark import datasets as ds
 from benchmark.datasets import acquisition, specs
 from benchmark.datasets import transfer
 
-from .dataset_fixtures import (BIG_DIDMDN, BIG_INTERNET, SHARED, make_tar, make_zip, rain100l_registry, registry,
+from .helpers.dataset_fixtures import (BIG_DIDMDN, BIG_INTERNET, SHARED, make_tar, make_zip, rain100l_registry, registry,
                                serve, server, sha, sums)  # noqa: F401 (server: a fixture)
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"fixtures not found at {SHARED}")

@@ -13,7 +13,7 @@ from baselines.dcsfn import DCSFN
 from benchmark.training.losses import build_loss
 from benchmark.core.registry import build_model
 from benchmark.datasets.synth import make_batch
-from tests.training import assert_loss_falls, loss_curve
+from tests.helpers.training import assert_loss_falls, loss_curve
 
 
 def n_params(model: torch.nn.Module) -> int:

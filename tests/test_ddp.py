@@ -23,7 +23,7 @@ def test_rank_indices_split_every_micro_batch_disjointly():
 
 
 def test_two_processes_end_equal_to_each_other_and_to_one_process(synth_root, tmp_path):
-    worker = Path(__file__).with_name("ddp_worker.py")
+    worker = Path(__file__).parent / "helpers" / "ddp_worker.py"
     ranks = tmp_path / "ranks"
     ranks.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

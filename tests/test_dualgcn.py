@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from baselines.dualgcn import DualGCN
 from benchmark.core.contract import count_params, effective_params
 from benchmark.core.registry import build_model
-from tests.training import assert_loss_falls, loss_curve, shared_loss
+from tests.helpers.training import assert_loss_falls, loss_curve, shared_loss
 
 OFFICIAL_PARAMS = 2_731_071  # official model.py, = the 326 variables of model-Rain200H.index
 

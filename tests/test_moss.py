@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from baselines.moss import MOSS, MemoryBlock
 from benchmark.core.contract import count_params, effective_params
 from benchmark.core.registry import build_model
-from tests.training import assert_loss_falls, loss_curve, shared_loss
+from tests.helpers.training import assert_loss_falls, loss_curve, shared_loss
 
 OFFICIAL_PARAMS = 2_855_939  # released NetG with test.yaml
 MEMORY_TABLE = 512 * 96  # updated by EMA only, never by gradient

@@ -9,7 +9,7 @@ from benchmark.training.losses import neg_ssim
 from benchmark.core.registry import build_model
 from msgnn.blocks import GCT, DenseChain
 from msgnn.model import MSGNN, pyr_down
-from tests.training import assert_loss_falls, loss_curve, shared_loss
+from tests.helpers.training import assert_loss_falls, loss_curve, shared_loss
 
 OFFICIAL_GRAPH = dict(window_align="official", shared_embedding=False, train_embedding=False)
 SMALL = dict(n_subnets=2, blocks=2)  # a two-sub-network, two-block model keeps the switch tests fast

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from baselines.mspfn import MSPFN, ConvLSTMCell, DownPReLU, UpPReLU, _pyr_down, laplacian
 from benchmark.core.registry import build_model
-from tests.training import assert_loss_falls, loss_curve
+from tests.helpers.training import assert_loss_falls, loss_curve
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -2,7 +2,7 @@
 
 Each fixture holds what the official network (run once, outside this repository, see
 ``tests/fixtures/official/README.md``) produced on small inputs with weights regenerated here
-from names alone (``tests/official_weights.py``). A test rebuilds those weights, loads them
+from names alone (``tests/helpers/official_weights.py``). A test rebuilds those weights, loads them
 through the model's registered official loader (``benchmark.core.registry.load_official``), converts
 the stored official-convention inputs to ours (RGB, [0, 1], NCHW; all conversions exact), runs
 our model and compares every stored output. A negative control swaps two same-shaped official
@@ -30,7 +30,7 @@ import torch
 
 from benchmark.tools import cli
 from benchmark.core.registry import load_official, official_models
-from tests.official_weights import load_spec
+from tests.helpers.official_weights import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN = ROOT / "tests" / "fixtures" / "official"

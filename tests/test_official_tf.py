@@ -2,7 +2,7 @@
 
 Fixtures (tests/fixtures/official/{mspfn,mspfn_released,dualgcn}/, see README-tf.md) hold the
 outputs of the official TF1 code run once under TF 2.21 (tf.compat.v1 graph mode, CPU) with
-weights rebuilt here from the variable names alone (tests/official_weights.py). Each test loads
+weights rebuilt here from the variable names alone (tests/helpers/official_weights.py). Each test loads
 those weights through the registered official loader (TF names and layouts in, our modules out),
 feeds the stored inputs converted to our convention (RGB [0, 1] NCHW) and compares the results.
 
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from benchmark.core.registry import build_model, load_official
-from tests.official_weights import load_spec
+from tests.helpers.official_weights import load_spec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 SHARED_EQ = Path(__file__).resolve().parents[1].parent / "shared" / "official_equivalence"

@@ -15,7 +15,7 @@ from benchmark.training.losses import ssim as ssim_same_padding
 from benchmark.core.contract import count_params, effective_params
 from benchmark.evaluation.metrics import psnr_y, ssim_y, to_uint8
 from benchmark.core.registry import build_model
-from tests.training import assert_loss_falls, loss_curve
+from tests.helpers.training import assert_loss_falls, loss_curve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "official_weights" / "prenet"

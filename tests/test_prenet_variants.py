@@ -17,9 +17,9 @@ import torch
 
 from baselines.prenet import (OFFICIAL_RELEASES, PReNet, from_official, official_structure, official_to_ours,
                               ours_to_official)
-from benchmark.metrics import count_params, effective_params
-from benchmark.registry import build_model, load_official
-from tests.official_weights import load_spec
+from benchmark.core.contract import count_params, effective_params
+from benchmark.core.registry import build_model, load_official
+from tests.helpers.official_weights import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "official"

@@ -8,7 +8,7 @@ import torch
 from baselines.rcdnet import RCDNet, rain_kernels, streak_kernel
 from benchmark.core.contract import count_params, effective_params
 from benchmark.core.registry import build_model
-from tests.training import assert_loss_falls, loss_curve
+from tests.helpers.training import assert_loss_falls, loss_curve
 
 
 @pytest.fixture(scope="module")

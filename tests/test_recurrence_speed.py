@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from baselines.common import ConvGRUCell
 from baselines.spanet import relu_scan
-from benchmark.registry import build_model
+from benchmark.core.registry import build_model
 
 
 def _weights(d: int, c: int, kind: str, dtype: torch.dtype) -> torch.Tensor:

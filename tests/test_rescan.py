@@ -9,7 +9,7 @@ from baselines.rescan import RESCAN
 from benchmark.core.contract import stage_outputs
 from benchmark.core.registry import build_model
 from benchmark.datasets.synth import make_batch
-from tests.training import assert_loss_falls, loss_curve, shared_loss
+from tests.helpers.training import assert_loss_falls, loss_curve, shared_loss
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -16,7 +16,7 @@ from benchmark.reporting import figures, html_tables
 from pipelines import site
 
 from .conftest import REPO
-from .site_tree import HOSTILE
+from .helpers.site_tree import HOSTILE
 
 
 def test_page_is_static_escaped_and_complete(site_tree):

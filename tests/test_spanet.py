@@ -12,7 +12,7 @@ from PIL import Image
 from baselines.spanet import DIRECTIONS, IRNN, SPANet, from_official, official_to_ours
 from benchmark.core.contract import count_params, effective_params
 from benchmark.core.registry import build_model
-from tests.training import assert_loss_falls, loss_curve
+from tests.helpers.training import assert_loss_falls, loss_curve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "official_weights" / "spanet" / "SPANet_SPA.pth"

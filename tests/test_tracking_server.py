@@ -32,7 +32,7 @@ from benchmark.core.config import TrackingCfg
 from .conftest import REPO
 
 pytestmark = pytest.mark.slow
-WORKER = Path(__file__).with_name("tracking_worker.py")
+WORKER = Path(__file__).parent / "helpers" / "tracking_worker.py"
 STEPS = 20
 
 

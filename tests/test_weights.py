@@ -17,7 +17,7 @@ from benchmark.tools import weights_cli
 from benchmark.tools.cli import main as cli_main
 from benchmark.weights import registry
 
-from .dataset_fixtures import server  # noqa: F401
+from .helpers.dataset_fixtures import server  # noqa: F401
 
 REG = registry.load_registry()
 

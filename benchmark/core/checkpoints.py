@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -120,25 +119,16 @@ def save_state(out_dir: str | Path, state: dict[str, Any]) -> None:
     A full disk (or any write error) leaves the previous files untouched and says so in one line."""
     out_dir = Path(out_dir)
     last, prev = out_dir / LAST, out_dir / PREV
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{LAST}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+
+    def keep_previous() -> None:
         if last.exists():
             os.replace(last, prev)
-        os.replace(tmp, last)
-    except OSError as exc:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"{last}: could not write the checkpoint ({exc.strerror or exc}); "
+
+    try:
+        io.atomic_write(last, lambda f: torch.save(state, f), before_replace=keep_previous)
+    except io.WriteError as exc:
+        raise CheckpointError(f"{last}: could not write the checkpoint ({exc.reason}); "
                               f"the previous one is kept") from None
-    except BaseException:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_state(out_dir: str | Path, fingerprint: dict, quiet: bool = False) -> dict | None:
@@ -166,11 +156,6 @@ def load_state(out_dir: str | Path, fingerprint: dict, quiet: bool = False) -> d
             say(f"warning: resuming from the previous good state {path}")
         return ck
     return None
-
-
-def remove_states(out_dir: str | Path) -> None:
-    for name in (LAST, PREV):
-        (Path(out_dir) / name).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- disk space

@@ -6,6 +6,7 @@ Everything the suite writes goes through a temporary file in the same folder fol
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import pickle
@@ -14,7 +15,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -22,28 +23,75 @@ import torch
 CKPT_FORMAT = "msgnn-bench/1"
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = None
+class WriteError(OSError):
+    """A write that failed (disk full, quota, read-only folder); the previous file is untouched.
+    ``reason`` is the system's word for it, for callers that phrase their own message."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: could not write ({reason}); the previous file is kept")
+        self.reason = reason
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, replace: bool = True,
+                 before_replace: Callable[[], None] | None = None) -> None:
+    """Write ``path`` through ``write(binary_file)``, so that it holds the old content or the new, never half.
+
+    The data go to a uniquely named temporary file in the target folder (with the permissions an
+    ordinary ``open`` would give under the user's umask), are synced to disk, and only then take the
+    name with ``os.replace``. ``before_replace`` runs just before that (``last.pt`` keeps its
+    predecessor with it). With ``replace=False`` an existing file is never replaced: the finished
+    file is linked into place, or the name claimed exclusively, and ``FileExistsError`` says it was
+    there. An ``OSError`` while writing is a ``WriteError``; on any failure the temporary file is removed.
+    """
+    path = Path(path)
+    tmp, taken = None, False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file is the user's, not a secret
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full, quota, read-only folder: the old file is untouched
+        if before_replace is not None:
+            before_replace()
+        if replace:
+            os.replace(tmp, path)
+        else:
+            taken = not _place_new(Path(tmp), path)
+    except OSError as exc:
+        raise WriteError(path, exc.strerror or str(exc)) from None
+    finally:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
-        raise OSError(f"{path}: could not write ({exc.strerror or exc}); the previous file is kept") from None
-    except BaseException:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise
+    if taken:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+
+
+def _place_new(tmp: Path, path: Path) -> bool:
+    """Give ``tmp`` the name ``path`` unless a file already has it (then False)."""
+    try:
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):
+                raise
+            # no hard links on this file system: claim the name first, then fill it
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.replace(tmp, path)
+    except FileExistsError:
+        return False
+    return True
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    _atomic(Path(path), lambda f: f.write((json.dumps(obj, indent=2, allow_nan=True) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, allow_nan=True) + "\n").encode()))
 
 
 def write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
@@ -55,11 +103,24 @@ def write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None =
     w = csv.DictWriter(buf, fieldnames=fieldnames)
     w.writeheader()
     w.writerows(rows)
-    _atomic(Path(path), lambda f: f.write(buf.getvalue().encode()))
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A CSV file's column names (those of its header, even with no rows) and its rows, as strings."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """A CSV file's rows as dicts keyed by its header (the values are strings)."""
+    return read_csv(path)[1]
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    _atomic(Path(path), lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_torch(path: str | Path) -> Any:
@@ -140,7 +201,7 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    _atomic(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 class _NoBar:

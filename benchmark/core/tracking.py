@@ -16,7 +16,6 @@ in the steps the killed process had buffered.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import random
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from benchmark.core import io
-from benchmark.core.config import TrackingCfg
+from benchmark.core.config import TrackingCfg, flatten
 
 RECORD = "mlflow_run.json"
 PROBE_TIMEOUT_S = 3.0
@@ -368,15 +367,7 @@ def list_runs(cfg: TrackingCfg) -> list[dict[str, Any]]:
 def _read_log(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
+    return io.read_csv_rows(path)
 
 
 def sync(cfg: TrackingCfg, root: str | Path = "runs/train") -> list[str]:
@@ -411,7 +402,7 @@ def sync(cfg: TrackingCfg, root: str | Path = "runs/train") -> list[str]:
             continue
         if not run_id:
             conf = run_dir / "config.yaml"
-            params = _flat(yaml.safe_load(conf.read_text()) or {}) if conf.is_file() else {}
+            params = flatten(yaml.safe_load(conf.read_text()) or {}) if conf.is_file() else {}
             tags = {"mlflow.runName": rec.get("name", f"train/{run_dir.name}"), "git_commit": git_commit(),
                     **rec.get("tags", {})}
             run_id = client.create_run(exp_id, run_name=tags["mlflow.runName"],

@@ -88,7 +88,4 @@ def _mean(vals: list[float]) -> float:
 def _save_png(path: Path, arr) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(arr).save(tmp)
-    tmp.replace(path)
+    io.atomic_write(path, lambda f: Image.fromarray(arr).save(f, format="PNG"))

@@ -3,14 +3,14 @@
 The named scoring protocols of the papers (matlab-y, prenet, msgnn, skimage-default, ntire-crop) are
 built from these functions in ``benchmark.evaluation.protocols`` (a module of its own to keep both small).
 
-Conventions (reference/datasets.md section 6, "Restormer/MPRNet evaluate_PSNR_SSIM.m" row):
+Conventions (docs/metrics.md; the reference is Restormer/MPRNet ``evaluate_PSNR_SSIM.m``):
 * Images are uint8 RGB arrays [H, W, 3]. Model outputs are clamped to [0, 1] and quantised with
   ``to_uint8`` first (rounding by default; PReNet's official script truncates).
 * Y = MATLAB ``rgb2ycbcr``: Y = 16 + 65.481 R + 128.553 G + 24.966 B with R, G, B in [0, 1].
   ``y_mode="uint8"`` (default): Y rounded half away from zero to uint8, what MATLAB returns for
   uint8 input (Restormer/MPRNet ``evaluate_PSNR_SSIM.m``). ``y_mode="float"``: unrounded Y of the
   uint8 image, i.e. ``rgb2ycbcr(im2double(img))`` as in PReNet's and RCDNet's statistic scripts;
-  the official PReNet numbers in shared/official_weights/expected.json use this one. The two
+  the published PReNet numbers (docs/models.md, official checkpoints) use this one. The two
   differ by a few hundredths of a dB on PReNet outputs.
 * PSNR = 10 log10(255^2 / MSE), MSE over every pixel (and channel, for RGB), in float64.
 * SSIM = Wang et al.'s MATLAB ssim: 11x11 Gaussian window (sigma 1.5), K = (0.01, 0.03), L = 255,

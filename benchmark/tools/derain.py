@@ -10,7 +10,6 @@ appeared in the meantime.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -18,6 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from benchmark.core import io
 from benchmark.data import images, layouts
 from benchmark.data.images import DataError
 
@@ -107,25 +107,7 @@ def plan(inputs: list[str], output: str, *, overwrite: bool = False, max_pixels:
 
 def write_png(dst: Path, arr: np.ndarray, overwrite: bool = False) -> None:
     """Write ``arr`` as PNG at ``dst`` atomically; without ``overwrite`` never replace a file."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(arr).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, dst)
-        else:
-            try:
-                os.link(tmp, dst)
-            except FileExistsError as exc:
-                raise DataError(f"{dst}: appeared while deraining; not replaced (pass --overwrite)") from exc
-            except OSError:  # no hard links on this file system: claim the name first, then fill it
-                try:
-                    os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                except FileExistsError as exc:
-                    raise DataError(f"{dst}: appeared while deraining; not replaced (pass --overwrite)") from exc
-                os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        io.atomic_write(dst, lambda f: Image.fromarray(arr).save(f, format="PNG"), replace=overwrite)
+    except FileExistsError as exc:
+        raise DataError(f"{dst}: appeared while deraining; not replaced (pass --overwrite)") from exc

@@ -2,7 +2,7 @@
 
 ``derain`` and ``evaluate`` compare, for every input before any work, ``need(model, h, w)`` with
 ``available(device)`` and refuse the first image that would not fit (one line naming it), instead of
-being killed by the kernel halfway through (issue 16).
+being killed by the kernel halfway through.
 
 The estimate is ``MARGIN x (fixed + per_pixel x pixels)``, fp32, batch 1, no autograd. ``fixed`` and
 ``per_pixel`` are *measured*, not derived from the layers (meta-device and profiler estimates were

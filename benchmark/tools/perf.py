@@ -1,6 +1,6 @@
 """``msgnn-bench perf``: parameters, work, speed and peak memory of every model on fixed cases.
 
-Cases (the issue's anchors):
+Cases:
   train     one training step: batch 8, 64x64 crops (+ an exemplar crop each for MSGNN), forward,
             -SSIM on the last stage, backward, Adam step
   infer321  one 321x481 image (+ a 321x481 exemplar), eval mode, no autograd

@@ -10,6 +10,7 @@ need is its ``pad_multiple`` attribute, MSGNN's exemplar is an extra input the d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -111,11 +112,46 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
     out_dir.mkdir(parents=True, exist_ok=True)
     locked = checkpoints.RunLock(out_dir) if lock and distributed.is_main() else contextlib.nullcontext()
     with locked:  # under torchrun only rank 0 writes into the run folder
-        return _fit(model, train_ds, cfg, out_dir, log or (lambda m, s: None), validate, torch.device(device),
-                    num_workers, progress, stop_after, run_id, state)
+        run = _setup(model, train_ds, cfg, out_dir, torch.device(device), run_id)
+        _resume(run, state)
+        checkpoints.check_free_space(out_dir, model)
+        return _loop(run, train_ds, log or (lambda m, s: None), validate, num_workers, progress, stop_after)
 
 
-def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, progress, stop_after, run_id, state):
+@dataclasses.dataclass
+class _Run:
+    """One training run between steps: what was built for it and where it stands."""
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model, wrapped in DDP when several processes train it
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable
+    cfg: TrainCfg
+    out_dir: Path
+    device: torch.device
+    total: int
+    fingerprint: dict
+    main: bool  # rank 0: the one process that writes files and logs
+    step: int = 0
+    rows: list = dataclasses.field(default_factory=list)  # the train_log.csv rows so far
+    saved: int = 0  # the step of the last checkpoint written in this process
+    # the log window: steps since the last log row, their summed loss and its start time. The loss stays
+    # on the device between log points (no host sync per step); the first non-finite step and its loss
+    # are kept there too, so the error still names them
+    n_window: int = 0
+    t0: float = 0.0
+    loss_sum: torch.Tensor | None = None
+    bad_step: torch.Tensor | None = None
+    bad_loss: torch.Tensor | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "train_log.csv"
+
+
+def _setup(model, train_ds, cfg: TrainCfg, out_dir: Path, device: torch.device, run_id: dict | None) -> _Run:
+    """Model on the device, optimiser, schedule, AMP scaler, DDP wrapper and loss of a fresh run."""
     total = total_iters(cfg, len(train_ds.pairs), train_ds.pairs)
     model.to(device).train()
     opt = build_optimizer(model, cfg)
@@ -124,100 +160,137 @@ def _fit(model, train_ds, cfg, out_dir, log, validate, device, num_workers, prog
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
     if cfg.batch % cfg.accumulate:
         raise ValueError(f"train.batch {cfg.batch} is not a multiple of train.accumulate {cfg.accumulate}")
-    micro = cfg.batch // cfg.accumulate
-    rank, size = distributed.world()
-    main = rank == 0
     net = model
-    if size > 1:  # modules built but never run (official counts) need unused-parameter detection
+    if distributed.world()[1] > 1:  # modules built but never run (official counts) need unused-parameter detection
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    loss_fn = make_loss(model, cfg)
-    start, fingerprint, rows = 0, checkpoints.run_fingerprint(cfg, train_ds, run_id), []
-    ckpt_path, log_path = out_dir / checkpoints.LAST, out_dir / "train_log.csv"
-    ck = checkpoints.load_state(out_dir, fingerprint) if state is READ_STATE else state
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        io.set_rng_state(ck["rng"])
-        start, rows = ck["step"], list(ck["log"])
-        ck.clear()  # consumed: a caller's reference to the state must not keep a copy of the weights alive
-        print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr)
-    checkpoints.check_free_space(out_dir, model)
-    train_ds.length = total * cfg.batch
+    return _Run(model=model, net=net, opt=opt, sched=sched, scaler=scaler, loss_fn=make_loss(model, cfg), cfg=cfg,
+                out_dir=out_dir, device=device, total=total,
+                fingerprint=checkpoints.run_fingerprint(cfg, train_ds, run_id), main=distributed.is_main())
+
+
+def _resume(run: _Run, state: dict | None | str) -> None:
+    """Load the run's resumable state (``READ_STATE``: look for it in ``last.pt``), if there is one."""
+    ck = checkpoints.load_state(run.out_dir, run.fingerprint) if state is READ_STATE else state
+    if ck is None:
+        return
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.sched.load_state_dict(ck["scheduler"])
+    run.scaler.load_state_dict(ck["scaler"])
+    io.set_rng_state(ck["rng"])
+    run.step, run.rows = ck["step"], list(ck["log"])
+    ck.clear()  # consumed: a caller's reference to the state must not keep a copy of the weights alive
+    print(f"resuming {run.out_dir} at step {run.step}/{run.total}", file=sys.stderr)
+
+
+def _loader(run: _Run, train_ds, num_workers: int) -> DataLoader:
+    """The rest of the run's micro-batches, from its step on (this rank's share under DDP)."""
+    cfg = run.cfg
+    rank, size = distributed.world()
+    train_ds.length = run.total * cfg.batch
     # micro-batches of the same index stream: accumulate=2 sees exactly the samples of one full batch
     workers = num_workers or cfg.workers
-    loader = DataLoader(train_ds, batch_size=micro // size,
-                        sampler=distributed.rank_indices(start, total, cfg.batch, cfg.accumulate, rank, size),
-                        num_workers=workers, drop_last=True, pin_memory=cfg.pin_memory and device.type == "cuda",
-                        persistent_workers=cfg.persistent_workers and workers > 0)
-    bar = io.progress(total, start, enabled=progress and main, desc=out_dir.name)
-    step, t0, n_window, saved = start, time.perf_counter(), 0, start
-    # the loss stays on the device between log points (no host sync per step); the first non-finite
-    # step and its loss are kept there too, so the error still names them
-    loss_sum, bad_step, bad_loss = (torch.zeros((), device=device) for _ in range(3))
+    return DataLoader(train_ds, batch_size=cfg.batch // cfg.accumulate // size,
+                      sampler=distributed.rank_indices(run.step, run.total, cfg.batch, cfg.accumulate, rank, size),
+                      num_workers=workers, drop_last=True, pin_memory=cfg.pin_memory and run.device.type == "cuda",
+                      persistent_workers=cfg.persistent_workers and workers > 0)
+
+
+def _loop(run: _Run, train_ds, log: LogFn, validate, num_workers: int, progress: bool,
+          stop_after: int | None) -> dict:
+    cfg = run.cfg
+    loader = _loader(run, train_ds, num_workers)
+    bar = io.progress(run.total, run.step, enabled=progress and run.main, desc=run.out_dir.name)
+    run.t0, run.n_window, run.saved = time.perf_counter(), 0, run.step
+    run.loss_sum, run.bad_step, run.bad_loss = (torch.zeros((), device=run.device) for _ in range(3))
     batches = iter(loader)
-    while step < total:
-        opt.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=device)
-        for _ in range(cfg.accumulate):
-            batch = next(batches)
-            rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
-            ex = batch.get("exemplar")
-            with _autocast(device, cfg.amp):
-                out = contract.call(net, rainy, ex.to(device) if ex is not None else None)
-                loss = loss_fn(out, rainy, clean) / cfg.accumulate  # mean over the full batch
-            scaler.scale(loss).backward()
-            step_loss += loss.detach().float()
-        new_bad = (~torch.isfinite(step_loss)) & (bad_step == 0)
-        bad_step = torch.where(new_bad, torch.full_like(bad_step, step + 1), bad_step)
-        bad_loss = torch.where(new_bad, step_loss, bad_loss)
-        if cfg.grad_clip > 0:  # clip the global gradient norm (unscaled first when AMP scales the loss)
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        step += 1
-        n_window += 1
-        loss_sum += step_loss
+    while run.step < run.total:
+        _optimiser_step(run, batches)
         bar.update(1)
-        if step % cfg.log_every == 0 or step % cfg.ckpt_every == 0 or step == total:
-            if distributed.all_max(bad_step).item():  # one sync per log/checkpoint point, before any write
-                bar.close()
-                if main:
-                    io.write_csv(log_path, rows)
-                bad, first = int(bad_step.item()), step - n_window + 1
-                kept = f"the last good checkpoint {ckpt_path} (step {saved}) is kept" if saved else \
-                    "no checkpoint was written yet"
-                raise FloatingPointError(
-                    f"{out_dir.name}: loss became {bad_loss.item()} at step {bad} (log window of steps {first}-"
-                    f"{step}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
-        if step % cfg.log_every == 0 or step == total:
-            mean_loss = distributed.all_mean(loss_sum).item() / n_window
-            row = {"step": step, "loss": mean_loss, "lr": opt.param_groups[0]["lr"],
-                   "sec_per_step": (time.perf_counter() - t0) / n_window}
-            loss_sum.zero_()
-            n_window, t0 = 0, time.perf_counter()
-            if main and validate is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == total):
-                model.eval()
-                row.update({f"val_{k}": v for k, v in validate(model).items()})
-                model.train()
-            rows.append(row)
-            if main:
-                log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if main and (step % cfg.ckpt_every == 0 or step == total):
-            checkpoints.save_state(out_dir, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(), "rng": io.rng_state(), "step": step, "fingerprint": fingerprint,
-                "log": rows})
-            io.write_csv(log_path, rows)
-            saved = step
-        if stop_after is not None and step >= stop_after and step < total:
+        step = run.step
+        if step % cfg.log_every == 0 or step % cfg.ckpt_every == 0 or step == run.total:
+            _check_finite(run, bar)
+        if step % cfg.log_every == 0 or step == run.total:
+            _log_row(run, log, validate, bar)
+        if run.main and (step % cfg.ckpt_every == 0 or step == run.total):
+            _checkpoint(run)
+        if stop_after is not None and step >= stop_after and step < run.total:
             bar.close()
-            return {"step": step, "total": total, "finished": False}
+            return {"step": step, "total": run.total, "finished": False}
     bar.close()
-    if main:
-        io.write_csv(log_path, rows)
-    return {"step": step, "total": total, "finished": True, "final_loss": rows[-1]["loss"] if rows else None}
+    if run.main:
+        io.write_csv(run.log_path, run.rows)
+    rows = run.rows
+    return {"step": run.step, "total": run.total, "finished": True, "final_loss": rows[-1]["loss"] if rows else None}
+
+
+def _optimiser_step(run: _Run, batches) -> None:
+    """One optimiser step over ``cfg.accumulate`` micro-batches; the loss is added to the log window."""
+    cfg, device = run.cfg, run.device
+    run.opt.zero_grad(set_to_none=True)
+    step_loss = torch.zeros((), device=device)
+    for _ in range(cfg.accumulate):
+        batch = next(batches)
+        rainy, clean = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
+        ex = batch.get("exemplar")
+        with _autocast(device, cfg.amp):
+            out = contract.call(run.net, rainy, ex.to(device) if ex is not None else None)
+            loss = run.loss_fn(out, rainy, clean) / cfg.accumulate  # mean over the full batch
+        run.scaler.scale(loss).backward()
+        step_loss += loss.detach().float()
+    new_bad = (~torch.isfinite(step_loss)) & (run.bad_step == 0)
+    run.bad_step = torch.where(new_bad, torch.full_like(run.bad_step, run.step + 1), run.bad_step)
+    run.bad_loss = torch.where(new_bad, step_loss, run.bad_loss)
+    if cfg.grad_clip > 0:  # clip the global gradient norm (unscaled first when AMP scales the loss)
+        run.scaler.unscale_(run.opt)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.sched.step()
+    run.step += 1
+    run.n_window += 1
+    run.loss_sum += step_loss
+
+
+def _check_finite(run: _Run, bar) -> None:
+    """Stop with one error naming the first non-finite step, before anything of it is written."""
+    if not distributed.all_max(run.bad_step).item():  # one sync per log/checkpoint point, before any write
+        return
+    bar.close()
+    if run.main:
+        io.write_csv(run.log_path, run.rows)
+    bad, first = int(run.bad_step.item()), run.step - run.n_window + 1
+    ckpt_path = run.out_dir / checkpoints.LAST
+    kept = f"the last good checkpoint {ckpt_path} (step {run.saved}) is kept" if run.saved else \
+        "no checkpoint was written yet"
+    raise FloatingPointError(
+        f"{run.out_dir.name}: loss became {run.bad_loss.item()} at step {bad} (log window of steps {first}-"
+        f"{run.step}); {kept}; lower the learning rate or set train.grad_clip, then rerun")
+
+
+def _log_row(run: _Run, log: LogFn, validate, bar) -> None:
+    """Close the log window: one train_log row (with validation when due), sent to ``log`` by rank 0."""
+    cfg, step = run.cfg, run.step
+    mean_loss = distributed.all_mean(run.loss_sum).item() / run.n_window
+    row = {"step": step, "loss": mean_loss, "lr": run.opt.param_groups[0]["lr"],
+           "sec_per_step": (time.perf_counter() - run.t0) / run.n_window}
+    run.loss_sum.zero_()
+    run.n_window, run.t0 = 0, time.perf_counter()
+    if run.main and validate is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == run.total):
+        run.model.eval()
+        row.update({f"val_{k}": v for k, v in validate(run.model).items()})
+        run.model.train()
+    run.rows.append(row)
+    if run.main:
+        log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
+    bar.set_postfix(loss=f"{row['loss']:.4f}")
+
+
+def _checkpoint(run: _Run) -> None:
+    """Write ``last.pt`` (everything a resumption needs, the log rows included) and ``train_log.csv``."""
+    checkpoints.save_state(run.out_dir, {
+        "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+        "scaler": run.scaler.state_dict(), "rng": io.rng_state(), "step": run.step, "fingerprint": run.fingerprint,
+        "log": run.rows})
+    io.write_csv(run.log_path, run.rows)
+    run.saved = run.step

@@ -3,12 +3,12 @@ excluding the never-run (``official_unused``) parameters from DDP's bookkeeping 
 probe backward, passed to ``DDP._set_params_and_buffers_to_ignore_for_model``). Not a test: a
 measurement script (docs/operations.md "Scaling out"), gloo on CPU, batch 1 of 32x32 per rank.
 
-    torchrun --standalone --nproc_per_node 2 tests/ddp_unused_cost.py MODEL STEPS
+    torchrun --standalone --nproc_per_node 2 tests/helpers/ddp_unused_cost.py MODEL STEPS
 """
 import sys, time, os
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 from benchmark.core.registry import build_model
 from benchmark.core import contract
 dist.init_process_group("gloo")

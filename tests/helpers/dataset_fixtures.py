@@ -17,7 +17,7 @@ import yaml
 
 from benchmark.datasets import transfer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 # PNG encoding of the larger fixtures (DID-MDN sample 3 is 4800x1639) is slow; tests use the small ones.
 BIG_DIDMDN = ("2.jpg", "3.jpg", "4.jpg", "8.jpg")
 BIG_INTERNET = tuple(f"{i}.jpg" for i in range(9, 21))

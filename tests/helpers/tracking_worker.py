@@ -2,14 +2,14 @@
 suite's tracking module, as a training does, logs ``steps`` steps of metrics (flushed every step, so
 the workers' writes interleave), one artifact, and closes it.
 
-    python tests/tracking_worker.py URI EXPERIMENT NAME RUN_DIR STEPS
+    python tests/helpers/tracking_worker.py URI EXPERIMENT NAME RUN_DIR STEPS
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmark.core import tracking  # noqa: E402
 from benchmark.core.config import TrackingCfg  # noqa: E402

@@ -17,7 +17,7 @@ from pipelines import evaluate, prepare, report, site, train
 from tests.conftest import tiny_ci
 
 HOSTILE = "<script>alert('x')</script>&\"q\""
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tree_params(params: dict, workdir: Path) -> dict:

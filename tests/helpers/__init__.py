@@ -1,0 +1,1 @@
+"""Modules the tests share (fixtures, workers, drivers); no tests of their own."""
