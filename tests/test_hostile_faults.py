@@ -1,0 +1,97 @@
+"""Hostile inputs and faults, second round (issue 26): checkpoint dtypes and builder arguments, EXIF
+orientation, deflate bombs, hostile download servers, a slow MLflow server, check-metrics values,
+SIGTERM during training. Each case ends in one line naming the file and the problem, never a silent
+wrong number."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.core import checkpoints, io
+from benchmark.core.registry import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- checkpoint dtypes, non-finite weights, builder arguments -------------------------------------
+
+def _prenet_ckpt(path: Path, args: dict | None = None, edit=None) -> Path:
+    torch.manual_seed(0)
+    model = build_model("prenet", stages=2, channels=8)
+    state = model.state_dict()
+    if edit:
+        state = edit(state)
+    io.save_torch(path, {"format": io.CKPT_FORMAT, "model_name": "prenet",
+                         "model_args": {"stages": 2, "channels": 8} if args is None else args, "state_dict": state})
+    return path
+
+
+def test_good_checkpoint_still_loads(tmp_path):
+    model = checkpoints.load_model(_prenet_ckpt(tmp_path / "model.pt"), expect="prenet")
+    assert next(model.parameters()).dtype == torch.float32 and not next(model.parameters()).is_meta
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_non_float_weights_refused_naming_file_and_tensor(tmp_path, dtype):
+    def cast(state):
+        k = next(iter(state))
+        return {**state, k: state[k].to(dtype)}
+    path = _prenet_ckpt(tmp_path / "model.pt", edit=cast)
+    first = next(iter(build_model("prenet", stages=2, channels=8).state_dict()))
+    with pytest.raises(checkpoints.CheckpointError) as e:
+        checkpoints.load_model(path)
+    msg = str(e.value)
+    assert str(path) in msg and first in msg and str(dtype).removeprefix("torch.") in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_refused_naming_file(tmp_path, bad):
+    def poison(state):
+        k = next(iter(state))
+        t = state[k].clone()
+        t.view(-1)[0] = bad
+        return {**state, k: t}
+    path = _prenet_ckpt(tmp_path / "model.pt", edit=poison)
+    with pytest.raises(checkpoints.CheckpointError, match="non-finite") as e:
+        checkpoints.load_model(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("args, word", [({"stages": 2, "channels": 8000}, "channels"),
+                                        ({"stages": 10**6, "channels": 8}, "stages"),
+                                        ({"stages": -1, "channels": 8}, "stages"),
+                                        ({"stages": 2, "channels": "8"}, "channels"),
+                                        ({"stages": 2, "channels": 8, "evil": 1}, "evil")])
+def test_hostile_model_args_refused_before_building(tmp_path, args, word):
+    path = _prenet_ckpt(tmp_path / "model.pt", args=args)
+    t = time.monotonic()
+    with pytest.raises(checkpoints.CheckpointError) as e:
+        checkpoints.load_model(path)
+    assert time.monotonic() - t < 10
+    assert str(path) in str(e.value) and f"model_args.{word}" in str(e.value)
+
+
+def test_model_args_that_imply_other_shapes_refused(tmp_path):
+    path = _prenet_ckpt(tmp_path / "model.pt", args={"stages": 2, "channels": 16})  # weights are 8 wide
+    with pytest.raises(checkpoints.CheckpointError, match="do not fit") as e:
+        checkpoints.load_model(path)
+    assert str(path) in str(e.value)
+
+
+def test_official_int_and_nan_weights_refused(tmp_path):
+    from benchmark.core.official import read_state
+
+    state = build_model("prenet").state_dict()
+    k = next(iter(state))
+    for name, edit in (("int", state[k].long()), ("nan", torch.full_like(state[k], float("nan")))):
+        path = tmp_path / f"{name}.pth"
+        torch.save({**state, k: edit}, path)
+        with pytest.raises(ValueError) as e:
+            read_state(path, "PReNet")
+        assert str(path) in str(e.value) and k in str(e.value)
+    torch.save(state, tmp_path / "ok.pth")
+    assert read_state(tmp_path / "ok.pth", "PReNet").keys() == state.keys()
+
