@@ -95,3 +95,63 @@ def test_official_int_and_nan_weights_refused(tmp_path):
     torch.save(state, tmp_path / "ok.pth")
     assert read_state(tmp_path / "ok.pth", "PReNet").keys() == state.keys()
 
+
+# --- EXIF orientation ----------------------------------------------------------------------------
+
+def _scene(w: int, h: int):
+    import numpy as np
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.stack([x * 255 / w, y * 255 / h, 128 + 100 * np.sin(x / 5) * np.cos(y / 7)], axis=-1)
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def _phone_jpeg(path: Path, upright) -> Path:
+    """What a phone writes: the sensor's pixels (turned 90 degrees against the scene) plus
+    orientation 6 ("rotate 90 degrees clockwise to show")."""
+    from PIL import Image
+    im = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # counter-clockwise: the sensor's view
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.save(path, format="JPEG", quality=95, exif=exif.tobytes())
+    return path
+
+
+def test_exif_rotated_input_scores_like_the_upright_one(tmp_path):
+    from PIL import Image
+
+    from benchmark.data import images
+    from benchmark.evaluation.metrics import psnr_rgb
+
+    scene = _scene(64, 64)  # square: unoriented, it would be scored silently against the wrong pixels
+    Image.fromarray(scene).save(tmp_path / "target.png")
+    Image.fromarray(scene).save(tmp_path / "upright.jpg", quality=95)
+    _phone_jpeg(tmp_path / "phone.jpg", scene)
+    target = images.load_rgb(tmp_path / "target.png")
+    upright = psnr_rgb(images.load_rgb(tmp_path / "upright.jpg"), target)
+    phone = psnr_rgb(images.load_rgb(tmp_path / "phone.jpg"), target)
+    assert upright > 30 and abs(phone - upright) < 1.0, (upright, phone)
+    # the target itself as a phone JPEG: the pair of two rotated files scores like two upright ones
+    _phone_jpeg(tmp_path / "phone_target.jpg", scene)
+    both = psnr_rgb(images.load_rgb(tmp_path / "phone.jpg"), images.load_rgb(tmp_path / "phone_target.jpg"))
+    assert both > 40
+
+
+def test_exif_rotated_sizes_and_derain_output_upright(tmp_path, capsys):
+    from PIL import Image
+
+    from benchmark.data import images
+    from benchmark.tools import cli
+
+    scene = _scene(64, 48)  # 64 wide, 48 high; the file stores 48 x 64 pixels
+    (tmp_path / "in").mkdir()
+    src = _phone_jpeg(tmp_path / "in" / "phone.jpg", scene)
+    info = images.inspect(src)
+    assert (info.width, info.height) == (64, 48)
+    assert images.load_rgb(src).shape == (48, 64, 3)
+    assert cli.main(["derain", "--model", "input", str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 0
+    outs = list((tmp_path / "out").rglob("*.png"))
+    assert len(outs) == 1
+    with Image.open(outs[0]) as out:
+        assert out.size == (64, 48) and out.getexif().get(0x0112, 1) == 1
+    capsys.readouterr()
+
