@@ -155,3 +155,22 @@ def test_exif_rotated_sizes_and_derain_output_upright(tmp_path, capsys):
         assert out.size == (64, 48) and out.getexif().get(0x0112, 1) == 1
     capsys.readouterr()
 
+
+# --- deflate-bomb checkpoint ---------------------------------------------------------------------
+
+def test_deflate_bomb_checkpoint_refused_before_inflating(tmp_path):
+    import zipfile
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(8 * 2**20)}, plain)  # 32 MiB of zeros, stored as torch writes them
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    assert bomb.stat().st_size < 2**20  # what a download or a copy would see
+    assert io.load_torch(plain)["w"].numel() == 8 * 2**20
+    with pytest.raises(ValueError, match="declare") as e:
+        io.load_torch(bomb)
+    assert str(bomb) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="decompression bomb"):
+        checkpoints.load_model(bomb)
