@@ -174,3 +174,130 @@ def test_deflate_bomb_checkpoint_refused_before_inflating(tmp_path):
     assert str(bomb) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="decompression bomb"):
         checkpoints.load_model(bomb)
+
+
+# --- hostile download servers --------------------------------------------------------------------
+
+class _Hostile:
+    """A local HTTP server whose one file is served by ``behaviour(handler, body)``."""
+
+    def __init__(self, behaviour, body: bytes = b""):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.ranges.append(self.headers.get("Range"))
+                try:
+                    behaviour(self, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+        self.ranges: list = []
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/f.zip"
+        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def _endless(h, body):
+    h.send_response(200)
+    h.end_headers()
+    chunk = b"\0" * 65536
+    for _ in range(2000):  # 128 MiB at most, should the client never stop
+        h.wfile.write(chunk)
+
+
+def _trickle(h, body):
+    h.send_response(200)
+    h.send_header("Content-Length", "100000")
+    h.end_headers()
+    for _ in range(200):
+        h.wfile.write(b"x")
+        h.wfile.flush()
+        time.sleep(0.05)
+
+
+def _206_from_zero(h, body):  # answers a Range request with 206 but sends (and says) byte 0 onwards
+    h.send_response(206 if h.headers.get("Range") else 200)
+    if h.headers.get("Range"):
+        h.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def _206_lying(h, body):  # claims the asked-for range, sends the whole body from byte 0
+    rng = h.headers.get("Range")
+    h.send_response(206 if rng else 200)
+    if rng:
+        start = int(rng.split("=")[1].rstrip("-"))
+        h.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+@pytest.fixture
+def hostile(monkeypatch):
+    from benchmark.datasets import transfer
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setattr(transfer, "RETRY_DELAY_S", 0.0)
+    made = []
+
+    def make(behaviour, body=b""):
+        made.append(_Hostile(behaviour, body))
+        return made[-1]
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.mark.parametrize("known_size", [True, False])
+def test_endless_body_capped_and_part_removed(tmp_path, hostile, known_size):
+    from benchmark.datasets import transfer
+    srv = hostile(_endless)
+    dest = tmp_path / "f.zip"
+    kw = {"size": 100_000} if known_size else {"max_bytes": 300_000}
+    t = time.monotonic()
+    with pytest.raises(transfer.DatasetError, match="exceeds") as e:
+        transfer.http_download(srv.url, dest, retries=0, progress=False, **kw)
+    assert time.monotonic() - t < 20 and srv.url in str(e.value)
+    assert not dest.exists() and not dest.with_name("f.zip.part").exists()
+
+
+def test_trickling_server_aborted_by_minimum_rate(tmp_path, hostile, monkeypatch):
+    from benchmark.datasets import transfer
+    monkeypatch.setattr(transfer, "RATE_WINDOW_S", 1.0)
+    monkeypatch.setattr(transfer, "MIN_RATE_BPS", 100)
+    srv = hostile(_trickle)
+    t = time.monotonic()
+    with pytest.raises(transfer.DatasetError, match="too slow"):
+        transfer.http_download(srv.url, tmp_path / "f.zip", retries=0, progress=False, timeout=30)
+    assert time.monotonic() - t < 5  # the server would take 10 s and its socket never times out
+
+
+@pytest.mark.parametrize("behaviour", [_206_from_zero, _206_lying])
+def test_206_never_spliced(tmp_path, hostile, behaviour):
+    from benchmark.datasets import transfer
+    body = bytes(range(256)) * 400
+    srv = hostile(behaviour, body)
+    dest = tmp_path / "f.zip"
+    dest.with_name("f.zip.part").write_bytes(body[:len(body) // 2])  # a killed earlier download
+    if behaviour is _206_from_zero:  # an honest Content-Range that does not fit: start over
+        transfer.http_download(srv.url, dest, retries=1, progress=False)
+        assert srv.ranges[0] == f"bytes={len(body) // 2}-" and srv.ranges[1] is None
+    else:  # no published checksum (resume=False): the .part is dropped, one whole response
+        transfer.http_download(srv.url, dest, retries=1, progress=False, resume=False)
+        assert srv.ranges == [None]
+    assert dest.read_bytes() == body
+
