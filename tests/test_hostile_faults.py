@@ -301,3 +301,69 @@ def test_206_never_spliced(tmp_path, hostile, behaviour):
         assert srv.ranges == [None]
     assert dest.read_bytes() == body
 
+
+# --- a trickling MLflow server; check-metrics on wrong values ------------------------------------
+
+def test_mlflow_probe_bounded_in_total_against_a_trickling_server(monkeypatch):
+    import socket
+    import threading
+
+    from benchmark.core import tracking
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setattr(tracking, "PROBE_TIMEOUT_S", 1.0)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    stop = threading.Event()
+
+    def trickle():  # a byte a second: every read succeeds within the per-read timeout
+        conn, _ = lsock.accept()
+        conn.recv(4096)
+        for b in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+            if stop.wait(0.5):
+                break
+            try:
+                conn.send(bytes([b]))
+            except OSError:
+                break
+        conn.close()
+    threading.Thread(target=trickle, daemon=True).start()
+    t = time.monotonic()
+    why = tracking._probe(f"http://127.0.0.1:{lsock.getsockname()[1]}")
+    took = time.monotonic() - t
+    stop.set()
+    lsock.close()
+    assert why and "1 s" in why and took <= 1.5, (why, took)
+
+
+def _gate_run(tmp_path, value):
+    runs = tmp_path / "runs"
+    (runs / "eval" / "prenet-rain-synth").mkdir(parents=True)
+    m = {"key": "prenet-rain-synth", "model": "prenet", "dataset": "rain-synth", "profile": "ci", "params_total": 10,
+         "results": {"rain-synth": {"psnr_y": value, "n_images": 4}}}
+    (runs / "eval" / "prenet-rain-synth" / "metrics.json").write_text(__import__("json").dumps(m))
+    ref = tmp_path / "ref.json"
+    ref.write_text('{"prenet-rain-synth/rain-synth/psnr_y": 30.0, "prenet-rain-synth/params_total": 10}')
+    return runs, ref
+
+
+@pytest.mark.parametrize("value", ["30.0", [30.0], None, {"a": 1}])
+def test_check_metrics_non_number_one_line(tmp_path, capsys, value):
+    from benchmark.tools import gate
+
+    runs, ref = _gate_run(tmp_path, value)
+    assert gate.main(["--runs", str(runs), "--reference", str(ref), "--params", str(tmp_path / "none.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.json: results.rain-synth.psnr_y is" in err[0] and "not a number" in err[0], err
+
+
+@pytest.mark.parametrize("text", ['{"prenet-rain-synth/rain-synth/psnr_y": ', '{"prenet-rain-synth/params_total": "10"}'])
+def test_check_metrics_bad_reference_names_the_file(tmp_path, capsys, text):
+    from benchmark.tools import gate
+
+    runs, ref = _gate_run(tmp_path, 30.0)
+    ref.write_text(text)
+    assert gate.main(["--runs", str(runs), "--reference", str(ref), "--params", str(tmp_path / "none.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(ref) in err[0], err
