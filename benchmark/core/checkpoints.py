@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
+import math
 import os
 import shutil
 import socket
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +57,118 @@ def _shape_problem(path: Path, what: str, theirs: dict, ours: dict) -> str:
     return ""
 
 
+# An integer builder argument stored in a checkpoint may be at most this many times its default
+# (and at least ARG_FLOOR): a file's ``{'channels': 8000}`` or ``{'stages': 10**6}`` would allocate
+# gigabytes or build for hours before any weight is compared. Real variants stay far below it.
+ARG_FACTOR, ARG_FLOOR, ARG_SEQ_MAX = 8, 32, 16
+
+
+def _arg_problem(name: str, default: Any, annotation: Any, value: Any) -> str:
+    """'' when ``value`` is a sensible value for a builder argument of this default/annotation."""
+    def scalar(d: Any, v: Any) -> str:
+        if isinstance(d, bool):
+            return "" if isinstance(v, bool) else f"must be true or false, got {v!r}"
+        if isinstance(d, int):
+            if not isinstance(v, int) or isinstance(v, bool):
+                return f"must be a whole number, got {v!r}"
+            hi = 2**63 - 1 if "seed" in name else max(ARG_FACTOR * d, ARG_FLOOR)
+            return "" if 0 <= v <= hi else f"must be between 0 and {hi}, got {v!r}"
+        if isinstance(d, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            return "" if ok else f"must be a finite number, got {v!r}"
+        if isinstance(d, str):
+            choices = [a for a in typing.get_args(annotation) if isinstance(a, str)]
+            if not isinstance(v, str):
+                return f"must be a string, got {v!r}"
+            return "" if not choices or v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+        if d is None:  # an optional setting: a plain number or string
+            ok = v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31)
+            return "" if ok else f"must be empty, a string or a whole number below 2**31, got {v!r}"
+        return ""
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or not 0 < len(value) <= ARG_SEQ_MAX:
+            return f"must be a list of at most {ARG_SEQ_MAX} values, got {value!r}"
+        for x in value:
+            d = max(default) if default and all(isinstance(e, int) for e in default) else (default[0] if default else None)
+            if problem := scalar(d, x):
+                return problem
+        return ""
+    return scalar(default, value)
+
+
+def check_model_args(name: str, args: Any, where: str) -> dict:
+    """``args`` if every entry is a known builder argument of model ``name`` with a value in range
+    (types as the builder's defaults, whole numbers within ``ARG_FACTOR`` x the default), else one
+    CheckpointError naming ``where`` (the file), the argument and the value. Runs before anything is
+    built, so that a hostile file cannot make the builder allocate gigabytes or loop for hours."""
+    from benchmark.core.registry import get_builder
+
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise CheckpointError(f"{where}: model_args must be a mapping of argument names, got {type(args).__name__}")
+    params = inspect.signature(get_builder(name)).parameters
+    for k, v in args.items():
+        p = params.get(k)
+        if p is None or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
+            raise CheckpointError(f"{where}: model_args.{k}: {name} has no such builder argument")
+        if problem := _arg_problem(k, p.default, p.annotation if not isinstance(p.annotation, str) else None, v):
+            raise CheckpointError(f"{where}: model_args.{k} {problem} (refused before building {name})")
+    return args
+
+
+def check_tensors(where: Any, state: dict, own: dict | None = None) -> None:
+    """Refuse a tensor whose dtype the model cannot hold (an integer, bool or complex tensor where the
+    model holds floats: a silent cast would give garbage outputs) and non-finite weights, naming the
+    file and the tensor. ``own``: the model's state_dict (meta tensors do); without it every tensor
+    must be floating point except BatchNorm's step counters."""
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        want = own.get(k) if own is not None else None
+        wants_float = want.dtype.is_floating_point if want is not None else not k.endswith("num_batches_tracked")
+        if wants_float and not v.dtype.is_floating_point:
+            raise CheckpointError(f"{where}: tensor {k} is {str(v.dtype).removeprefix('torch.')}, but the model holds "
+                                  "floating-point weights there; not a checkpoint of this network")
+        if v.dtype.is_floating_point and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{where}: tensor {k} holds {bad} non-finite value(s) (NaN or inf); the weights "
+                                  "are broken (a diverged training?)")
+
+
 def load_model(path: str | Path, expect: str | None = None) -> torch.nn.Module:
-    """Rebuild the network recorded in a suite checkpoint and load its weights (strictly)."""
-    from benchmark.core.registry import build_model
+    """Rebuild the network recorded in a suite checkpoint and load its weights (strictly).
+
+    The stored builder arguments are range-checked and the network is first built on the meta device
+    (no memory), so that its shapes and dtypes are compared with the file's tensors before anything
+    real is allocated."""
+    from benchmark.core.registry import UnknownModelError, build_model
 
     path = Path(path)
     ck = io.load_torch(path)
     if not isinstance(ck, dict) or ck.get("format") != io.CKPT_FORMAT:
         raise CheckpointError(f"{path}: not an msgnn-bench checkpoint (for official weights use --official)")
-    if expect is not None and ck["model_name"] != expect:
-        raise CheckpointError(f"{path}: holds model {ck['model_name']!r}, not {expect!r} as asked")
-    model = build_model(ck["model_name"], **ck["model_args"])
-    problem = _shape_problem(path, f"{ck['model_name']} {ck['model_args']}", ck["state_dict"], model.state_dict())
+    name, args, state = ck.get("model_name"), ck.get("model_args", {}), ck.get("state_dict")
+    if expect is not None and name != expect:
+        raise CheckpointError(f"{path}: holds model {name!r}, not {expect!r} as asked")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds no state_dict")
+    try:
+        check_model_args(name, args, str(path))
+        with torch.device("meta"):
+            shell = build_model(name, **args)
+    except (UnknownModelError, TypeError) as exc:
+        raise CheckpointError(f"{path}: holds model {name!r} that cannot be built: {exc}") from None
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: model_args {args} are not valid for {name}: {exc}") from None
+    own = shell.state_dict()
+    problem = _shape_problem(path, f"{name} {args}", state, own)
     if problem:
         raise CheckpointError(problem)
-    model.load_state_dict(ck["state_dict"])
+    check_tensors(path, state, own)
+    del shell, own
+    model = build_model(name, **args)
+    model.load_state_dict(state)
     return model.eval()
 
 

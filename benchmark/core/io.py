@@ -123,14 +123,40 @@ def save_torch(path: str | Path, obj: Any) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+# What a checkpoint archive may expand to: its members are stored (torch writes them uncompressed),
+# so a real file's declared sizes add up to about its own size; a deflate bomb declares far more.
+MAX_UNPACKED_RATIO = 4.0
+MAX_UNPACKED_SLACK = 2**20
+
+
+def _check_archive_sizes(path: Path) -> None:
+    """Refuse a zip checkpoint whose members declare more bytes than ``MAX_UNPACKED_RATIO`` x its
+    size (+ ``MAX_UNPACKED_SLACK``), from the central directory alone, before anything is inflated."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # a legacy (non-zip) pickle: torch reads it as is
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load names the damage below
+    limit = MAX_UNPACKED_RATIO * path.stat().st_size + MAX_UNPACKED_SLACK
+    if declared > limit:
+        raise ValueError(f"{path}: refused to load: its members declare {declared} bytes unpacked from "
+                         f"{path.stat().st_size} bytes on disk (limit {int(limit)}; a decompression bomb?)")
+
+
 def load_torch(path: str | Path) -> Any:
     """Read a checkpoint with ``torch.load(weights_only=True)``: only tensors and plain Python
     containers can come out of it, never an object whose unpickling runs code. Every checkpoint the
     suite writes holds only such types (RNG states included, see ``rng_state``), and so do the
-    official state_dicts. Any failure is one ``ValueError`` line naming the file."""
+    official state_dicts. A zip whose declared sizes exceed a few times its own size (a deflate
+    bomb) is refused before anything is read. Any failure is one ``ValueError`` line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    _check_archive_sizes(path)
     try:
         with warnings.catch_warnings():  # torch warns about plain pickles before refusing them below
             warnings.simplefilter("ignore", UserWarning)

@@ -79,7 +79,21 @@ def read_state(source, what: str) -> dict[str, torch.Tensor]:
         state[k] = v
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
+    check_weights(label, state)
     return state
+
+
+def check_weights(label: str, state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse integer, bool and complex tensors (no network here holds any but BatchNorm's step
+    counter, and a silent cast to float gives garbage outputs) and non-finite weights, in one
+    ValueError naming the source and the tensor."""
+    for k, v in state.items():
+        if not v.dtype.is_floating_point and not k.endswith("num_batches_tracked"):
+            raise ValueError(f"{label}: tensor {k} is {str(v.dtype).removeprefix('torch.')}, not floating point; "
+                             "not the weights of a network (refused rather than cast)")
+        if v.dtype.is_floating_point and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{label}: tensor {k} holds {int((~torch.isfinite(v)).sum())} non-finite value(s) "
+                             "(NaN or inf); the weights are broken")
 
 
 def load_mapped(model: nn.Module, state: Mapping[str, torch.Tensor], rename: Callable[[str], str | None],
@@ -91,7 +105,7 @@ def load_mapped(model: nn.Module, state: Mapping[str, torch.Tensor], rename: Cal
     """
     own = model.state_dict()
     mapped: dict[str, torch.Tensor] = {}
-    unexpected, shapes, doubles, tried = [], [], [], set()
+    unexpected, shapes, doubles, dtypes, tried = [], [], [], [], set()
     for name, tensor in state.items():
         ours = rename(name)
         if ours is None or ours not in own:
@@ -101,12 +115,16 @@ def load_mapped(model: nn.Module, state: Mapping[str, torch.Tensor], rename: Cal
         elif tuple(tensor.shape) != tuple(own[ours].shape):
             tried.add(ours)
             shapes.append(f"{name}: {tuple(tensor.shape)} (expected {tuple(own[ours].shape)})")
+        elif own[ours].dtype.is_floating_point and not tensor.dtype.is_floating_point:
+            tried.add(ours)
+            dtypes.append(f"{name}: {str(tensor.dtype).removeprefix('torch.')}")
         else:
             mapped[ours] = tensor.detach().to(own[ours].dtype)
     missing = [k for k in own if k not in mapped and k not in tried]
     error = problems_error(f"{source_label(source)}: not an official {what} state_dict for this configuration; ",
                            [("unexpected keys", unexpected), ("keys mapped twice", doubles),
-                            ("shape mismatches", shapes), ("missing (our names)", missing)])
+                            ("shape mismatches", shapes), ("not floating point (refused, not cast)", dtypes),
+                            ("missing (our names)", missing)])
     if error:
         raise error
     model.load_state_dict(mapped, strict=True)

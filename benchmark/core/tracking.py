@@ -131,16 +131,30 @@ class MlflowTracker(Tracker):
 
 def _probe(uri: str) -> str:
     """'' when an HTTP tracking server answers within a few seconds, else why not. MLflow's own
-    client retries for minutes before failing, which a training must not wait for."""
+    client retries for minutes before failing, which a training must not wait for. The bound is on
+    the whole answer, not per read: a server trickling a byte a second costs ``PROBE_TIMEOUT_S``
+    (the request runs in a daemon thread that is left behind if it has not finished by then)."""
     if not uri.startswith(("http://", "https://")):
         return ""
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
-    except urllib.error.HTTPError:
-        return ""  # it answered (an auth or path error is for MLflow to report)
-    except (urllib.error.URLError, OSError) as exc:
-        return f"no answer within {PROBE_TIMEOUT_S:.0f} s: {getattr(exc, 'reason', exc)}"
-    return ""
+    import threading
+
+    box: dict[str, str] = {}
+
+    def ask() -> None:
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
+            box["why"] = ""
+        except urllib.error.HTTPError:
+            box["why"] = ""  # it answered (an auth or path error is for MLflow to report)
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, garbage (http.client errors)
+            box["why"] = f"no answer within {PROBE_TIMEOUT_S:g} s: {getattr(exc, 'reason', exc)}"
+
+    worker = threading.Thread(target=ask, name="mlflow-probe", daemon=True)
+    worker.start()
+    worker.join(PROBE_TIMEOUT_S)
+    if worker.is_alive():
+        return f"no complete answer within {PROBE_TIMEOUT_S:g} s (a stalled or trickling server)"
+    return box.get("why", "")
 
 
 def artifact_root(cfg: TrackingCfg) -> Path:

@@ -6,6 +6,9 @@ Rules (also in README, "Failure behaviour"):
   not an image, truncated/corrupt, 16-bit or float samples, colour modes other than those below,
   transparent pixels, more than ``max_pixels`` pixels (checked from the header, before any pixel
   is decoded), sides shorter than the caller's minimum (training patch, SSIM window);
+* oriented: an EXIF orientation tag (phone photos: the sensor's pixels plus "rotate 90°") is applied
+  on read, as every photo viewer does, so inputs, targets and ``derain`` outputs are all upright and
+  a rotated input is never scored against an upright target; sizes are reported as oriented;
 * converted: grey (and 1-bit) → RGB by replicating the channel; palette → RGB through its palette;
   RGBA/LA/PA whose alpha is 255 everywhere → RGB (alpha dropped: it carries nothing). Any
   transparent pixel is refused rather than composited, because the result would depend on an
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # 4096 x 4096: above every image of the paper's datasets (the largest, DID-MDN's real set, is
 # ~8 MP), far below the 100 MP header that got `derain` killed at 21 GB. `--max-pixels` raises it.
@@ -61,8 +64,21 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         raise DataError(f"{path}: unreadable image header ({exc})") from exc
 
 
+_ORIENTATION = 0x0112  # EXIF tag; values 5-8 turn the picture by 90 degrees (width and height swap)
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: no orientation, like a photo viewer
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def _check_header(path: Path, im: Image.Image, max_pixels: int, min_side: int, why: str) -> ImageInfo:
     w, h = im.size
+    if _orientation(im) >= 5:
+        w, h = h, w  # the size the picture is shown (and read) at
     if w * h > max_pixels:
         raise DataError(f"{path}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels "
                         f"(raise it with --max-pixels if the memory is there)")
@@ -93,6 +109,8 @@ def _to_rgb(path: Path, im: Image.Image) -> Image.Image:
         im.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: truncated or corrupt image ({exc}); re-download or remove it") from exc
+    if _orientation(im) != 1:
+        im = ImageOps.exif_transpose(im)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in _ALPHA_MODES:

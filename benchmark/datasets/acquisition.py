@@ -84,7 +84,8 @@ def _fetch_archive(spec: DatasetSpec, a: ArchiveSpec, downloads: Path, progress:
     errors = []
     for url in a.urls:
         try:
-            return http_download(url, downloads / a.file, size=a.size, progress=progress)
+            # no published sha256: the hash of this download becomes the trusted value, so never a spliced resume
+            return http_download(url, downloads / a.file, size=a.size, progress=progress, resume=a.sha256 is not None)
         except DatasetError as exc:
             errors.append(exc)
     if all(isinstance(e, OfflineError) for e in errors):

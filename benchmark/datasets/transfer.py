@@ -31,6 +31,12 @@ TIMEOUT_S = 60.0
 RETRIES = 4
 RETRY_DELAY_S = 1.0
 CHUNK = 1 << 20
+# A body larger than this is refused when the spec gives no size (with a size, one byte more is refused).
+MAX_DOWNLOAD_BYTES = 64 * 2**30
+# A transfer slower than MIN_RATE_BPS over any RATE_WINDOW_S is abandoned (a server trickling a byte
+# every 2 s would otherwise never time out: each read returns before the socket timeout).
+MIN_RATE_BPS = 4096
+RATE_WINDOW_S = 60.0
 
 
 class DatasetError(Exception):
@@ -78,6 +84,10 @@ class _Truncated(Exception):
     pass
 
 
+class _TooBig(Exception):
+    pass
+
+
 def _is_unreachable(exc: BaseException) -> bool:
     """A failure to connect at all (no DNS, refused, no route, connect timeout)."""
     if isinstance(exc, urllib.error.HTTPError):
@@ -87,16 +97,29 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 
 def http_download(url: str, dest: Path, *, size: int | None = None, retries: int = RETRIES,
-                  timeout: float = TIMEOUT_S, progress: bool = True) -> Path:
+                  timeout: float = TIMEOUT_S, progress: bool = True, resume: bool = True,
+                  max_bytes: int | None = None) -> Path:
     """Stream ``url`` into ``dest`` through ``dest.part``, resuming with HTTP Range after a drop.
 
-    A ``.part`` left by an earlier run is resumed too. Raises OfflineError when the server
-    cannot be reached at all and DatasetError for HTTP errors or repeated failures.
+    A ``.part`` left by an earlier run is resumed too, unless ``resume`` is false: a file with no
+    published checksum must come whole from one response, since its hash becomes the trusted
+    first-download value and a resumed transfer could splice two different bodies. A 206 answer
+    must carry the ``Content-Range`` asked for (start, length, total); otherwise the transfer
+    starts over. The body may not exceed ``size`` (when known) or ``max_bytes``
+    (``MAX_DOWNLOAD_BYTES``): the ``.part`` is removed and the download refused. A transfer
+    slower than ``MIN_RATE_BPS`` over ``RATE_WINDOW_S`` is abandoned like a dropped connection.
+    Raises OfflineError when the server cannot be reached at all and DatasetError for HTTP
+    errors, oversized bodies or repeated failures.
     """
     part = dest.with_name(dest.name + ".part")
+    limit = size if size is not None else (max_bytes if max_bytes is not None else MAX_DOWNLOAD_BYTES)
+    if not resume:
+        part.unlink(missing_ok=True)
     responded = False  # any HTTP response in this call: later failures are drops, not offline
     last: BaseException | None = None
     for attempt in range(retries + 1):
+        if not resume:
+            part.unlink(missing_ok=True)
         have = part.stat().st_size if part.exists() else 0
         if size is not None and have == size:
             break
@@ -108,27 +131,50 @@ def http_download(url: str, dest: Path, *, size: int | None = None, retries: int
                 responded = True
                 status = resp.status
                 start = 0
-                if status == 206:
-                    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-                    start = int(m.group(1)) if m else -1
-                    if start != have:  # the server resumed somewhere else: start over
-                        part.unlink(missing_ok=True)
-                        raise _Truncated(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}")
                 length = resp.headers.get("Content-Length")
-                expected = int(length) if length is not None else None
+                expected = int(length) if length is not None and length.isdigit() else None
+                if status == 206:
+                    crange = resp.headers.get("Content-Range", "")
+                    m = re.fullmatch(r"\s*bytes (\d+)-(\d+)/(\d+|\*)\s*", crange)
+                    start = int(m.group(1)) if m else -1
+                    whole = int(m.group(3)) if m and m.group(3) != "*" else None
+                    if (start != have or (expected is not None and int(m.group(2)) - start + 1 != expected)
+                            or (whole is not None and size is not None and whole != size)):
+                        # not the rest of the same file: start over, never splice
+                        part.unlink(missing_ok=True)
+                        raise _Truncated(f"unexpected 206 Content-Range {crange!r} (asked for bytes {have}-)")
                 total = start + expected if expected is not None else size
+                if total is not None and total > limit:
+                    part.unlink(missing_ok=True)
+                    raise _TooBig(f"the server announces {total} bytes, more than "
+                                  + (f"the expected size {size}" if size is not None else f"the limit of {limit}"))
                 got = 0
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with open(part, "ab" if start else "wb") as fh, \
                         tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=dest.name,
                              disable=None if progress else True, file=sys.stderr, leave=False) as bar:
-                    for chunk in iter(lambda: resp.read(CHUNK), b""):
+                    window_start, window_got = time.monotonic(), 0
+                    # read1: whatever has arrived (read(n) would wait for n bytes and hide a trickle)
+                    for chunk in iter(lambda: resp.read1(CHUNK), b""):
+                        if start + got + len(chunk) > limit:
+                            fh.close()
+                            part.unlink(missing_ok=True)
+                            raise _TooBig(f"the body exceeds " + (f"the expected size of {size} bytes" if size
+                                          is not None else f"the limit of {limit} bytes (max_bytes)"))
                         fh.write(chunk)
                         got += len(chunk)
                         bar.update(len(chunk))
+                        now = time.monotonic()
+                        if now - window_start >= RATE_WINDOW_S:
+                            if got - window_got < MIN_RATE_BPS * (now - window_start):
+                                raise _Truncated(f"too slow: {got - window_got} bytes in {now - window_start:.0f} s "
+                                                 f"(minimum {MIN_RATE_BPS} bytes/s)")
+                            window_start, window_got = now, got
                 if expected is not None and got < expected:
                     raise _Truncated(f"connection closed after {start + got} of {start + expected} bytes")
             break
+        except _TooBig as exc:
+            raise DatasetError(f"download of {url} refused: {exc}; nothing kept") from None
         except urllib.error.HTTPError as exc:
             responded = True
             if exc.code == 416 and have:  # nothing left to send: the .part may already be whole

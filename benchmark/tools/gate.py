@@ -33,6 +33,17 @@ def tolerance(metric: str) -> float | None:
     return PROTOCOL_TOLERANCE.get(metric.split(":", 1)[0]) if ":" in metric else None
 
 
+class GateError(ValueError):
+    """A metrics or reference file the gate cannot compare; one line naming the file and the key."""
+
+
+def _number(value, where: str, key: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise GateError(f"{where}: {key} is {value!r} ({type(value).__name__}), not a number; rerun the stage that "
+                    "wrote it or fix the file")
+
+
 def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
     """Every compared value of ``runs_dir/eval/*/metrics.json``; with ``profile``, only the runs of that
     profile (the committed metrics files of the default profile sit beside the ci run's in a clone)."""
@@ -42,10 +53,12 @@ def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
             continue
         key = m.get("key", run_key(m["model"], m["dataset"]))  # seed replicas and ablation variants have their own
         for eval_set, r in m["results"].items():
+            if not isinstance(r, dict):
+                raise GateError(f"{f}: results.{eval_set} is {r!r}, not a mapping of metrics")
             for k, v in r.items():
                 if tolerance(k) is not None:
-                    out[f"{key}/{eval_set}/{k}"] = v
-        out[f"{key}/params_total"] = m["params_total"]
+                    out[f"{key}/{eval_set}/{k}"] = _number(v, str(f), f"results.{eval_set}.{k}")
+        out[f"{key}/params_total"] = _number(m.get("params_total"), str(f), "params_total")
     return out
 
 
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = yaml.safe_load(Path(args.params).read_text()).get("profile") if Path(args.params).is_file() else None
     try:
         now = current(Path(args.runs), profile)
-    except RunFolderError as exc:
+    except (RunFolderError, GateError) as exc:
         print(f"check-metrics: error: {exc}", file=sys.stderr)
         return 1
     if not now:
@@ -90,7 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     if not ref_path.is_file():
         print(f"check-metrics: reference {ref_path} not found; create it with --update", file=sys.stderr)
         return 1
-    bad = compare(json.loads(ref_path.read_text()), now)
+    try:
+        ref = json.loads(ref_path.read_text())
+        if not isinstance(ref, dict):
+            raise GateError(f"{ref_path}: not a mapping of metric keys to values")
+        ref = {k: _number(v, str(ref_path), k) for k, v in ref.items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"check-metrics: error: {ref_path}: not readable JSON ({exc})", file=sys.stderr)
+        return 1
+    except GateError as exc:
+        print(f"check-metrics: error: {exc}", file=sys.stderr)
+        return 1
+    bad = compare(ref, now)
     if bad:
         w = max(len(b[0]) for b in bad)
         print(f"check-metrics: {len(bad)} value(s) out of tolerance vs {ref_path}:", file=sys.stderr)
