@@ -72,7 +72,8 @@ def test_dvc_yaml_stages_cover_every_model(repo_params):
 
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert set(dvc) == {"prepare", "train_msgnn", "train", "evaluate_msgnn", "evaluate", "evaluate_input",
-                        "report", "site", "replicate_msgnn", "replicate", "ablation"}
+                        "report", "site", "replicate_msgnn", "replicate", "ablation", "official", "official_report",
+                        "train_plugin", "evaluate_plugin", "score"}
     assert dvc["ablation"]["matrix"] == {"group": "${ablation_groups}", "seed": "${seeds}"}
     assert dvc["train"]["matrix"]["model"] == "${baselines}"
     assert "baselines/${item.model}.py" in dvc["train"]["deps"]

@@ -159,7 +159,7 @@ def http_download(url: str, dest: Path, *, size: int | None = None, retries: int
                         if start + got + len(chunk) > limit:
                             fh.close()
                             part.unlink(missing_ok=True)
-                            raise _TooBig(f"the body exceeds " + (f"the expected size of {size} bytes" if size
+                            raise _TooBig("the body exceeds " + (f"the expected size of {size} bytes" if size
                                           is not None else f"the limit of {limit} bytes (max_bytes)"))
                         fh.write(chunk)
                         got += len(chunk)

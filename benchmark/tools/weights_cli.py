@@ -74,7 +74,7 @@ def download(spec: CheckpointSpec, root: Path, source: Path | None = None, force
             try:
                 transfer.http_download(url, tmp, size=spec.size)
                 break
-            except OfflineError as exc:
+            except OfflineError:
                 last = OfflineError(f"{spec.name}: offline, cannot reach {url}")
             except DatasetError as exc:
                 last = exc
