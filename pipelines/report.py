@@ -10,7 +10,6 @@ writes ``reports/table{1..5}.{md,csv,tex}``, ``reports/fig7.csv``,
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 from pathlib import Path
@@ -21,8 +20,8 @@ import yaml
 from benchmark.core import config, io
 from benchmark.core.registry import display_name, paper_rank
 from benchmark.evaluation import protocols
-from benchmark.reporting import tables
-from benchmark.core.runs import RUNS, RunFolderError, run_files
+from benchmark.reporting import figures, tables
+from benchmark.core.runs import RUNS, RunFolderError
 
 # Table 1's "2.46M" is the released code's exemplar-off count; the method as described has the exemplar
 MSGNN_PARAMS_NOTE = ("2,061,579 (exemplar on: the method as described) · the paper's 2.46M = 2,459,689 "
@@ -152,36 +151,13 @@ def fig7(df: pd.DataFrame, ref: dict, path: Path, proto: str = protocols.PAPER) 
     _save(fig, path)
 
 
-def curves(runs_dir: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on CI or servers
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for f in run_files(runs_dir, "train", "train_log.csv"):
-        with open(f, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if rows:
-            ax.plot([float(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label=f.parent.name)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss")
-    ax.set_title("Training curves")
-    if ax.lines:
-        ax.legend(fontsize=7)
-    _save(fig, out)
-
-
 def _save(fig, path: Path) -> None:
-    """Lay out, write (temporary name, then rename: never a half-written PNG) and close."""
+    """Lay out, write atomically and close."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    figures.save_figure(fig, path)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             write_table(out, table, df, markdown_ablation(table, df, ref, proto, profile),
                         [c for c, _ in not_run(table, df, ref)], profile)
-    curves(runs_dir, out / "figures" / "training_curves.png")
+    figures.training_panels(runs_dir, out / "figures" / "training_curves.png")  # the page shows the same panels
     print(md)
     return 0
 

@@ -52,7 +52,7 @@ def steps_trained(runs_dir: Path, key: str) -> int | None:
     f = find_run(runs_dir, "train", key) / "train_log.csv"
     if not f.is_file():
         return None
-    rows = html_tables.read_csv(f)[1]
+    rows = io.read_csv(f)[1]
     return int(float(rows[-1]["step"])) if rows else None
 
 
@@ -78,7 +78,7 @@ def tables_view(reports: Path, runs_dir: Path, paper: dict) -> tuple[list[dict],
     """Each ``reports/table*.csv`` as the page shows it: one view per scoring protocol (Table 1 as
     methods × datasets, Tables 2–5 a row per variant) and the full CSV; the protocols; the profiles."""
     files = sorted(reports.glob("table*.csv"), key=lambda p: natural_key(p.name))
-    parsed = [(f, *html_tables.read_csv(f)) for f in files]
+    parsed = [(f, *io.read_csv(f)) for f in files]
     protos = html_tables.protocols([(c, r) for _, c, r in parsed])
     out, profiles = [], set()
     for f, cols, rows in parsed:
@@ -155,7 +155,7 @@ def write_plot_data(runs_dir: Path, runs: list[figures.Run], out: Path) -> None:
     """Long-format CSVs for `dvc plots` (one line per run via the `run` column)."""
     rows = []
     for f in run_files(runs_dir, "train", "train_log.csv"):
-        for r in html_tables.read_csv(f)[1]:
+        for r in io.read_csv(f)[1]:
             rows.append({"run": f.parent.name, "step": r.get("step"), "loss": r.get("loss"),
                          "val_psnr_y": r.get("val_psnr_y", "")})
     io.write_csv(out / "training.csv", rows, ["run", "step", "loss", "val_psnr_y"])
@@ -165,7 +165,7 @@ def write_plot_data(runs_dir: Path, runs: list[figures.Run], out: Path) -> None:
         if f.is_file():
             img += [{"run": r.key, "eval_set": x.get("eval_set", ""), "image": x.get("name", ""),
                      "psnr_y": x.get("psnr_y", ""), "ssim_y": x.get("ssim_y", "")}
-                    for x in html_tables.read_csv(f)[1] if x.get("psnr_y")]
+                    for x in io.read_csv(f)[1] if x.get("psnr_y")]
     io.write_csv(out / "per_image.csv", img, ["run", "eval_set", "image", "psnr_y", "ssim_y"])
 
 

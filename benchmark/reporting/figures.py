@@ -14,17 +14,15 @@ that writes it.
 """
 from __future__ import annotations
 
-import csv
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from benchmark.core import io
 from benchmark.core.config import PAPER_PROTOCOL
 from benchmark.data import loading as data
 from benchmark.core.registry import DISPLAY, display_name, paper_rank
@@ -82,10 +80,9 @@ def per_image(run_dir: Path, eval_set: str, image: str) -> dict:
     f = run_dir / "per_image.csv"
     if not f.is_file():
         raise FigureError(f"{f}: not found; run `dvc repro evaluate` first")
-    with open(f, newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("eval_set") == eval_set and row.get("name") == image:
-                return row
+    for row in io.read_csv_rows(f):
+        if row.get("eval_set") == eval_set and row.get("name") == image:
+            return row
     raise FigureError(f"{f}: no row for image {image!r} of {eval_set!r}")
 
 
@@ -200,11 +197,6 @@ def comparison_grid(runs_dir: Path, data_root: Path, eval_set: str, image: str, 
     return grid(cols, box, width, title or f"{eval_set} / {image}"), [(c[0], c[1]) for c in cols]
 
 
-def _rows(f: Path) -> list[dict]:
-    with open(f, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _num(v) -> float | None:
     try:
         x = float(v)
@@ -220,7 +212,7 @@ def training_panels(runs_dir: Path, out: Path, ncols: int = 3) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = [(f.parent.name, _rows(f)) for f in run_files(runs_dir, "train", "train_log.csv")]
+    logs = [(f.parent.name, io.read_csv_rows(f)) for f in run_files(runs_dir, "train", "train_log.csv")]
     logs = [(k, r) for k, r in logs if r and is_table1_run(k)]
     logs.sort(key=lambda kr: (paper_rank(kr[0].split("-")[0]), kr[0]))
     n = max(1, len(logs))
@@ -299,23 +291,11 @@ def _finish(fig, axes, out: Path, empty: str | None) -> None:
     plt.close(fig)
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_figure(fig, path: Path) -> None:
     # a fixed creation date: the same runs give byte-identical PNGs
-    _atomic(Path(path), lambda t: fig.savefig(t, dpi=110, format="png", metadata={"Software": None}))
+    io.atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png", metadata={"Software": None}))
 
 
 def save_image(img: Image.Image | np.ndarray, path: Path) -> None:
     im = Image.fromarray(img) if isinstance(img, np.ndarray) else img
-    _atomic(Path(path), lambda t: im.save(t, format="PNG"))
+    io.atomic_write(path, lambda f: im.save(f, format="PNG"))

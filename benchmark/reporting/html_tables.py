@@ -15,20 +15,13 @@ escaped.
 """
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 from typing import Callable
+
 
 NONRANKED = {"input"}  # the rainy-input row is a reference, not a competitor
 NOT_RUN = "not run in this profile"
 
-
-def read_csv(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="") as fh:
-        r = csv.DictReader(fh)
-        rows = list(r)
-        return list(r.fieldnames or []), rows
 
 
 def metric_kind(col: str) -> str | None:

@@ -18,13 +18,13 @@ CSV schema (stable, read by the HTML report):
 """
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from benchmark.core import io
 from benchmark.evaluation import protocols
 from benchmark.core.registry import display_name
 from benchmark.core.runs import eval_metrics, find_run
@@ -79,10 +79,9 @@ def _per_image(runs_dir: Path, keys: list[str], dataset: str, metric: str) -> di
         path = find_run(runs_dir, "eval", k) / "per_image.csv"
         if not path.is_file():
             continue
-        with open(path, newline="") as fh:
-            for r in csv.DictReader(fh):
-                if r.get("eval_set") == dataset and r.get(metric) not in (None, ""):
-                    acc.setdefault(r["name"], []).append(float(r[metric]))
+        for r in io.read_csv_rows(path):
+            if r.get("eval_set") == dataset and r.get(metric) not in (None, ""):
+                acc.setdefault(r["name"], []).append(float(r[metric]))
     return {n: float(np.mean(v)) for n, v in acc.items()}
 
 
