@@ -1,0 +1,1 @@
+"""msgnn-bench: the library under the DVC stages, in layers (docs/design.md)."""

@@ -1,0 +1,1 @@
+"""What every stage shares: settings, the model registry and contract, run paths, checkpoints, tracking."""

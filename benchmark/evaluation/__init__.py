@@ -1,0 +1,1 @@
+"""Full-image inference, metrics and scoring protocols (evaluate stages; trainings validate with them)."""

@@ -1,0 +1,1 @@
+"""Tables, figures and the HTML tables of the report and site stages."""

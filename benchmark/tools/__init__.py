@@ -1,0 +1,1 @@
+"""Command-line tools outside every stage (msgnn-bench): no DVC stage imports them."""

@@ -1,0 +1,1 @@
+"""The training loop, its losses and the distributed helpers (train stages only)."""
