@@ -71,7 +71,7 @@ def test_stage_main_reports_bad_input(workdir, capsys):
     err = capsys.readouterr().err
     assert "data/rain-synth" in err and "not found" in err
     assert train.main(["--model", "nosuch", "--dataset", "rain-synth"]) == 1
-    assert "no models.nosuch section" in capsys.readouterr().err
+    assert "'nosuch' is not a registered model" in capsys.readouterr().err
 
 
 def test_only_tracking_imports_mlflow():
