@@ -191,7 +191,8 @@ def relu_scan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scan: s
     if scan not in SCANS:
         raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
     if scan == "auto":
-        scan = "sequential" if x.device.type == "cpu" else "parallel"
+        # the meta device (FLOP counts, device checks) holds no values to branch on: the sequential path
+        scan = "sequential" if x.device.type in ("cpu", "meta") else "parallel"
     fn = _ParallelReluScan if scan == "parallel" else _ReluScan
     return fn.apply(x.to(weight.dtype).contiguous(), weight, bias)
 

@@ -52,6 +52,8 @@ def test_contract_members_are_read_only_through_the_contract_module():
     pattern = re.compile(r"""(?:getattr|hasattr)\(\s*\w+\s*,\s*["'](needs_exemplar|pad_multiple|weightless|own_loss)["']"""
                          r"""|\(\s*\w+\s*,\s*exemplar\s*=""")
     offenders = [f"{p.relative_to(REPO)}:{i}" for d in ("benchmark", "pipelines")
-                 for p in sorted((REPO / d).rglob("*.py")) if p.name != "contract.py"
+                 # the plugin probe checks a plugin's declared members as given, before the contract's
+                 # readers would coerce them (benchmark/core/plugins.py)
+                 for p in sorted((REPO / d).rglob("*.py")) if p.name not in ("contract.py", "plugins.py")
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
