@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -33,7 +34,8 @@ def test_a_measured_case_counts_the_same_work_as_meta():
     assert row["reference"]["width"] == conv_width(build_model("msgnn", **TINY)) == 32
     assert row["gflops"] == pytest.approx(row["gflop"] / (row["median_ms"] / 1e3))
     assert row["efficiency"] == pytest.approx(row["gflops"] / row["reference"]["gflops"])
-    assert 0 < row["efficiency"] < 10 and row["threads"] == torch.get_num_threads()
+    assert math.isfinite(row["efficiency"]) and row["efficiency"] > 0  # its size swings with load: not asserted
+    assert row["threads"] == torch.get_num_threads()
 
 
 def test_bf16_autocast_training_step_runs_on_cpu():
