@@ -109,11 +109,17 @@ def _download(args) -> int:
     return 0
 
 
-def _verify(args) -> int:
+def _present(args):
+    """The registry entry named on the command line and its downloaded file (one error if absent)."""
     spec = registry.get(args.name, args.registry)
     path = spec.file_path(args.root)
     if not path.is_file():
         raise DatasetError(f"{spec.name}: {path} not found; run `msgnn-bench weights download {spec.name}`")
+    return spec, path
+
+
+def _verify(args) -> int:
+    spec, path = _present(args)
     res = check_file(spec, path)
     missing = [k for k in ("sha256", "git_blob_sha1") if k not in res["checked"]]
     extra = f"; not recorded: {', '.join(missing)} (measured: " + \
@@ -123,10 +129,7 @@ def _verify(args) -> int:
 
 
 def _path(args) -> int:
-    spec = registry.get(args.name, args.registry)
-    path = spec.file_path(args.root)
-    if not path.is_file():
-        raise DatasetError(f"{spec.name}: {path} not found; run `msgnn-bench weights download {spec.name}`")
+    _, path = _present(args)
     print(path.resolve())
     return 0
 
