@@ -4,7 +4,7 @@
   commands, deps, params) are equal once the profile name is set aside, and the two profile blocks
   differ only in budget keys;
 * (slow; `.ci/run` calls it) in a scratch copy: every paper dataset built as a tiny archive in its
-  release's layout (tests/rehearsal_archives.py), the automatic ones served from 127.0.0.1 through
+  release's layout (tests/helpers/rehearsal_archives.py), the automatic ones served from 127.0.0.1 through
   the real download code, the manual ones handed over with ``msgnn-bench datasets download --from``
   after ``prepare`` stopped with the manual step; ``dvc repro`` to Table 1 with every paper row,
   Tables 2-5 and Fig. 7 from the per-variant stages, the real-world images in the page, ``dvc status``
@@ -93,7 +93,7 @@ def test_from_archive_survives_dvc_clearing_the_dataset(tmp_path):
 
     from benchmark import datasets as ds
 
-    from .dataset_fixtures import make_zip, rain100l_registry
+    from .helpers.dataset_fixtures import make_zip, rain100l_registry
 
     if not (SHARED / "data").is_dir():
         pytest.skip("needs ../shared/data")
@@ -138,7 +138,7 @@ def test_prepare_checks_an_eval_set_where_it_put_it(tmp_path, monkeypatch, capsy
 # ------------------------------------------------------------------ the slow rehearsal
 
 def _server(files: dict[str, bytes]):
-    from .dataset_fixtures import _Handler as Handler  # serves Range requests like a real mirror
+    from .helpers.dataset_fixtures import _Handler as Handler  # serves Range requests like a real mirror
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.files, srv.requests, srv.cut_first, srv.honour_range = dict(files), [], {}, True
@@ -193,7 +193,7 @@ def _group_runs(pgid: int, marker: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="needs ../shared/data (real images for the archives)")
 def test_paper_rehearsal_from_release_archives(tmp_path):
-    from . import rehearsal_archives as ra
+    from .helpers import rehearsal_archives as ra
 
     t0 = time.monotonic()
     repo = _scratch_repo(tmp_path)

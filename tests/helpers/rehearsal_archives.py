@@ -36,7 +36,7 @@ from PIL import Image
 from benchmark.datasets.specs import REGISTRY_PATH
 from benchmark.datasets.transfer import git_blob_sha1, sha256_file
 
-from .conftest import SHARED
+from ..conftest import SHARED
 
 PAIRS = SHARED / "data" / "Rain100L_old_full"
 REAL = SHARED / "data" / "RealWorld_Internet147" / "real_input"
