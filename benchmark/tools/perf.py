@@ -155,7 +155,8 @@ def measure(name: str, case: str, device: torch.device, repeats: int, model_args
         peak, kind = torch.cuda.max_memory_allocated(device) - base, "max_memory_allocated"
     else:
         peak, kind = _rss_kib("VmHWM") * 1024 - base, "peak RSS growth"
-    width = conv_width(build_model(name, **model_args))
+    with torch.device("meta"):  # only the layer widths are read: no weights to allocate or initialise
+        width = conv_width(build_model(name, **model_args))
     ref_gflop, ref_ms, _ = _timed(_reference_case(case, width, device, amp), device, repeats)
     achieved, reference = gflop / (median_ms / 1e3), ref_gflop / (ref_ms / 1e3)
     return {"model": name, "case": case, "median_ms": median_ms, "times_ms": times,
