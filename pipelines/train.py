@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from benchmark.core import config
+from benchmark.core import config, signals
 from benchmark.data import loading as data
 from benchmark.training import distributed
 from benchmark.training.run import train
@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     try:
-        res = train(args.model, args.dataset, distributed.setup(args.device))
+        with signals.stopping():  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
+            res = train(args.model, args.dataset, distributed.setup(args.device))
+    except signals.Stopped as exc:
+        print(f"train {args.model}-{args.dataset}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (config.ConfigError, data.DataError, KeyError, ValueError, FloatingPointError, OSError) as exc:
         print(f"train {args.model}-{args.dataset}: error: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader
 
-from benchmark.core import checkpoints, contract, io
+from benchmark.core import checkpoints, contract, io, signals
 from benchmark.data import loading as data
 from benchmark.training import distributed
 from benchmark.core.config import TrainCfg
@@ -106,7 +106,9 @@ def fit(model: torch.nn.Module, train_ds, cfg: TrainCfg, out_dir: str | Path, lo
     folder is locked for the duration (``checkpoints.RunLock``) unless the caller holds the lock
     (``lock=False``). A passed ``state`` is consumed (emptied once loaded).
     ``stop_after`` ends the process-local loop early (for tests of resumption); the run is then
-    incomplete (``finished`` is False) and the caller should not save a final model.
+    incomplete (``finished`` is False) and the caller should not save a final model. A SIGTERM/SIGINT
+    recorded by ``signals.stopping`` ends it at the next step boundary: ``last.pt`` is written there
+    and ``signals.Stopped`` raised (the lock is released on the way out).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,9 +140,11 @@ class _Run:
     saved: int = 0  # the step of the last checkpoint written in this process
     # the log window: steps since the last log row, their summed loss and its start time. The loss stays
     # on the device between log points (no host sync per step); the first non-finite step and its loss
-    # are kept there too, so the error still names them
+    # are kept there too, so the error still names them. A checkpoint inside a window keeps the window
+    # (``window_seconds``: its time so far), so that a resumed run logs the very rows of an uninterrupted one
     n_window: int = 0
     t0: float = 0.0
+    window_seconds: float = 0.0
     loss_sum: torch.Tensor | None = None
     bad_step: torch.Tensor | None = None
     bad_loss: torch.Tensor | None = None
@@ -179,6 +183,10 @@ def _resume(run: _Run, state: dict | None | str) -> None:
     run.scaler.load_state_dict(ck["scaler"])
     io.set_rng_state(ck["rng"])
     run.step, run.rows = ck["step"], list(ck["log"])
+    window = ck.get("window")  # absent in checkpoints of older versions: the window restarts
+    if window:
+        run.n_window, run.window_seconds = int(window["steps"]), float(window["seconds"])
+        run.loss_sum = window["loss_sum"].to(run.device, torch.float32)
     ck.clear()  # consumed: a caller's reference to the state must not keep a copy of the weights alive
     print(f"resuming {run.out_dir} at step {run.step}/{run.total}", file=sys.stderr)
 
@@ -201,10 +209,15 @@ def _loop(run: _Run, train_ds, log: LogFn, validate, num_workers: int, progress:
     cfg = run.cfg
     loader = _loader(run, train_ds, num_workers)
     bar = io.progress(run.total, run.step, enabled=progress and run.main, desc=run.out_dir.name)
-    run.t0, run.n_window, run.saved = time.perf_counter(), 0, run.step
-    run.loss_sum, run.bad_step, run.bad_loss = (torch.zeros((), device=run.device) for _ in range(3))
+    run.t0, run.saved = time.perf_counter() - run.window_seconds, run.step
+    if run.loss_sum is None:
+        run.loss_sum = torch.zeros((), device=run.device)
+    run.bad_step, run.bad_loss = (torch.zeros((), device=run.device) for _ in range(2))
     batches = iter(loader)
     while run.step < run.total:
+        sig = _stop_signal(run)  # a step boundary: the previous step is done, the next not begun
+        if sig:
+            _stop(run, sig, bar)
         _optimiser_step(run, batches)
         bar.update(1)
         step = run.step
@@ -212,8 +225,10 @@ def _loop(run: _Run, train_ds, log: LogFn, validate, num_workers: int, progress:
             _check_finite(run, bar)
         if step % cfg.log_every == 0 or step == run.total:
             _log_row(run, log, validate, bar)
-        if run.main and (step % cfg.ckpt_every == 0 or step == run.total):
-            _checkpoint(run)
+        if step % cfg.ckpt_every == 0 or step == run.total:
+            window = _window_state(run)  # every rank: a collective under DDP
+            if run.main:
+                _checkpoint(run, window)
         if stop_after is not None and step >= stop_after and step < run.total:
             bar.close()
             return {"step": step, "total": run.total, "finished": False}
@@ -222,6 +237,31 @@ def _loop(run: _Run, train_ds, log: LogFn, validate, num_workers: int, progress:
         io.write_csv(run.log_path, run.rows)
     rows = run.rows
     return {"step": run.step, "total": run.total, "finished": True, "final_loss": rows[-1]["loss"] if rows else None}
+
+
+def _stop_signal(run: _Run) -> int:
+    """The signal asking to stop (0: none). Under DDP every rank must stop at the same step, so the
+    ranks agree on it (one tiny all-reduce per step; SLURM may signal the ranks at different instants)."""
+    sig = signals.requested()
+    if distributed.world()[1] > 1:
+        sig = int(distributed.all_max(torch.tensor(sig, device=run.device)).item())
+    return sig
+
+
+def _stop(run: _Run, sig: int, bar) -> None:
+    """End the run at this step boundary on a signal: a finite state is checkpointed (unless it was
+    just written), then ``signals.Stopped`` says where it stopped and how to go on."""
+    _check_finite(run, bar)  # never keep a diverged state as the one to resume from
+    bar.close()
+    window = _window_state(run)
+    if run.main and run.saved != run.step:
+        _checkpoint(run, window)
+    if run.step == 0:
+        where = "before the first step; nothing to resume, a rerun starts afresh"
+    else:
+        where = (f"at step {run.step}/{run.total}; its state is in {run.out_dir / checkpoints.LAST}; run the same "
+                 "command again to resume from there")
+    raise signals.Stopped(sig, f"stopped by {signals.name(sig)} {where}")
 
 
 def _optimiser_step(run: _Run, batches) -> None:
@@ -286,11 +326,19 @@ def _log_row(run: _Run, log: LogFn, validate, bar) -> None:
     bar.set_postfix(loss=f"{row['loss']:.4f}")
 
 
-def _checkpoint(run: _Run) -> None:
-    """Write ``last.pt`` (everything a resumption needs, the log rows included) and ``train_log.csv``."""
+def _window_state(run: _Run) -> dict:
+    """The open log window, as a checkpoint keeps it: its steps, summed loss (averaged over the ranks
+    under DDP, since only rank 0's checkpoint survives) and seconds so far."""
+    loss_sum = distributed.all_mean(run.loss_sum.clone()).detach().cpu()
+    return {"steps": run.n_window, "loss_sum": loss_sum, "seconds": time.perf_counter() - run.t0}
+
+
+def _checkpoint(run: _Run, window: dict) -> None:
+    """Write ``last.pt`` (everything a resumption needs, the log rows and the open log window
+    included) and ``train_log.csv``."""
     checkpoints.save_state(run.out_dir, {
         "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
         "scaler": run.scaler.state_dict(), "rng": io.rng_state(), "step": run.step, "fingerprint": run.fingerprint,
-        "log": run.rows})
+        "log": run.rows, "window": window})
     io.write_csv(run.log_path, run.rows)
     run.saved = run.step

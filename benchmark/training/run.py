@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmark.core import checkpoints, config, contract, io, runs, tracking
+from benchmark.core import checkpoints, config, contract, io, runs, signals, tracking
 from benchmark.data import loading as data
 from benchmark.evaluation import inference
 from benchmark.training import distributed, engine
@@ -75,15 +75,33 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root:
     # a resumed training continues its own MLflow run and sends the steps a killed process had buffered
     ck = checkpoints.load_state(out, checkpoints.run_fingerprint(cfg.train, train_ds, run_id))
     resume_rows = list(ck["log"]) if ck is not None else None
-    with tracking.run(cfg.tracking, f"train/{key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
-        if distributed.is_main():
-            tr.log_artifact(out / "config.yaml")
-        result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
-                            validate=_validator(model_name, cfg, device, root) if validate else None,
-                            device=device, progress=progress, run_id=run_id, state=ck, lock=False)
-        if not distributed.is_main():
-            return result
-        checkpoints.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
-                               dataset=dataset, profile=cfg.profile)
-        tr.log_artifact(out / "train_log.csv")
+    tr = None
+    try:
+        with tracking.run(cfg.tracking, f"train/{key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
+            if distributed.is_main():
+                tr.log_artifact(out / "config.yaml")
+            result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
+                                validate=_validator(model_name, cfg, device, root) if validate else None,
+                                device=device, progress=progress, run_id=run_id, state=ck, lock=False)
+            if not distributed.is_main():
+                return result
+            checkpoints.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
+                                   dataset=dataset, profile=cfg.profile)
+            tr.log_artifact(out / "train_log.csv")
+    except signals.Stopped:
+        mark_stopped(tr)
+        raise
     return result
+
+
+def mark_stopped(tr) -> None:
+    """A run stopped by a signal is KILLED in MLflow's terms, not FAILED: the tracking context closes
+    every run that raises as FAILED, so the status is set again here, through the tracker's client
+    (resuming continues the run either way: it is not FINISHED). Tracking never stops anything: a
+    store that fails here is left as it is."""
+    if tr is None or tr.offline or not tr.run_id:
+        return
+    try:
+        tr.client.set_terminated(tr.run_id, status=signals.Stopped.run_status)
+    except Exception:  # noqa: BLE001 - the store went away meanwhile: FAILED stays, the run still resumes
+        pass
