@@ -186,3 +186,43 @@ def test_signal_before_the_first_step_saves_nothing(synth_root, tmp_path):
     assert e.value.exit_code == 143 and "before the first step" in str(e.value)
     assert not (tmp_path / checkpoints.LAST).exists() and not (tmp_path / checkpoints.LOCK).exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the previous handler is back
+
+
+@pytest.mark.slow
+def test_sigterm_during_evaluate_leaves_no_half_written_output(repo_params, tmp_path):
+    # evaluate has no step boundary: the signal stops it where it is; the atomic writes remove their
+    # temporary files on the way out, no metrics.json appears, the MLflow run is KILLED, exit 143
+    from pipelines import train
+
+    params = _params(repo_params, tmp_path, tracked=True)
+    params["profiles"]["ci"]["train"]["iters"] = 2
+    params["profiles"]["ci"]["dataset_overrides"]["rain-synth"].update({"n_test": 60, "test_size": [64, 96]})
+    root = _workdir(tmp_path / "repo", params, None)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        train.train("prenet", "rain-synth", params=params, progress=False)
+    finally:
+        os.chdir(cwd)
+    out = root / "runs/eval" / KEY
+    cmd = [sys.executable, "-m", "pipelines.evaluate", "--model", "prenet", "--dataset", "rain-synth", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("samples/rain-synth/*.png")):  # the first image is done, 59 to go
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and [ln for ln in err.splitlines() if "stopped by SIGTERM" in ln] == [
+        f"evaluate {KEY}: stopped by SIGTERM; no output is half-written; rerun the stage to evaluate"], err
+    assert not (out / "metrics.json").exists() and not (out / "per_image.csv").exists()
+    assert not [p for p in (root / "runs").rglob("*.tmp")]
+    cfg = config.resolve("prenet", "rain-synth", params).tracking
+    assert [x["status"] for x in tracking.list_runs(cfg) if x["name"] == f"evaluate/{KEY}"] == ["KILLED"]

@@ -70,3 +70,16 @@ def stopping(raise_now: bool = False) -> Iterator[None]:
         for s, h in previous.items():
             signal.signal(s, h)
         _received.clear()
+
+
+def mark_killed(tracker) -> None:
+    """Record a run stopped by a signal as KILLED in MLflow (``tracker``: what ``tracking.run`` yielded,
+    or None when it was never opened). That context closes every run that raises as FAILED; this sets
+    the status once more, after it, through the tracker's client. A resumed training continues the run
+    either way (it is not FINISHED). Tracking never stops anything: a store that fails here is left."""
+    if tracker is None or tracker.offline or not tracker.run_id:
+        return
+    try:
+        tracker.client.set_terminated(tracker.run_id, status=Stopped.run_status)
+    except Exception:  # noqa: BLE001 - the store went away meanwhile: FAILED stays
+        pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmark.core import checkpoints, config, contract, io, runs, tracking
+from benchmark.core import checkpoints, config, contract, io, runs, signals, tracking
 from benchmark.data import loading as data
 from benchmark.evaluation import headline, inference, metrics
 from benchmark.core.registry import build_model
@@ -56,44 +56,55 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"evaluate@{key}",
             "kind": "evaluate", **({"train_run_id": train_run} if train_run else {})}
     flat = {**config.flatten(cfg.to_dict()), "params_total": counts["total"], "params_trainable": counts["trainable"]}
-    with tracking.run(cfg.tracking, f"evaluate/{key}", flat, tags) as tr:
-        result["mlflow_run_id"] = tr.run_id
-        for eval_set in eval_sets or cfg.dataset_cfg.get("eval_sets") or [dataset]:
-            root = runs.eval_set_dir(dataset, eval_set)
-            paired = config.has_ground_truth(raw, eval_set)
-            ds = data.EvalImages(root, "test", paired=paired, limit=limit)
-            ex = None
-            if contract.needs_exemplar(model):
-                # the exemplar comes from the *training* dataset's split, never from the evaluated image
-                ex = data.eval_exemplar(runs.data_dir(dataset), cfg.eval.exemplar, cfg.train.seed,
-                                        ds if cfg.eval.exemplar == "test" else None)
-            res = inference.evaluate(model, ds, cfg.eval, device=device, exemplar=ex, save_dir=out / "samples" / eval_set,
-                                  lpips_metric=lp.compute if lp else None, progress=progress,
-                                  save_names=frozenset(report_images.get(eval_set, ())))
-            summary = {"n_images": res["n_images"], **res["mean"]}
-            if not paired:
-                summary = {"n_images": res["n_images"], "seconds": res["mean"]["seconds"], "ground_truth": False}
-            result["results"][eval_set] = summary
-            rows += [{"eval_set": eval_set, **r} for r in res["per_image"]]
-            tr.log({f"test/{eval_set}/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}, 0)
-        io.write_json(out / "metrics.json", result)
-        io.write_json(out / headline.FILE, headline.of_results(key, result["results"]))  # what DVC compares
-        io.write_csv(out / "per_image.csv", rows)
-        tr.log_artifact(out / "metrics.json")
-        tr.log_artifact(out / "per_image.csv")
-        tr.log_artifact(out / "samples", "samples")
+    tr = None
+    try:
+        with tracking.run(cfg.tracking, f"evaluate/{key}", flat, tags) as tr:
+            result["mlflow_run_id"] = tr.run_id
+            for eval_set in eval_sets or cfg.dataset_cfg.get("eval_sets") or [dataset]:
+                root = runs.eval_set_dir(dataset, eval_set)
+                paired = config.has_ground_truth(raw, eval_set)
+                ds = data.EvalImages(root, "test", paired=paired, limit=limit)
+                ex = None
+                if contract.needs_exemplar(model):
+                    # the exemplar comes from the *training* dataset's split, never from the evaluated image
+                    ex = data.eval_exemplar(runs.data_dir(dataset), cfg.eval.exemplar, cfg.train.seed,
+                                            ds if cfg.eval.exemplar == "test" else None)
+                res = inference.evaluate(model, ds, cfg.eval, device=device, exemplar=ex, save_dir=out / "samples" / eval_set,
+                                      lpips_metric=lp.compute if lp else None, progress=progress,
+                                      save_names=frozenset(report_images.get(eval_set, ())))
+                summary = {"n_images": res["n_images"], **res["mean"]}
+                if not paired:
+                    summary = {"n_images": res["n_images"], "seconds": res["mean"]["seconds"], "ground_truth": False}
+                result["results"][eval_set] = summary
+                rows += [{"eval_set": eval_set, **r} for r in res["per_image"]]
+                tr.log({f"test/{eval_set}/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}, 0)
+            io.write_json(out / "metrics.json", result)
+            io.write_json(out / headline.FILE, headline.of_results(key, result["results"]))  # what DVC compares
+            io.write_csv(out / "per_image.csv", rows)
+            tr.log_artifact(out / "metrics.json")
+            tr.log_artifact(out / "per_image.csv")
+            tr.log_artifact(out / "samples", "samples")
+    except signals.Stopped:
+        signals.mark_killed(tr)
+        raise
     return result
 
 
-STAGE_ERRORS = (config.ConfigError, data.DataError, KeyError, ValueError, FileNotFoundError)
+# OSError: a full disk or a read-only folder (``io.WriteError`` names the file)
+STAGE_ERRORS = (config.ConfigError, data.DataError, KeyError, ValueError, OSError)
 
 
 def run_and_report(what: str, run, needs: str, line, errors: tuple = STAGE_ERRORS) -> int:
     """A stage's command line: ``run()``; a bad input or config -> one ``what: error: ...`` line on
-    stderr and exit code 1 (no traceback); else ``line(result, set, metrics)`` for each evaluated
-    set whose metrics hold ``needs`` (sets without ground truth have none to print)."""
+    stderr and exit code 1 (no traceback); SIGTERM/SIGINT -> one line and exit code 128 + the signal;
+    else ``line(result, set, metrics)`` for each evaluated set whose metrics hold ``needs`` (sets
+    without ground truth have none to print)."""
     try:
-        res = run()
+        with signals.stopping(raise_now=True):  # no step boundary here: stop where it is, atomic writes clean up
+            res = run()
+    except signals.Stopped as exc:
+        print(f"{what}: {exc}; no output is half-written; rerun the stage to evaluate", file=sys.stderr)
+        return exc.exit_code
     except errors as exc:
         print(f"{what}: error: {exc}", file=sys.stderr)
         return 1

@@ -89,19 +89,7 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root:
                                    dataset=dataset, profile=cfg.profile)
             tr.log_artifact(out / "train_log.csv")
     except signals.Stopped:
-        mark_stopped(tr)
+        signals.mark_killed(tr)
         raise
     return result
 
-
-def mark_stopped(tr) -> None:
-    """A run stopped by a signal is KILLED in MLflow's terms, not FAILED: the tracking context closes
-    every run that raises as FAILED, so the status is set again here, through the tracker's client
-    (resuming continues the run either way: it is not FINISHED). Tracking never stops anything: a
-    store that fails here is left as it is."""
-    if tr is None or tr.offline or not tr.run_id:
-        return
-    try:
-        tr.client.set_terminated(tr.run_id, status=signals.Stopped.run_status)
-    except Exception:  # noqa: BLE001 - the store went away meanwhile: FAILED stays, the run still resumes
-        pass
