@@ -174,3 +174,32 @@ def test_report_names_an_unreadable_metrics_file(tmp_path, capsys):
     assert report.main(["--runs", str(runs), "--out", str(tmp_path / "reports")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "prenet-rain-synth/metrics.json: not readable JSON" in err[0]
+
+
+# --- 5. models.<name>.args range-checked at load, with the ranges checkpoints get -------------------
+
+@pytest.mark.parametrize("args, where", [({"channels": 8000}, "models.prenet.args.channels must be between 0 and"),
+                                         ({"stages": 1000000}, "models.prenet.args.stages must be between 0 and"),
+                                         ({"stages": -1}, "models.prenet.args.stages"),
+                                         ({"stages": "6"}, "models.prenet.args.stages must be a whole number"),
+                                         ({"nosuch": 1}, "models.prenet.args.nosuch is not a builder argument"),
+                                         ([1, 2], "models.prenet.args must be a mapping")])
+def test_model_args_range_checked_at_load(edited_params, repo_params, args, where):
+    import time
+
+    path = edited_params(lambda p: p["models"]["prenet"].update(args=args))
+    t = time.monotonic()
+    with pytest.raises(config.ConfigError) as e:
+        config.load_params(path)
+    assert time.monotonic() - t < 10  # refused from the numbers, nothing built
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"{path}: {where}"), str(e.value)
+    p = copy.deepcopy(repo_params)  # a params mapping handed to resolve (the CLI, tests) gets the same check
+    p["models"]["prenet"]["args"] = args
+    with pytest.raises(config.ConfigError, match=where.split(" ")[0].replace(".", r"\.")):
+        config.resolve("prenet", "rain-synth", p)
+
+
+def test_model_args_in_range_load(edited_params):
+    path = edited_params(lambda p: p["models"]["prenet"].update(args={"stages": 2, "channels": 16}))
+    raw = config.load_params(path)
+    assert config.resolve("prenet", "rain-synth", raw).model_args == {"stages": 2, "channels": 16}

@@ -205,7 +205,8 @@ def test_sigterm_during_evaluate_leaves_no_half_written_output(repo_params, tmp_
     finally:
         os.chdir(cwd)
     out = root / "runs/eval" / KEY
-    cmd = [sys.executable, "-m", "pipelines.evaluate", "--model", "prenet", "--dataset", "rain-synth", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "pipelines.evaluate", "--model", "prenet", "--dataset", "rain-synth",
+           "--device", "cpu"]
     proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300

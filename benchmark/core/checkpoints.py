@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
-import math
 import os
 import shutil
 import socket
 import sys
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -57,61 +54,19 @@ def _shape_problem(path: Path, what: str, theirs: dict, ours: dict) -> str:
     return ""
 
 
-# An integer builder argument stored in a checkpoint may be at most this many times its default
-# (and at least ARG_FLOOR): a file's ``{'channels': 8000}`` or ``{'stages': 10**6}`` would allocate
-# gigabytes or build for hours before any weight is compared. Real variants stay far below it.
-ARG_FACTOR, ARG_FLOOR, ARG_SEQ_MAX = 8, 32, 16
-
-
-def _arg_problem(name: str, default: Any, annotation: Any, value: Any) -> str:
-    """'' when ``value`` is a sensible value for a builder argument of this default/annotation."""
-    def scalar(d: Any, v: Any) -> str:
-        if isinstance(d, bool):
-            return "" if isinstance(v, bool) else f"must be true or false, got {v!r}"
-        if isinstance(d, int):
-            if not isinstance(v, int) or isinstance(v, bool):
-                return f"must be a whole number, got {v!r}"
-            hi = 2**63 - 1 if "seed" in name else max(ARG_FACTOR * d, ARG_FLOOR)
-            return "" if 0 <= v <= hi else f"must be between 0 and {hi}, got {v!r}"
-        if isinstance(d, float):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            return "" if ok else f"must be a finite number, got {v!r}"
-        if isinstance(d, str):
-            choices = [a for a in typing.get_args(annotation) if isinstance(a, str)]
-            if not isinstance(v, str):
-                return f"must be a string, got {v!r}"
-            return "" if not choices or v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
-        if d is None:  # an optional setting: a plain number or string
-            ok = v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31)
-            return "" if ok else f"must be empty, a string or a whole number below 2**31, got {v!r}"
-        return ""
-    if isinstance(default, (tuple, list)):
-        if not isinstance(value, (tuple, list)) or not 0 < len(value) <= ARG_SEQ_MAX:
-            return f"must be a list of at most {ARG_SEQ_MAX} values, got {value!r}"
-        for x in value:
-            d = max(default) if default and all(isinstance(e, int) for e in default) else (default[0] if default else None)
-            if problem := scalar(d, x):
-                return problem
-        return ""
-    return scalar(default, value)
-
-
 def check_model_args(name: str, args: Any, where: str) -> dict:
     """``args`` if every entry is a known builder argument of model ``name`` with a value in range
-    (types as the builder's defaults, whole numbers within ``ARG_FACTOR`` x the default), else one
-    CheckpointError naming ``where`` (the file), the argument and the value. Runs before anything is
-    built, so that a hostile file cannot make the builder allocate gigabytes or loop for hours."""
-    from benchmark.core.registry import get_builder
+    (``config_types.model_args_problem``: the same ranges params.yaml's ``models.<name>.args`` get),
+    else one CheckpointError naming ``where`` (the file), the argument and the value. Runs before
+    anything is built, so that a hostile file cannot make the builder allocate gigabytes or loop for hours."""
+    from benchmark.core.config_types import model_args_problem
 
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         raise CheckpointError(f"{where}: model_args must be a mapping of argument names, got {type(args).__name__}")
-    params = inspect.signature(get_builder(name)).parameters
-    for k, v in args.items():
-        p = params.get(k)
-        if p is None or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
-            raise CheckpointError(f"{where}: model_args.{k}: {name} has no such builder argument")
-        if problem := _arg_problem(k, p.default, p.annotation if not isinstance(p.annotation, str) else None, v):
-            raise CheckpointError(f"{where}: model_args.{k} {problem} (refused before building {name})")
+    problem = model_args_problem(name, args)
+    if problem:
+        key, why = problem
+        raise CheckpointError(f"{where}: model_args.{key} {why} (refused before building {name})")
     return args
 
 
@@ -271,13 +226,15 @@ def state_bytes(model: torch.nn.Module, optimizer_slots: int = 2) -> int:
 def check_free_space(out_dir: str | Path, model: torch.nn.Module, margin: float = 1.2) -> None:
     """Refuse to start when the run's checkpoints cannot fit: at peak the folder holds ``last.pt``,
     ``last.prev.pt``, the one being written, and ``model.pt`` at the end (what already exists
-    there will be replaced, so it counts as available)."""
+    there will be replaced, so it counts as available, and so do orphan temporary files of a killed
+    writer, which the lock's owner removes)."""
     out_dir = Path(out_dir)
     one = state_bytes(model)
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     need = int(margin * (3 * one + weights))
-    have = shutil.disk_usage(out_dir).free + sum(
-        (out_dir / n).stat().st_size for n in (LAST, PREV, "model.pt") if (out_dir / n).exists())
+    # what will be replaced, and the temporary files a killed process left (removed under the lock)
+    replaced = [out_dir / n for n in (LAST, PREV, "model.pt") if (out_dir / n).exists()] + io.orphan_temps(out_dir)
+    have = shutil.disk_usage(out_dir).free + sum(p.stat().st_size for p in replaced)
     if have < need:
         raise CheckpointError(f"{out_dir}: not enough free disk space for this run's checkpoints: needs about "
                               f"{need / 2**20:.1f} MiB (3 resumption states of {one / 2**20:.1f} MiB + the model), "
@@ -290,7 +247,8 @@ class RunLock:
     """``train.lock`` in a run folder, holding ``<pid> <host>`` of the training that owns it.
 
     A second training of the same folder refuses to start instead of interleaving checkpoints. A lock
-    left by a process that no longer exists (SIGKILL, power loss) on this host is taken over."""
+    left by a process that no longer exists (SIGKILL, power loss) on this host is taken over. Taking
+    the lock removes the temporary files of writes that such a process never finished."""
 
     def __init__(self, out_dir: str | Path):
         self.path = Path(out_dir) / LOCK
@@ -338,6 +296,10 @@ class RunLock:
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             self.held = True
+            # the folder is ours now: half-written files of a process killed in it (``.last.pt.*.tmp``)
+            # would stay forever and take the disk space the next checkpoint needs
+            for p in io.remove_orphan_temps(self.path.parent):
+                print(f"removed {p}, left by an interrupted write", file=sys.stderr)
             return
         raise CheckpointError(f"{self.path}: could not take the run-folder lock; remove the file if no training runs")
 

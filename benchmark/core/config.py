@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from benchmark.core.config_types import RANGES, checked
+from benchmark.core.config_types import RANGES, checked, model_args_problem
 from benchmark.core.runs import run_key
 
 PARAMS_FILE = "params.yaml"
@@ -214,6 +214,24 @@ def _check_names(path: Path, raw: dict) -> None:
         check_name("run", k, "report.ablation_runs", path)
 
 
+def check_model_args(model: str, args: Any, path: str | Path = PARAMS_FILE) -> dict:
+    """``models.<model>.args`` if every entry is a builder argument of the model with a value in range
+    (``config_types.model_args_problem``, the ranges a checkpoint's ``model_args`` get too): a
+    ``channels: 8000`` must stop at load, not allocate gigabytes in the train stage. Only a model
+    with arguments has its builder's module imported for this."""
+    if not args:
+        return {}
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise ConfigError(f"{path}: models.{model}.args must be a mapping of builder arguments, got {args!r}")
+    try:
+        problem = model_args_problem(model, args)
+    except ValueError as exc:  # the model's module cannot be loaded (a broken plugin)
+        raise ConfigError(f"{path}: models.{model}.args: {exc}") from None
+    if problem:
+        raise ConfigError(f"{path}: models.{model}.args.{problem[0]} {problem[1]}")
+    return dict(args)
+
+
 def _check_seed(seed: Any, where: str, path: Path) -> None:
     # a seed is part of a run key (`-s<seed>`): a whole number >= 0, not a string or a bool
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -311,6 +329,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
         _build(EvalCfg, f"profiles.{name}.eval", p.get("eval", {}), path)
     for name, m in raw.get("models", {}).items():
         _check_keys(f"models.{name}", m or {}, _MODEL_KEYS)
+        check_model_args(name, (m or {}).get("args"), path)
         _build(TrainCfg, f"models.{name}.train", (m or {}).get("train", {}), path)
         _build(TrainCfg, f"models.{name}.own", (m or {}).get("own", {}), path)
     _build(TrainCfg, "train", raw.get("train", {}), path)
@@ -516,7 +535,7 @@ def resolve(model: str, dataset: str, params: dict | None = None, path: str | Pa
         raise ConfigError(f"{PARAMS_FILE}: set exactly one of train.iters / train.epochs for {model}-{dataset}")
     ecfg = _build(EvalCfg, "eval", _merge(raw.get("eval"), prof.get("eval")), path)
     dcfg = _merge(datasets[dataset], (prof.get("dataset_overrides") or {}).get(dataset))
-    return RunConfig(model=model, dataset=dataset, profile=prof_name, model_args=dict(m.get("args") or {}),
+    return RunConfig(model=model, dataset=dataset, profile=prof_name, model_args=check_model_args(model, m.get("args")),
                      train=tcfg, eval=ecfg, tracking=_build(TrackingCfg, "tracking", raw.get("tracking", {}), path),
                      dataset_cfg=dcfg)
 

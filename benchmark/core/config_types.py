@@ -142,3 +142,63 @@ def checked(tp: Any, value: Any, key: str, file: str | Path, allowed: _Range | N
         return v
     except _Bad as exc:
         raise ConfigError(f"{file}: {key} {exc}") from None
+
+
+# Builder arguments (params.yaml ``models.<name>.args``, a checkpoint's ``model_args``): an integer may be
+# at most ARG_FACTOR times its default (and at least ARG_FLOOR). ``channels: 8000`` or ``stages: 10**6``
+# would allocate gigabytes or build for hours before anything else is checked; real variants stay far below.
+ARG_FACTOR, ARG_FLOOR, ARG_SEQ_MAX = 8, 32, 16
+
+
+def _arg_problem(name: str, default: Any, annotation: Any, value: Any) -> str:
+    """'' when ``value`` is a sensible value for a builder argument of this default/annotation."""
+    def scalar(d: Any, v: Any) -> str:
+        if isinstance(d, bool):
+            return "" if isinstance(v, bool) else f"must be true or false, got {v!r}"
+        if isinstance(d, int):
+            if not isinstance(v, int) or isinstance(v, bool):
+                return f"must be a whole number, got {v!r}"
+            hi = 2**63 - 1 if "seed" in name else max(ARG_FACTOR * d, ARG_FLOOR)
+            return "" if 0 <= v <= hi else f"must be between 0 and {hi}, got {v!r}"
+        if isinstance(d, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            return "" if ok else f"must be a finite number, got {v!r}"
+        if isinstance(d, str):
+            choices = [a for a in typing.get_args(annotation) if isinstance(a, str)]
+            if not isinstance(v, str):
+                return f"must be a string, got {v!r}"
+            return "" if not choices or v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+        if d is None:  # an optional setting: a plain number or string
+            ok = v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31)
+            return "" if ok else f"must be empty, a string or a whole number below 2**31, got {v!r}"
+        return ""
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or not 0 < len(value) <= ARG_SEQ_MAX:
+            return f"must be a list of at most {ARG_SEQ_MAX} values, got {value!r}"
+        for x in value:
+            ints = default and all(isinstance(e, int) for e in default)
+            d = max(default) if ints else (default[0] if default else None)
+            if problem := scalar(d, x):
+                return problem
+        return ""
+    return scalar(default, value)
+
+
+
+
+def model_args_problem(model: str, args: dict) -> tuple[str, str] | None:
+    """(argument, what is wrong) for the first entry of ``args`` that is not a keyword argument of
+    model ``model``'s builder with a value in range (types as the builder's defaults); None when all
+    are. The one source of these ranges, for params.yaml and for checkpoints alike."""
+    import inspect
+
+    from benchmark.core.registry import get_builder  # late: imports the model's module
+
+    params = inspect.signature(get_builder(model)).parameters
+    for k, v in args.items():
+        p = params.get(k)
+        if p is None or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
+            return k, f"is not a builder argument of {model}"
+        if problem := _arg_problem(k, p.default, p.annotation if not isinstance(p.annotation, str) else None, v):
+            return k, problem
+    return None

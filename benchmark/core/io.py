@@ -28,7 +28,9 @@ class WriteError(OSError):
     ``reason`` is the system's word for it, for callers that phrase their own message."""
 
     def __init__(self, path: Path, reason: str):
-        super().__init__(f"{path}: could not write ({reason}); the previous file is kept")
+        # a new output (derain, a first evaluation) had no previous file to keep
+        kept = "the previous file is kept" if Path(path).exists() else "nothing was written"
+        super().__init__(f"{path}: could not write ({reason}); {kept}")
         self.reason = reason
 
 
@@ -47,7 +49,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, replace
     name with ``os.replace``. ``before_replace`` runs just before that (``last.pt`` keeps its
     predecessor with it). With ``replace=False`` an existing file is never replaced: the finished
     file is linked into place, or the name claimed exclusively, and ``FileExistsError`` says it was
-    there. An ``OSError`` while writing is a ``WriteError``; on any failure the temporary file is removed.
+    there. An ``OSError`` while writing (or torch's RuntimeError around one) is a ``WriteError`` naming
+    ``path``; on any failure the temporary file is removed.
     """
     path = Path(path)
     tmp, taken = None, False
@@ -67,11 +70,51 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, replace
             taken = not _place_new(Path(tmp), path)
     except OSError as exc:
         raise WriteError(path, exc.strerror or str(exc)) from None
+    except RuntimeError as exc:  # torch.save's zip writer reports the file's OSError (a full disk) as this
+        cause = _os_error_behind(exc)
+        if cause is None:
+            raise
+        raise WriteError(path, cause.strerror or str(cause)) from None
     finally:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
     if taken:
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+
+
+# The temporary files ``atomic_write`` makes: ``.<name>.<mkstemp's 8 random characters>.tmp``. A process
+# killed while writing (SIGKILL, power loss) leaves one behind; nothing else in a run folder looks so.
+_TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def orphan_temps(folder: str | Path) -> list[Path]:
+    """The temporary files of unfinished atomic writes directly in ``folder`` (not in its subfolders)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _TEMP.fullmatch(p.name) and p.is_file() and not p.is_symlink())
+
+
+def remove_orphan_temps(folder: str | Path) -> list[Path]:
+    """Delete ``orphan_temps(folder)``; only safe while nothing else writes there (a run folder under
+    its lock). Returns what was removed."""
+    gone = []
+    for p in orphan_temps(folder):
+        try:
+            p.unlink()
+            gone.append(p)
+        except FileNotFoundError:
+            pass
+    return gone
+
+
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The ``OSError`` an exception was raised while handling, if any (a few links deep)."""
+    for _ in range(5):
+        exc = exc.__cause__ or exc.__context__
+        if exc is None or isinstance(exc, OSError):
+            return exc
+    return None
 
 
 def _place_new(tmp: Path, path: Path) -> bool:
