@@ -44,7 +44,8 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     counts = contract.count_params(model)
     out = Path(out) if out is not None else runs.RUNS / "eval" / key
     lp, lp_reason = lpips_for(cfg.eval, device)
-    train_run = None if weightless else tracking.latest_run_id(cfg.tracking, f"train/{key}")
+    train_run = None if weightless else tracking.latest_run_id(cfg.tracking, f"train/{key}",
+                                                               Path(train_dir or runs.RUNS / "train" / key))
     result = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "key": key,
               "seed": cfg.train.seed, **(meta or {}),
               "params_total": counts["total"], "params_trainable": counts["trainable"],
@@ -56,7 +57,8 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"evaluate@{key}",
             "kind": "evaluate", **({"train_run_id": train_run} if train_run else {})}
     flat = {**config.flatten(cfg.to_dict()), "params_total": counts["total"], "params_trainable": counts["trainable"]}
-    with tracking.run(cfg.tracking, f"evaluate/{key}", flat, tags) as tr:
+    # the record in `out` (mlflow_run.json) lets `tracking sync` close the run of a killed evaluation
+    with tracking.run(cfg.tracking, f"evaluate/{key}", flat, tags, run_dir=out) as tr:
         result["mlflow_run_id"] = tr.run_id
         for eval_set in eval_sets or cfg.dataset_cfg.get("eval_sets") or [dataset]:
             root = runs.eval_set_dir(dataset, eval_set)

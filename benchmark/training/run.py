@@ -73,9 +73,12 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root:
     flat.update({"params_total": counts["total"], "params_trainable": counts["trainable"]})
     run_id = {"model": model_name, "args": cfg.model_args, "dataset": dataset}
     # a resumed training continues its own MLflow run and sends the steps a killed process had buffered
-    ck = checkpoints.load_state(out, checkpoints.run_fingerprint(cfg.train, train_ds, run_id))
+    # (the fingerprint also ties the folder's MLflow run to this very training: see tracking.run)
+    fingerprint = checkpoints.run_fingerprint(cfg.train, train_ds, run_id)
+    ck = checkpoints.load_state(out, fingerprint)
     resume_rows = list(ck["log"]) if ck is not None else None
-    with tracking.run(cfg.tracking, f"train/{key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
+    with tracking.run(cfg.tracking, f"train/{key}", flat, tags, run_dir=out, resume_rows=resume_rows,
+                      fingerprint=fingerprint) as tr:
         if distributed.is_main():
             tr.log_artifact(out / "config.yaml")
         result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
