@@ -248,20 +248,22 @@ def _rebase_artifacts(cfg: TrackingCfg, uri: str, location: str | None) -> None:
     another shape (chosen by the user, a server's) are left alone."""
     if not uri.startswith("sqlite:///") or not location or not location.startswith("file:"):
         return
-    head, sep, tail = location.rpartition("/mlruns/")
+    # this suite creates the experiment at ``<root>/mlruns`` (MLflow's default is ``<root>/mlruns/<id>``)
+    head, sep, tail = location.rstrip("/").rpartition("/mlruns")
     here = artifact_root(cfg).as_uri()
-    if not sep or "/" in tail or head + "/mlruns" == here:
+    if not sep or (tail and not tail[1:].isdigit()) or head + "/mlruns" == here:
         return
     import sqlite3
 
-    old = head + "/mlruns/"
+    old = head + "/mlruns"
     try:
         con = sqlite3.connect(uri[len("sqlite:///"):], timeout=5, isolation_level=None)
         try:
             con.execute("BEGIN IMMEDIATE")
             for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
-                con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) WHERE substr({col}, 1, ?) = ?",
-                            (here + "/", len(old) + 1, len(old), old))
+                con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) "
+                            f"WHERE {col} = ? OR substr({col}, 1, ?) = ?",
+                            (here, len(old) + 1, old, len(old) + 1, old + "/"))
             con.execute("COMMIT")
         finally:
             con.close()
