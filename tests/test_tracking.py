@@ -298,3 +298,22 @@ def test_new_runs_of_a_copied_or_moved_clone_record_its_own_artifact_path(tmp_pa
         first_client = MlflowClient(tracking_uri=f"sqlite:///{first / 'mlflow.db'}")
         assert first_client.get_run(one.run_id).info.artifact_uri.startswith((first / "mlruns").as_uri() + "/")
         assert sorted(p.name for p in (first / "mlruns").rglob("*.txt")) == ["a.txt"]
+
+
+def test_sync_never_adds_a_folder_to_another_trainings_run(tmp_path, monkeypatch, empty_db):
+    """A record naming a run of another fingerprint (e.g. written by an older version): a new run."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    cfg = TrackingCfg(uri="sqlite:///mlflow.db", experiment="test")
+    run_dir = tmp_path / "runs/train/prenet-rain-synth"
+    with tracking.run(cfg, "train/prenet-rain-synth", {}, {}, run_dir=run_dir, fingerprint={"a": 1}) as older:
+        older.log({"train/loss": 9.0}, 1)
+    rec = json.loads((run_dir / tracking.RECORD).read_text())
+    rec.update(fingerprint=tracking.identity({"a": 2}), synced=False)  # the folder now holds another training
+    (run_dir / tracking.RECORD).write_text(json.dumps(rec))
+    (run_dir / "train_log.csv").write_text("step,loss\n1,0.5\n2,0.25\n")
+    lines = tracking.sync(cfg)
+    assert len(lines) == 1 and "2 metric values sent" in lines[0] and older.run_id not in lines[0]
+    new = next(r for r in tracking.list_runs(cfg) if r["run_id"] != older.run_id)
+    assert new["tags"][tracking.FINGERPRINT_TAG] == rec["fingerprint"] and new["status"] == "FINISHED"
+    assert _history(cfg.uri, older.run_id) == [1] and _history(cfg.uri, new["run_id"]) == [1, 2]
