@@ -282,21 +282,31 @@ def _wanted(spec: DatasetSpec, splits: list[str] | None) -> list[SplitSpec]:
 # ---------------------------------------------------------------- work folder
 
 WORK_PREFIX = ".work-"
+NO_FLOCK = -1  # a filesystem without flock: nothing is locked there, and no folder is taken for stale
 
 
 def _flock(path: Path, blocking: bool = True) -> int | None:
-    """An exclusive flock on the folder ``path`` (its open descriptor), or None when a live process
-    holds it. The kernel drops the lock when the holder exits, SIGKILL included: no pid to go stale."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    """An exclusive flock on the folder ``path`` (its open descriptor), None when a live process
+    holds it, ``NO_FLOCK`` when the filesystem cannot lock. The kernel drops the lock when the holder
+    exits, SIGKILL included: unlike a pid file, nothing can go stale."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
     except BlockingIOError:
         os.close(fd)
         return None
+    except OSError:
+        os.close(fd)
+        return NO_FLOCK
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None and fd != NO_FLOCK:
+        os.close(fd)
 
 
 def remove_stale_work(downloads: Path) -> list[Path]:
@@ -308,12 +318,12 @@ def remove_stale_work(downloads: Path) -> list[Path]:
         if path.is_symlink() or not path.is_dir():
             continue
         fd = _flock(path, blocking=False)
-        if fd is None:
+        if fd is None or fd == NO_FLOCK:
             continue
         try:
             shutil.rmtree(path, ignore_errors=True)
         finally:
-            os.close(fd)
+            _unlock(fd)
         if not path.exists():
             removed.append(path)
     if removed:
@@ -333,12 +343,12 @@ def _work_folder(downloads: Path) -> Iterator[Path]:
         work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=downloads))
         fd = _flock(work)
     finally:
-        os.close(guard)
+        _unlock(guard)
     try:
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        os.close(fd)
+        _unlock(fd)
 
 
 # ---------------------------------------------------------------- public API
