@@ -45,7 +45,7 @@ KINDS = ("train", "eval")  # the run folders `sync` looks after: runs/train/<key
 
 def identity(fingerprint: dict | str | None) -> str | None:
     """A training's identity for MLflow: the sha256 of its resume fingerprint
-    (``checkpoints.run_fingerprint``: settings, model, code and data), as short text for a tag."""
+    (``checkpoints.run_fingerprint``: settings, model, code and data), as text for a tag."""
     if fingerprint is None or isinstance(fingerprint, str):
         return fingerprint
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
