@@ -211,3 +211,109 @@ def test_a_locked_sqlite_store_costs_seconds_and_one_warning(tmp_path, empty_db,
         holder.close()
     assert tr.offline and capsys.readouterr().err.count("warning: tracking:") == 1
     assert took < 15, took  # SQLite's busy timeout (5 s), not MLflow's minutes of retries
+
+
+def test_an_offline_training_after_a_finished_one_gets_its_own_run(workdir, tiny_params, capsys):
+    """The folder's record still names the previous training's FINISHED run when the next training
+    (other settings) starts with MLflow down: sync must create a new run, not append to the old one."""
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.evaluation.run import evaluate
+
+    good = tiny_params["tracking"]["uri"]
+    cfg = config.resolve("prenet", "rain-synth", tiny_params).tracking
+    run_dir = workdir / "runs/train/prenet-rain-synth"
+    train.train("prenet", "rain-synth", params=tiny_params, progress=False)
+    first = _steps(tracking.list_runs(cfg), "train/prenet-rain-synth")
+    rec = json.loads((run_dir / tracking.RECORD).read_text())
+    assert rec["run_id"] == first["run_id"] and first["tags"][tracking.FINGERPRINT_TAG] == rec["fingerprint"]
+    before = _history(good, first["run_id"])
+
+    tiny_params["profiles"]["ci"]["train"]["lr"] = 1e-3  # another training of the same folder ...
+    tiny_params["tracking"]["uri"] = f"http://127.0.0.1:{_free_port()}"  # ... started while MLflow is down
+    train.train("prenet", "rain-synth", params=tiny_params, progress=False)
+    assert "warning: tracking:" in capsys.readouterr().err
+    offline = json.loads((run_dir / tracking.RECORD).read_text())
+    assert "run_id" not in offline and offline["synced"] is False and offline["fingerprint"] != rec["fingerprint"]
+
+    tiny_params["tracking"]["uri"] = good
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    # evaluated before the sync: no link at all rather than a link to the older training's run
+    assert evaluate("prenet", "rain-synth", params=tiny_params, progress=False)["train_run_id"] is None
+    assert cli.main(["tracking", "sync"]) == 0
+    trains = [r for r in tracking.list_runs(cfg) if r["name"] == "train/prenet-rain-synth"]
+    assert len(trains) == 2
+    new = next(r for r in trains if r["run_id"] != first["run_id"])
+    assert new["status"] == "FINISHED" and new["params"]["train.lr"] == "0.001"
+    assert new["tags"][tracking.FINGERPRINT_TAG] == offline["fingerprint"]
+    old = MlflowClient(tracking_uri=tracking.store_uri(cfg)).get_run(first["run_id"])
+    assert old.data.params["train.lr"] != "0.001" and _history(good, first["run_id"]) == before  # untouched
+    assert _history(good, new["run_id"]) == before  # the new training's own steps, sent once
+    assert json.loads((run_dir / tracking.RECORD).read_text())["run_id"] == new["run_id"]
+    assert evaluate("prenet", "rain-synth", params=tiny_params, progress=False)["train_run_id"] == new["run_id"]
+
+
+def test_a_killed_run_is_continued_only_by_the_same_training(tmp_path, empty_db):
+    """A RUNNING run is resumed only with the fingerprint it was opened with; another one gets a new run."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(empty_db, db)
+    cfg = TrackingCfg(uri=f"sqlite:///{db}", experiment="test")
+    ctx = tracking.run(cfg, "train/x", {}, {}, run_dir=tmp_path, fingerprint={"train": 1})
+    killed = ctx.__enter__()  # the process dies: the run stays RUNNING
+    rows = [{"step": 1, "loss": 0.5}]
+    with tracking.run(cfg, "train/x", {}, {}, run_dir=tmp_path, resume_rows=rows, fingerprint={"train": 2}) as other:
+        pass
+    assert other.run_id != killed.run_id
+    status = {r["run_id"]: r["status"] for r in tracking.list_runs(cfg)}
+    assert status == {killed.run_id: "KILLED", other.run_id: "FINISHED"}
+
+
+@pytest.mark.parametrize("how", ["cp", "mv"])
+def test_new_runs_of_a_copied_or_moved_clone_record_its_own_artifact_path(tmp_path, monkeypatch, empty_db, how):
+    """The MLflow client (what the UI reads) lists the artifacts of old and new runs from the new place."""
+    from mlflow.tracking import MlflowClient
+
+    first, there = tmp_path / "first", tmp_path / "there"
+    first.mkdir()
+    shutil.copy(empty_db, first / "mlflow.db")
+    cfg = TrackingCfg(uri="sqlite:///mlflow.db", experiment="clone")
+    monkeypatch.chdir(first)
+    (first / "a.txt").write_text("first")
+    with tracking.run(cfg, "one", {}, {}) as one:
+        one.log_artifact(first / "a.txt")
+    monkeypatch.chdir(tmp_path)
+    subprocess.run([how, "-a", str(first), str(there)] if how == "cp" else [how, str(first), str(there)], check=True)
+    monkeypatch.chdir(there)
+    (there / "b.txt").write_text("there")
+    with tracking.run(cfg, "two", {}, {}) as two:
+        two.log_artifact(there / "b.txt")
+    client = MlflowClient(tracking_uri=tracking.store_uri(cfg))
+    mlruns = (there / "mlruns").as_uri() + "/"
+    for run, name in ((two, "b.txt"), (one, "a.txt")):
+        info = client.get_run(run.run_id).info
+        assert info.artifact_uri.startswith(mlruns), info.artifact_uri
+        assert [f.path for f in client.list_artifacts(run.run_id)] == [name]
+    assert client.get_experiment_by_name("clone").artifact_location == (there / "mlruns").as_uri()
+    if how == "cp":  # the first clone's own store still names its own folder, and gained nothing
+        first_client = MlflowClient(tracking_uri=f"sqlite:///{first / 'mlflow.db'}")
+        assert first_client.get_run(one.run_id).info.artifact_uri.startswith((first / "mlruns").as_uri() + "/")
+        assert sorted(p.name for p in (first / "mlruns").rglob("*.txt")) == ["a.txt"]
+
+
+def test_sync_never_adds_a_folder_to_another_trainings_run(tmp_path, monkeypatch, empty_db):
+    """A record naming a run of another fingerprint (e.g. written by an older version): a new run."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    cfg = TrackingCfg(uri="sqlite:///mlflow.db", experiment="test")
+    run_dir = tmp_path / "runs/train/prenet-rain-synth"
+    with tracking.run(cfg, "train/prenet-rain-synth", {}, {}, run_dir=run_dir, fingerprint={"a": 1}) as older:
+        older.log({"train/loss": 9.0}, 1)
+    rec = json.loads((run_dir / tracking.RECORD).read_text())
+    rec.update(fingerprint=tracking.identity({"a": 2}), synced=False)  # the folder now holds another training
+    (run_dir / tracking.RECORD).write_text(json.dumps(rec))
+    (run_dir / "train_log.csv").write_text("step,loss\n1,0.5\n2,0.25\n")
+    lines = tracking.sync(cfg)
+    assert len(lines) == 1 and "2 metric values sent" in lines[0] and older.run_id not in lines[0]
+    new = next(r for r in tracking.list_runs(cfg) if r["run_id"] != older.run_id)
+    assert new["tags"][tracking.FINGERPRINT_TAG] == rec["fingerprint"] and new["status"] == "FINISHED"
+    assert _history(cfg.uri, older.run_id) == [1] and _history(cfg.uri, new["run_id"]) == [1, 2]

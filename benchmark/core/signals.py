@@ -27,7 +27,7 @@ _received: list[int] = []  # the signals seen since ``stopping`` began (a list: 
 class Stopped(BaseException):
     """The run stopped on a signal; ``str()`` is the one line to show (where it stopped, how to go on)."""
 
-    run_status = "KILLED"  # MLflow's word for a run ended from outside
+    run_status = "KILLED"  # MLflow's word for a run ended from outside; tracking.run closes with it
 
     def __init__(self, signum: int, message: str):
         super().__init__(message)
@@ -71,15 +71,3 @@ def stopping(raise_now: bool = False) -> Iterator[None]:
             signal.signal(s, h)
         _received.clear()
 
-
-def mark_killed(tracker) -> None:
-    """Record a run stopped by a signal as KILLED in MLflow (``tracker``: what ``tracking.run`` yielded,
-    or None when it was never opened). That context closes every run that raises as FAILED; this sets
-    the status once more, after it, through the tracker's client. A resumed training continues the run
-    either way (it is not FINISHED). Tracking never stops anything: a store that fails here is left."""
-    if tracker is None or tracker.offline or not tracker.run_id:
-        return
-    try:
-        tracker.client.set_terminated(tracker.run_id, status=Stopped.run_status)
-    except Exception:  # noqa: BLE001 - the store went away meanwhile: FAILED stays
-        pass

@@ -10,12 +10,17 @@ place. Sources without a public direct link stop with the exact manual step. The
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import shutil
 import sys
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Iterator
 
 from tqdm import tqdm
 
@@ -274,6 +279,78 @@ def _wanted(spec: DatasetSpec, splits: list[str] | None) -> list[SplitSpec]:
     return [spec.splits[s] for s in splits]
 
 
+# ---------------------------------------------------------------- work folder
+
+WORK_PREFIX = ".work-"
+NO_FLOCK = -1  # a filesystem without flock: nothing is locked there, and no folder is taken for stale
+
+
+def _flock(path: Path, blocking: bool = True) -> int | None:
+    """An exclusive flock on the folder ``path`` (its open descriptor), None when a live process
+    holds it, ``NO_FLOCK`` when the filesystem cannot lock. The kernel drops the lock when the holder
+    exits, SIGKILL included: unlike a pid file, nothing can go stale."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        os.close(fd)
+        return NO_FLOCK
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None and fd != NO_FLOCK:
+        os.close(fd)
+
+
+def remove_stale_work(downloads: Path) -> list[Path]:
+    """Remove the ``.work-*`` folders of killed downloads from ``downloads``; returns them. A live
+    download keeps its folder flocked, so only unlocked ones go (a folder of an older version,
+    which locked none, counts as stale)."""
+    removed = []
+    for path in sorted(downloads.glob(WORK_PREFIX + "*")):
+        if path.is_symlink() or not path.is_dir():
+            continue
+        fd = _flock(path, blocking=False)
+        if fd is None or fd == NO_FLOCK:
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            _unlock(fd)
+        if not path.exists():
+            removed.append(path)
+    if removed:
+        say(f"note: removed {len(removed)} work folder(s) of interrupted downloads in {downloads}")
+    return removed
+
+
+@contextlib.contextmanager
+def _work_folder(downloads: Path) -> Iterator[Path]:
+    """A fresh ``.work-*`` folder in ``downloads``, flocked while this process uses it and removed at
+    the end. Clearing the killed downloads' folders and creating (and locking) the new one happen
+    under a lock on ``downloads`` itself, so a download starting beside this one never takes this
+    folder, created but not yet locked, for a stale one."""
+    guard = _flock(downloads)
+    try:
+        remove_stale_work(downloads)
+        work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=downloads))
+        fd = _flock(work)
+    finally:
+        _unlock(guard)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        _unlock(fd)
+
+
 # ---------------------------------------------------------------- public API
 
 def download(name: str, root: Path | str = "data", source: Path | str | None = None,
@@ -292,8 +369,7 @@ def download(name: str, root: Path | str = "data", source: Path | str | None = N
         say(f"{name}: already present in {dest}")
         return dest
     downloads.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".work-", dir=downloads) as tmp:
-        work = Path(tmp)
+    with _work_folder(downloads) as work:  # a killed download's folder goes at the next start
         trees = _gather(spec, wanted, downloads, work, Path(source) if source else None, progress)
         plan = _assign(spec, trees, wanted, lenient=source is not None and not splits)
         rows = _checksum_list(spec) if spec.files is not None and source is not None else None

@@ -44,7 +44,8 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     counts = contract.count_params(model)
     out = Path(out) if out is not None else runs.RUNS / "eval" / key
     lp, lp_reason = lpips_for(cfg.eval, device)
-    train_run = None if weightless else tracking.latest_run_id(cfg.tracking, f"train/{key}")
+    train_run = None if weightless else tracking.latest_run_id(cfg.tracking, f"train/{key}",
+                                                               Path(train_dir or runs.RUNS / "train" / key))
     result = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "key": key,
               "seed": cfg.train.seed, **(meta or {}),
               "params_total": counts["total"], "params_trainable": counts["trainable"],
@@ -56,38 +57,34 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
     tags = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "stage": f"evaluate@{key}",
             "kind": "evaluate", **({"train_run_id": train_run} if train_run else {})}
     flat = {**config.flatten(cfg.to_dict()), "params_total": counts["total"], "params_trainable": counts["trainable"]}
-    tr = None
-    try:
-        with tracking.run(cfg.tracking, f"evaluate/{key}", flat, tags) as tr:
-            result["mlflow_run_id"] = tr.run_id
-            for eval_set in eval_sets or cfg.dataset_cfg.get("eval_sets") or [dataset]:
-                root = runs.eval_set_dir(dataset, eval_set)
-                paired = config.has_ground_truth(raw, eval_set)
-                ds = data.EvalImages(root, "test", paired=paired, limit=limit)
-                ex = None
-                if contract.needs_exemplar(model):
-                    # the exemplar comes from the *training* dataset's split, never from the evaluated image
-                    ex = data.eval_exemplar(runs.data_dir(dataset), cfg.eval.exemplar, cfg.train.seed,
-                                            ds if cfg.eval.exemplar == "test" else None)
-                res = inference.evaluate(model, ds, cfg.eval, device=device, exemplar=ex,
-                                         save_dir=out / "samples" / eval_set, lpips_metric=lp.compute if lp else None,
-                                         progress=progress, save_names=frozenset(report_images.get(eval_set, ())))
-                summary = {"n_images": res["n_images"], **res["mean"]}
-                if not paired:
-                    summary = {"n_images": res["n_images"], "seconds": res["mean"]["seconds"], "ground_truth": False}
-                result["results"][eval_set] = summary
-                rows += [{"eval_set": eval_set, **r} for r in res["per_image"]]
-                tr.log({f"test/{eval_set}/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}, 0)
-            # metrics.json last: it is what the tables read, so it appears only once the rest is written
-            io.write_csv(out / "per_image.csv", rows)
-            io.write_json(out / headline.FILE, headline.of_results(key, result["results"]))  # what DVC compares
-            io.write_json(out / "metrics.json", result)
-            tr.log_artifact(out / "metrics.json")
-            tr.log_artifact(out / "per_image.csv")
-            tr.log_artifact(out / "samples", "samples")
-    except signals.Stopped:
-        signals.mark_killed(tr)
-        raise
+    # the record in `out` (mlflow_run.json) lets `tracking sync` close the run of a killed evaluation
+    with tracking.run(cfg.tracking, f"evaluate/{key}", flat, tags, run_dir=out) as tr:
+        result["mlflow_run_id"] = tr.run_id
+        for eval_set in eval_sets or cfg.dataset_cfg.get("eval_sets") or [dataset]:
+            root = runs.eval_set_dir(dataset, eval_set)
+            paired = config.has_ground_truth(raw, eval_set)
+            ds = data.EvalImages(root, "test", paired=paired, limit=limit)
+            ex = None
+            if contract.needs_exemplar(model):
+                # the exemplar comes from the *training* dataset's split, never from the evaluated image
+                ex = data.eval_exemplar(runs.data_dir(dataset), cfg.eval.exemplar, cfg.train.seed,
+                                        ds if cfg.eval.exemplar == "test" else None)
+            res = inference.evaluate(model, ds, cfg.eval, device=device, exemplar=ex,
+                                     save_dir=out / "samples" / eval_set, lpips_metric=lp.compute if lp else None,
+                                     progress=progress, save_names=frozenset(report_images.get(eval_set, ())))
+            summary = {"n_images": res["n_images"], **res["mean"]}
+            if not paired:
+                summary = {"n_images": res["n_images"], "seconds": res["mean"]["seconds"], "ground_truth": False}
+            result["results"][eval_set] = summary
+            rows += [{"eval_set": eval_set, **r} for r in res["per_image"]]
+            tr.log({f"test/{eval_set}/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}, 0)
+        # metrics.json last: it is what the tables read, so it appears only once the rest is written
+        io.write_csv(out / "per_image.csv", rows)
+        io.write_json(out / headline.FILE, headline.of_results(key, result["results"]))  # what DVC compares
+        io.write_json(out / "metrics.json", result)
+        tr.log_artifact(out / "metrics.json")
+        tr.log_artifact(out / "per_image.csv")
+        tr.log_artifact(out / "samples", "samples")
     return result
 
 

@@ -365,7 +365,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_tracking(args) -> int:
-    """``tracking sync``: send what MLflow lacks of every training folder (offline or killed runs)."""
+    """``tracking sync``: send what MLflow lacks of every training and evaluation folder, close killed runs."""
     from benchmark.core import config, tracking
 
     cfg = config.tracking_settings(args.params)
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tracking", help="tracking sync: send metrics MLflow missed (server down, killed runs)")
     p.add_argument("action", choices=["sync"])
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--runs", default="runs/train", help="folder of the training run folders")
+    p.add_argument("--runs", default="runs", help="the runs folder (its train/ and eval/), or one of those two")
     p.set_defaults(func=cmd_tracking)
     for name, fn, hlp in (("perf", cmd_perf, "speed/memory table (see `msgnn-bench perf -h`)"),
                           ("datasets", cmd_datasets, "list | download | verify | path (see `datasets -h`)"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmark.core import checkpoints, config, contract, io, runs, signals, tracking
+from benchmark.core import checkpoints, config, contract, io, runs, tracking
 from benchmark.data import loading as data
 from benchmark.evaluation import inference
 from benchmark.training import distributed, engine
@@ -73,23 +73,21 @@ def _train(model_name: str, dataset: str, cfg: config.RunConfig, key: str, root:
     flat.update({"params_total": counts["total"], "params_trainable": counts["trainable"]})
     run_id = {"model": model_name, "args": cfg.model_args, "dataset": dataset}
     # a resumed training continues its own MLflow run and sends the steps a killed process had buffered
-    ck = checkpoints.load_state(out, checkpoints.run_fingerprint(cfg.train, train_ds, run_id))
+    # (the fingerprint also ties the folder's MLflow run to this very training: see tracking.run)
+    fingerprint = checkpoints.run_fingerprint(cfg.train, train_ds, run_id)
+    ck = checkpoints.load_state(out, fingerprint)
     resume_rows = list(ck["log"]) if ck is not None else None
-    tr = None
-    try:
-        with tracking.run(cfg.tracking, f"train/{key}", flat, tags, run_dir=out, resume_rows=resume_rows) as tr:
-            if distributed.is_main():
-                tr.log_artifact(out / "config.yaml")
-            result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
-                                validate=_validator(model_name, cfg, device, root) if validate else None,
-                                device=device, progress=progress, run_id=run_id, state=ck, lock=False)
-            if not distributed.is_main():
-                return result
-            checkpoints.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
-                                   dataset=dataset, profile=cfg.profile)
-            tr.log_artifact(out / "train_log.csv")
-    except signals.Stopped:
-        signals.mark_killed(tr)
-        raise
+    with tracking.run(cfg.tracking, f"train/{key}", flat, tags, run_dir=out, resume_rows=resume_rows,
+                      fingerprint=fingerprint) as tr:
+        if distributed.is_main():
+            tr.log_artifact(out / "config.yaml")
+        result = engine.fit(model, train_ds, cfg.train, out, log=tr.log,
+                            validate=_validator(model_name, cfg, device, root) if validate else None,
+                            device=device, progress=progress, run_id=run_id, state=ck, lock=False)
+        if not distributed.is_main():
+            return result
+        checkpoints.save_model(out / "model.pt", model_name, cfg.model_args, model.cpu(), step=result["step"],
+                               dataset=dataset, profile=cfg.profile)
+        tr.log_artifact(out / "train_log.csv")
     return result
 
