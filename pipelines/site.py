@@ -153,12 +153,14 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
 
 def write_plot_data(runs_dir: Path, runs: list[figures.Run], out: Path) -> None:
     """Long-format CSVs for `dvc plots` (one line per run via the `run` column)."""
-    rows = []
+    rows, val = [], []
     for f in run_files(runs_dir, "train", "train_log.csv"):
         for r in io.read_csv(f)[1]:
-            rows.append({"run": f.parent.name, "step": r.get("step"), "loss": r.get("loss"),
-                         "val_psnr_y": r.get("val_psnr_y", "")})
-    io.write_csv(out / "training.csv", rows, ["run", "step", "loss", "val_psnr_y"])
+            rows.append({"run": f.parent.name, "step": r.get("step"), "loss": r.get("loss")})
+            if r.get("val_psnr_y"):  # validated steps only: a blank cell would be drawn as a point at 0
+                val.append({"run": f.parent.name, "step": r.get("step"), "val_psnr_y": r["val_psnr_y"]})
+    io.write_csv(out / "training.csv", rows, ["run", "step", "loss"])
+    io.write_csv(out / "validation.csv", val, ["run", "step", "val_psnr_y"])
     img = []
     for r in runs:
         f = find_run(runs_dir, "eval", r.key) / "per_image.csv"

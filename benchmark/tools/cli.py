@@ -342,6 +342,12 @@ def cmd_weights(args) -> int:
     return weights_main(args.rest)
 
 
+def cmd_plots_page(args) -> int:
+    from benchmark.tools.plots_page import plots_page_main
+
+    return plots_page_main(args.rest)
+
+
 def cmd_grid(args) -> int:
     from benchmark.tools import grid
 
@@ -464,14 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
                           ("datasets", cmd_datasets, "list | download | verify | path (see `datasets -h`)"),
                           ("weights", cmd_weights, "official checkpoints: list | download | verify | path"),
                           ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)"),
-                          ("grid", cmd_grid, "run DVC stages in parallel, one per device (see `grid -h`)")):
+                          ("grid", cmd_grid, "run DVC stages in parallel, one per device (see `grid -h`)"),
+                          ("plots-page", cmd_plots_page, "write .dvc/plots.html: `dvc plots show` offline")):
         p = sub.add_parser(name, help=hlp, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=fn)
     return ap
 
 
-PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "weights": cmd_weights, "check-metrics": cmd_check_metrics, "grid": cmd_grid}
+PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "weights": cmd_weights, "check-metrics": cmd_check_metrics, "grid": cmd_grid,
+               "plots-page": cmd_plots_page}
 
 
 def main(argv: list[str] | None = None) -> int:
