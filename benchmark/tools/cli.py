@@ -237,10 +237,15 @@ def cmd_derain(args) -> int:
     model = _load(args)
     model.to(device).eval()
     ex = _exemplar(model, args)
-    for src, dst in jobs:  # one image in memory at a time
-        out = inference.predict(model, data.to_tensor(data.load_image(src, args.max_pixels)), ex, device)[0]
-        derain.write_png(dst, metrics.to_uint8(out), overwrite=args.overwrite)
-        print(dst)
+    bar = derain.progress_bar(len(jobs), quiet=args.quiet)
+    try:
+        for src, dst in jobs:  # one image in memory at a time
+            out = inference.predict(model, data.to_tensor(data.load_image(src, args.max_pixels)), ex, device)[0]
+            derain.write_png(dst, metrics.to_uint8(out), overwrite=args.overwrite)
+            print(dst, flush=True)
+            bar.update(1)
+    finally:
+        bar.close()
     return 0
 
 
@@ -429,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--output", required=True,
                            help="output folder; must not hold or lie inside an input")
             p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+            p.add_argument("-q", "--quiet", action="store_true",
+                           help="no progress bar (there is none either when stderr is not a terminal)")
         p.set_defaults(func=fn)
     p = sub.add_parser("score", help="score a folder of output images against ground truth (every protocol)")
     p.add_argument("--pred", required=True, help="folder of output images (file stem = image id)")
