@@ -24,7 +24,7 @@ from PIL import Image
 
 from benchmark.core import config, io, tracking
 from benchmark.data import loading as data
-from benchmark.reporting import figures, html_tables
+from benchmark.reporting import figures, html_tables, lpips_status
 from benchmark.data.layouts import natural_key
 from benchmark.core.runs import find_run, run_files
 
@@ -179,14 +179,7 @@ def _template() -> jinja2.Template:
 
 def lpips_lines(runs: list[figures.Run]) -> list[str]:
     """Whether LPIPS ran, from each run's ``lpips_status`` in metrics.json ("ok" or why not)."""
-    by: dict[str, list[str]] = {}
-    for r in runs:
-        by.setdefault(str(r.metrics.get("lpips_status") or "not recorded in metrics.json"), []).append(r.key)
-    out = []
-    for status, keys in sorted(by.items()):
-        which = f"{len(keys)} run{'s' if len(keys) != 1 else ''}" + (f": {', '.join(keys)}" if len(by) > 1 else "")
-        out.append(f"LPIPS ran ({which})." if status == "ok" else f"LPIPS did not run ({which}): {status}")
-    return out
+    return lpips_status.lpips_lines({r.key: r.metrics.get("lpips_status") for r in runs})
 
 
 def run_rows(runs: list[figures.Run], runs_dir: Path, reports: Path) -> list[dict]:
