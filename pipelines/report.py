@@ -20,7 +20,7 @@ import yaml
 from benchmark.core import config, io
 from benchmark.core.registry import display_name, paper_rank
 from benchmark.evaluation import protocols
-from benchmark.reporting import figures, lpips_status, tables
+from benchmark.reporting import figures, metric_status, tables
 from benchmark.core.runs import RUNS, RunFolderError, eval_metrics
 
 # Table 1's "2.46M" is the released code's exemplar-off count; the method as described has the exemplar
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t1 = tables.table1(rows, ref, runs_dir, proto)
     missing = [d for d in (ref.get("table1") or {}) if d not in set(t1["dataset"])]  # the paper's sets not run
-    lpips = lpips_status.lpips_lines({m.get("key", f.parent.name): m.get("lpips_status")
+    lpips = metric_status.lpips_lines({m.get("key", f.parent.name): m.get("lpips_status")
                                       for f, m in eval_metrics(runs_dir) if not m.get("variant")})
     md = markdown1(t1, proto, missing, lpips)
     write_table(out, "table1", t1, md, missing)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from benchmark.core import config, io, tracking
 from benchmark.data import loading as data
-from benchmark.reporting import figures, html_tables, lpips_status
+from benchmark.reporting import figures, html_tables, metric_status
 from benchmark.data.layouts import natural_key
 from benchmark.core.runs import find_run, run_files
 
@@ -120,7 +120,8 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
         name = f"compare_{slug(s)}_{slug(image)}"
         figures.save_image(img, site / f"{name}.png")
         figs.append(figure_block(f"site/{name}.png", f"{s} / {image}: rainy input, every method"
-                                 + (", ground truth" if paired else "") + "; zoomed crop below each image"))
+                                 + (", ground truth" if paired else "") + "; zoomed crop below each image"
+                                 + ("" if paired else f". {metric_status.NO_REFERENCE_NOTE}")))
         srcs = []
         for j, (label, px) in enumerate(cols):
             rel = f"site/img/{name}/{j}.png"
@@ -179,7 +180,7 @@ def _template() -> jinja2.Template:
 
 def lpips_lines(runs: list[figures.Run]) -> list[str]:
     """Whether LPIPS ran, from each run's ``lpips_status`` in metrics.json ("ok" or why not)."""
-    return lpips_status.lpips_lines({r.key: r.metrics.get("lpips_status") for r in runs})
+    return metric_status.lpips_lines({r.key: r.metrics.get("lpips_status") for r in runs})
 
 
 def run_rows(runs: list[figures.Run], runs_dir: Path, reports: Path) -> list[dict]:
