@@ -353,6 +353,12 @@ def cmd_plots_page(args) -> int:
     return plots_page_main(args.rest)
 
 
+def cmd_plan(args) -> int:
+    from benchmark.tools.plan import plan_main
+
+    return plan_main(args.rest)
+
+
 def cmd_grid(args) -> int:
     from benchmark.tools import grid
 
@@ -478,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                           ("weights", cmd_weights, "official checkpoints: list | download | verify | path"),
                           ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)"),
                           ("grid", cmd_grid, "run DVC stages in parallel, one per device (see `grid -h`)"),
-                          ("plots-page", cmd_plots_page, "write .dvc/plots.html: `dvc plots show` offline")):
+                          ("plots-page", cmd_plots_page, "write .dvc/plots.html: `dvc plots show` offline"),
+                          ("plan", cmd_plan, "what `dvc repro` would run and the downloads it needs")):
         p = sub.add_parser(name, help=hlp, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=fn)
@@ -486,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "weights": cmd_weights, "check-metrics": cmd_check_metrics, "grid": cmd_grid,
-               "plots-page": cmd_plots_page}
+               "plots-page": cmd_plots_page, "plan": cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:
