@@ -99,8 +99,10 @@ def tables_view(reports: Path, runs_dir: Path, paper: dict) -> tuple[list[dict],
     return out, protos, sorted(profiles)
 
 
-def figure_block(rel: str, caption: str) -> dict:
-    return {"src": rel, "caption": caption}
+def figure_block(rel: str, caption: str, fit: bool = False) -> dict:
+    """``fit``: a chart, scaled down to the page width (its axis labels stay in view); image grids
+    keep their pixels 1:1 and scroll instead."""
+    return {"src": rel, "caption": caption, "fit": fit}
 
 
 def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: dict) -> dict:
@@ -142,9 +144,11 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
             figures.save_image(im.copy(), site / "fig7_subnetworks.png")
         figs.append(figure_block("site/fig7_subnetworks.png", "Fig. 7: PSNR and parameters vs number of sub-networks N"))
     curves = figures.training_panels(runs_dir, site / "training_curves.png")
-    figs.append(figure_block("site/training_curves.png", f"Training loss and validation PSNR-Y, {len(curves)} runs"))
+    figs.append(figure_block("site/training_curves.png", f"Training loss and validation PSNR-Y, {len(curves)} runs",
+                             fit=True))
     sets = figures.psnr_vs_params(runs, site / "psnr_vs_params.png", rcfg.protocol)
-    figs.append(figure_block("site/psnr_vs_params.png", f"PSNR vs parameter count ({', '.join(sets) or 'no set'})"))
+    figs.append(figure_block("site/psnr_vs_params.png", f"PSNR vs parameter count ({', '.join(sets) or 'no set'})",
+                             fit=True))
     write_plot_data(runs_dir, runs, site / "plots")
     tables, protos, profiles = tables_view(reports, runs_dir, paper)
     page = render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing)

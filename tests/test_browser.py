@@ -27,6 +27,13 @@ READ_PAGE = """(() => ({
   best: Array.from(document.querySelectorAll('td.best')).length,
 }))()"""
 
+# Charts (training panels, PSNR vs parameters): the whole image in view, right axis labels included.
+READ_CHARTS = """Array.from(document.querySelectorAll('figure img.fit')).map(i => { const f = i.closest('figure');
+    const r = i.getBoundingClientRect(), fr = f.getBoundingClientRect();
+    return {src: i.getAttribute('src'), right: r.right, figRight: fr.right, scroll: f.scrollWidth - f.clientWidth,
+            ratio: r.width / r.height, natural: i.naturalWidth / i.naturalHeight, width: r.width,
+            naturalWidth: i.naturalWidth}; })"""
+
 # Table 1 as a reader sees it: the one visible paper-layout table (a hidden one has no layout box).
 READ_TABLE1 = """(() => {
   const shown = Array.from(document.querySelectorAll('table.paper-table[data-table="table1"]'))
@@ -84,6 +91,11 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
             assert browser.evaluate(f"{SWITCH}({proto!r})") == proto
             shown[proto] = browser.evaluate(READ_TABLE1)
         slid = browser.evaluate(SLIDE)
+        charts = {"wide": browser.evaluate(READ_CHARTS)}
+        # a narrow window (a laptop split screen): charts wider than the page scale down, never cut off
+        browser.call("Emulation.setDeviceMetricsOverride", width=700, height=1000, deviceScaleFactor=1, mobile=False)
+        charts["narrow"] = browser.evaluate(READ_CHARTS)
+        browser.call("Emulation.clearDeviceMetricsOverride")
         shot_dir = Path(os.environ.get("MSGNN_SCREENSHOTS") or tmp_path)
         shot_dir.mkdir(parents=True, exist_ok=True)
         browser.screenshot(shot_dir / "report_index.png")
@@ -111,6 +123,12 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
     assert len(page["images"]) >= 6
     for img in page["images"]:
         assert img["complete"] and img["width"] > 0, f"image did not load: {img['src']}"
+    for width, shown in charts.items():
+        assert {c["src"] for c in shown} >= {"site/training_curves.png", "site/psnr_vs_params.png"}
+        for c in shown:
+            assert c["right"] <= c["figRight"] + 0.5 and c["scroll"] == 0, (width, c)  # nothing cut off
+            assert abs(c["ratio"] - c["natural"]) < 0.01, (width, c)  # scaled, not squeezed
+    assert any(c["width"] < c["naturalWidth"] for c in charts["narrow"])  # the narrow case did scale one down
     assert slid["clip"] == "inset(0px 0px 0px 20%)" and slid["src"] == slid["chosen"] and slid["width"] > 0
     assert errors == [], errors
     png = (shot_dir / "report_index.png").read_bytes()
