@@ -99,6 +99,12 @@ def tables_view(reports: Path, runs_dir: Path, paper: dict) -> tuple[list[dict],
     return out, protos, sorted(profiles)
 
 
+def compare_caption(s: str, image: str, paired: bool) -> str:
+    """A comparison grid's caption; a set without ground truth says that it has no score, and why."""
+    return (f"{s} / {image}: rainy input, every method" + (", ground truth" if paired else "")
+            + "; zoomed crop below each image" + ("" if paired else f". {metric_status.NO_REFERENCE_NOTE}"))
+
+
 def figure_block(rel: str, caption: str, fit: bool = False) -> dict:
     """``fit``: a chart, scaled down to the page width (its axis labels stay in view); image grids
     keep their pixels 1:1 and scroll instead."""
@@ -121,9 +127,7 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
                                             rcfg.tile, rcfg.protocol, paired)
         name = f"compare_{slug(s)}_{slug(image)}"
         figures.save_image(img, site / f"{name}.png")
-        figs.append(figure_block(f"site/{name}.png", f"{s} / {image}: rainy input, every method"
-                                 + (", ground truth" if paired else "") + "; zoomed crop below each image"
-                                 + ("" if paired else f". {metric_status.NO_REFERENCE_NOTE}")))
+        figs.append(figure_block(f"site/{name}.png", compare_caption(s, image, paired)))
         srcs = []
         for j, (label, px) in enumerate(cols):
             rel = f"site/img/{name}/{j}.png"

@@ -350,3 +350,19 @@ def test_table1_markdown_says_whether_lpips_ran(tmp_path):
     assert "LPIPS did not run (1 run: prenet-rain200h): LPIPS unavailable: weights not found" in md
     assert "LPIPS ran (2 runs: input-rain200h, msgnn-rain200h)." in md
     assert "variant's status" not in md
+
+
+def test_real_world_figures_say_why_there_is_no_no_reference_score():
+    """docs/metrics.md gives the facts; the page's grids of sets without ground truth point to them."""
+    from benchmark.reporting import metric_status
+    from pipelines import site
+
+    from .test_tables import REPO
+
+    real = site.compare_caption("real", "rain-001", paired=False)
+    assert "no PSNR/SSIM" in real and "NIQE/BRISQUE" in real and "docs/metrics.md" in real
+    assert "NIQE" not in site.compare_caption("rain200h", "1", paired=True)
+    doc = (REPO / "docs/metrics.md").read_text()
+    assert "### No-reference scores" in doc and metric_status.NO_REFERENCE_NOTE.split('"')[1] in doc
+    for pkg in ("pyiqa", "piq", "scikit-video", "image-quality"):
+        assert f"`{pkg}`" in doc
