@@ -268,3 +268,29 @@ def test_dvc_plots_show_draws_offline(site_tree, plots_template, tmp_path):
     subpaths = sorted(d.count("M") for d in v["lines"])
     assert subpaths == [1] * len(runs) + [2], v["lines"]  # the gap run's line is broken in two, the rest whole
     assert len(v["points"]) == len(val) + 3  # the blank cell draws no point (not one at 0)
+
+
+def test_plots_page_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path, capsys):
+    """`msgnn-bench plots-page --from DIR`: a damaged tarball is one error line naming it, and no template
+    (not even a partial one) is written; the intact set builds a template DVC can fill."""
+    from benchmark.tools import cli, plots_page
+
+    if shutil.which("npm") is None:
+        pytest.fail("npm not found (Node.js/npm is needed to pack the pinned Vega packages)", pytrace=False)
+    src = tmp_path / "tgz"
+    src.mkdir()
+    plots_page.fetch(plots_page.PACKAGES, src)
+    out = tmp_path / "plots.html"
+    assert cli.main(["plots-page", "--from", str(src), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert page.count("{plot_divs}") == 1 and "{scripts}" not in page and "<script src" not in page
+    assert all(f"{p.name} {p.version}" in page for p in plots_page.PACKAGES)
+    assert page.count("Redistribution and use in source and binary forms") == 3  # each BSD-3 licence kept
+    capsys.readouterr()
+    out.unlink()
+    bad = src / plots_page.PACKAGES[2].tarball
+    bad.write_bytes(bad.read_bytes() + b"\0")
+    assert cli.main(["plots-page", "--from", str(src), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and "differs from the pinned" in err
+    assert not out.exists() and list(tmp_path.glob("plots.html*")) == []
