@@ -20,8 +20,8 @@ import yaml
 from benchmark.core import config, io
 from benchmark.core.registry import display_name, paper_rank
 from benchmark.evaluation import protocols
-from benchmark.reporting import figures, tables
-from benchmark.core.runs import RUNS, RunFolderError
+from benchmark.reporting import figures, metric_status, tables
+from benchmark.core.runs import RUNS, RunFolderError, eval_metrics
 
 # Table 1's "2.46M" is the released code's exemplar-off count; the method as described has the exemplar
 MSGNN_PARAMS_NOTE = ("2,061,579 (exemplar on: the method as described) · the paper's 2.46M = 2,459,689 "
@@ -44,11 +44,12 @@ def profiles(df: pd.DataFrame, fallback: str = "") -> list[str]:
     return list(df["profile"]) if len(df) else [fallback]
 
 
-def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str] = ()) -> str:
+def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str] = (),
+              lpips: list[str] = ()) -> str:
     models = _models(df)
     cell = {(r["dataset"], r["model"]): r for r in df.to_dict("records")}
     lines = ["# Table 1 (regenerated): PSNR / SSIM", "", f"> {tables.profile_banner(df['profile'])}", "",
-             _proto_note(proto), "",
+             _proto_note(proto), "", *(f"{line}  " for line in lpips), *([""] if lpips else []),
              "| Dataset | " + " | ".join(display_name(m) for m in models) + " |", "|" + "---|" * (len(models) + 1)]
     for d in dict.fromkeys(df["dataset"]):
         lines.append(f"| {d} | " + " | ".join(tables.fmt_cell(cell[(d, m)]) if (d, m) in cell else tables.NOT_RUN
@@ -189,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t1 = tables.table1(rows, ref, runs_dir, proto)
     missing = [d for d in (ref.get("table1") or {}) if d not in set(t1["dataset"])]  # the paper's sets not run
-    md = markdown1(t1, proto, missing)
+    lpips = metric_status.lpips_lines({m.get("key", f.parent.name): m.get("lpips_status")
+                                      for f, m in eval_metrics(runs_dir) if not m.get("variant")})
+    md = markdown1(t1, proto, missing, lpips)
     write_table(out, "table1", t1, md, missing)
     for table in tables.ABLATION_TABLES:
         df = tables.ablation_table(table, rows, ref, variants, proto)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from benchmark.core import config, io, tracking
 from benchmark.data import loading as data
-from benchmark.reporting import figures, html_tables
+from benchmark.reporting import figures, html_tables, metric_status
 from benchmark.data.layouts import natural_key
 from benchmark.core.runs import find_run, run_files
 
@@ -99,8 +99,16 @@ def tables_view(reports: Path, runs_dir: Path, paper: dict) -> tuple[list[dict],
     return out, protos, sorted(profiles)
 
 
-def figure_block(rel: str, caption: str) -> dict:
-    return {"src": rel, "caption": caption}
+def compare_caption(s: str, image: str, paired: bool) -> str:
+    """A comparison grid's caption; a set without ground truth says that it has no score, and why."""
+    return (f"{s} / {image}: rainy input, every method" + (", ground truth" if paired else "")
+            + "; zoomed crop below each image" + ("" if paired else f". {metric_status.NO_REFERENCE_NOTE}"))
+
+
+def figure_block(rel: str, caption: str, fit: bool = False) -> dict:
+    """``fit``: a chart, scaled down to the page width (its axis labels stay in view); image grids
+    keep their pixels 1:1 and scroll instead."""
+    return {"src": rel, "caption": caption, "fit": fit}
 
 
 def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: dict) -> dict:
@@ -119,8 +127,7 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
                                             rcfg.tile, rcfg.protocol, paired)
         name = f"compare_{slug(s)}_{slug(image)}"
         figures.save_image(img, site / f"{name}.png")
-        figs.append(figure_block(f"site/{name}.png", f"{s} / {image}: rainy input, every method"
-                                 + (", ground truth" if paired else "") + "; zoomed crop below each image"))
+        figs.append(figure_block(f"site/{name}.png", compare_caption(s, image, paired)))
         srcs = []
         for j, (label, px) in enumerate(cols):
             rel = f"site/img/{name}/{j}.png"
@@ -141,9 +148,11 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
             figures.save_image(im.copy(), site / "fig7_subnetworks.png")
         figs.append(figure_block("site/fig7_subnetworks.png", "Fig. 7: PSNR and parameters vs number of sub-networks N"))
     curves = figures.training_panels(runs_dir, site / "training_curves.png")
-    figs.append(figure_block("site/training_curves.png", f"Training loss and validation PSNR-Y, {len(curves)} runs"))
+    figs.append(figure_block("site/training_curves.png", f"Training loss and validation PSNR-Y, {len(curves)} runs",
+                             fit=True))
     sets = figures.psnr_vs_params(runs, site / "psnr_vs_params.png", rcfg.protocol)
-    figs.append(figure_block("site/psnr_vs_params.png", f"PSNR vs parameter count ({', '.join(sets) or 'no set'})"))
+    figs.append(figure_block("site/psnr_vs_params.png", f"PSNR vs parameter count ({', '.join(sets) or 'no set'})",
+                             fit=True))
     write_plot_data(runs_dir, runs, site / "plots")
     tables, protos, profiles = tables_view(reports, runs_dir, paper)
     page = render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing)
@@ -153,12 +162,14 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
 
 def write_plot_data(runs_dir: Path, runs: list[figures.Run], out: Path) -> None:
     """Long-format CSVs for `dvc plots` (one line per run via the `run` column)."""
-    rows = []
+    rows, val = [], []
     for f in run_files(runs_dir, "train", "train_log.csv"):
         for r in io.read_csv(f)[1]:
-            rows.append({"run": f.parent.name, "step": r.get("step"), "loss": r.get("loss"),
-                         "val_psnr_y": r.get("val_psnr_y", "")})
-    io.write_csv(out / "training.csv", rows, ["run", "step", "loss", "val_psnr_y"])
+            rows.append({"run": f.parent.name, "step": r.get("step"), "loss": r.get("loss")})
+            if r.get("val_psnr_y"):  # validated steps only: a blank cell would be drawn as a point at 0
+                val.append({"run": f.parent.name, "step": r.get("step"), "val_psnr_y": r["val_psnr_y"]})
+    io.write_csv(out / "training.csv", rows, ["run", "step", "loss"])
+    io.write_csv(out / "validation.csv", val, ["run", "step", "val_psnr_y"])
     img = []
     for r in runs:
         f = find_run(runs_dir, "eval", r.key) / "per_image.csv"
@@ -177,14 +188,7 @@ def _template() -> jinja2.Template:
 
 def lpips_lines(runs: list[figures.Run]) -> list[str]:
     """Whether LPIPS ran, from each run's ``lpips_status`` in metrics.json ("ok" or why not)."""
-    by: dict[str, list[str]] = {}
-    for r in runs:
-        by.setdefault(str(r.metrics.get("lpips_status") or "not recorded in metrics.json"), []).append(r.key)
-    out = []
-    for status, keys in sorted(by.items()):
-        which = f"{len(keys)} run{'s' if len(keys) != 1 else ''}" + (f": {', '.join(keys)}" if len(by) > 1 else "")
-        out.append(f"LPIPS ran ({which})." if status == "ok" else f"LPIPS did not run ({which}): {status}")
-    return out
+    return metric_status.lpips_lines({r.key: r.metrics.get("lpips_status") for r in runs})
 
 
 def run_rows(runs: list[figures.Run], runs_dir: Path, reports: Path) -> list[dict]:

@@ -126,3 +126,50 @@ def test_same_file_twice_and_real_fixture(shared, tmp_path, capsys):
     code, _, _ = run(capsys, src, src, "-o", tmp_path / "o")
     assert code == 0 and [p.name for p in (tmp_path / "o").iterdir()] == ["r.png"]
     assert (tmp_path / "o" / "r.png").read_bytes() != b""
+
+
+def _derain_on_a_terminal(tmp_path: Path, *extra: str) -> tuple[int, str, list[str]]:
+    """Run `msgnn-bench derain` as a separate process whose stderr is a pseudo-terminal (as in a shell);
+    returns the exit code, what reached the terminal, and stdout's lines."""
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmark.tools.cli", "derain", "--model", "input",
+                                 str(tmp_path / "in"), "-o", str(tmp_path / f"out{len(extra)}"), *extra],
+                                stdout=subprocess.PIPE, stderr=slave, text=True, cwd=Path(__file__).parents[1],
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        os.close(slave)
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            tty += chunk
+        out = proc.stdout.read()
+        proc.wait(120)
+    finally:
+        os.close(master)
+    return proc.returncode, tty.decode(errors="replace"), out.splitlines()
+
+
+def test_folder_shows_a_progress_bar_on_a_terminal_only(tmp_path, capsys):
+    for i in range(3):
+        img(tmp_path / "in" / f"{i}.png", 40 * i)
+    code, tty, out = _derain_on_a_terminal(tmp_path)
+    assert code == 0 and len(out) == 3  # stdout: the written files, one per line, bar or not
+    assert "derain" in tty and "3/3" in tty and "100%" in tty, tty  # the finished bar, on stderr
+    code, tty, out = _derain_on_a_terminal(tmp_path, "--quiet")
+    assert code == 0 and len(out) == 3 and tty.strip() == "", tty
+    # stderr not a terminal (pytest captures it): no bar, nothing at all
+    code, out, err = run(capsys, tmp_path / "in", "-o", tmp_path / "piped")
+    assert code == 0 and len(out.splitlines()) == 3 and err == "", err

@@ -251,3 +251,118 @@ def test_effective_params_exemplar_and_callable_probe():
     m = _WithExemplar()
     assert contract.effective_params(m) == 24
     assert contract.effective_params(m, probe=lambda net: net.a(torch.rand(1, 3, 8, 8))) == 12
+
+
+# --- the LPIPS AlexNet download (`msgnn-bench weights download lpips-alexnet`) ------------------------
+
+from .helpers.dataset_fixtures import server  # noqa: E402,F401
+
+
+def test_lpips_alexnet_entry_names_the_file_lpips_reads():
+    from benchmark.weights import registry
+
+    spec = registry.get("lpips-alexnet")
+    assert spec.file == M.ALEXNET_FILE and spec.location == "torch-hub" and spec.source == "download"
+    assert spec.urls == ("https://download.pytorch.org/models/" + M.ALEXNET_FILE,)
+    # torchvision's names end in the first 8 hex digits of the file's sha256: what is checked until the
+    # full sha256 is recorded (it was not found in a reachable public source; docs/metrics.md)
+    assert spec.sha256 is None and spec.sha256_prefix == M.ALEXNET_FILE.rsplit("-", 1)[1].split(".")[0]
+
+
+@pytest.mark.parametrize("env", [{"TORCH_HOME": "th"}, {"XDG_CACHE_HOME": "xdg"}, {}])
+def test_weights_torch_hub_folder_is_torchs(tmp_path, monkeypatch, env):
+    from benchmark.weights import registry
+
+    for k in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(tmp_path / v))
+    assert registry.torch_hub_checkpoints() == Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def test_lpips_alexnet_download_lands_where_lpips_looks(server, tmp_path, monkeypatch, capsys, no_download):  # noqa: F811
+    """A generated AlexNet state_dict served under the recorded name from a local HTTP server, with a
+    test-only sha256 prefix in a copy of the registry entry (the real file cannot be fetched here)."""
+    import copy
+
+    import torchvision
+    import yaml
+
+    from benchmark.tools.cli import main as cli_main
+    from benchmark.weights import registry
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(0)
+    src = tmp_path / "served.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), src)
+    body = src.read_bytes()
+    server.files["/models/" + M.ALEXNET_FILE] = body
+    raw = yaml.safe_load(registry.REGISTRY_PATH.read_text())
+    entry = copy.deepcopy(raw["checkpoints"]["lpips-alexnet"])
+    import hashlib
+
+    entry.update(urls=[server.url("/models/" + M.ALEXNET_FILE)], sha256_prefix=hashlib.sha256(body).hexdigest()[:8])
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(yaml.safe_dump({"version": 1, "checkpoints": {"lpips-alexnet": entry}}))
+
+    dest = tmp_path / "torch" / "hub" / "checkpoints" / M.ALEXNET_FILE
+    assert cli_main(["weights", "download", "lpips-alexnet", "--registry", str(reg)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(dest) and dest.read_bytes() == body
+    assert "sha256" in err and "not recorded" in err  # the full sha256 is printed for recording
+    assert cli_main(["weights", "list", "--registry", str(reg)]) == 0
+    assert "present (sha256 prefix ok)" in capsys.readouterr().out
+    # LPIPS looks at exactly that file by default (and, this being a generated file, refuses it for its
+    # sha256 not starting with torchvision's 7be5be79: the real check stays on)
+    m = M.LPIPSMetric()
+    assert m.weights_file == dest and not m.available and "expected 7be5be79" in m.reason
+    # a wrong file is refused and not kept under its final name
+    dest.unlink()
+    server.files["/models/" + M.ALEXNET_FILE] = body[:-4] + b"XXXX"
+    assert cli_main(["weights", "download", "lpips-alexnet", "--registry", str(reg)]) == 1
+    err = capsys.readouterr().err
+    assert "does not start with" in err and len(err.strip().splitlines()) == 1
+    assert not dest.exists() and not list(dest.parent.glob("*.download"))
+
+
+def test_table1_markdown_says_whether_lpips_ran(tmp_path):
+    """The report stage's table1.md carries one line per LPIPS outcome of the main runs (ablations aside)."""
+    import json
+
+    from pipelines import report
+
+    from .test_tables import REPO, _run
+
+    runs = tmp_path / "runs"
+    base = [20.0 + 0.1 * i for i in range(4)]
+    status = {"msgnn-rain200h": "ok", "prenet-rain200h": "LPIPS unavailable: weights not found",
+              "input-rain200h": "ok", "msgnn.m1-rain200h-s0": "a variant's status (not in Table 1)"}
+    for key, st in status.items():
+        model, variant = key.split("-")[0].split(".")[0], ("m1" if ".m1" in key else None)
+        _run(runs, key, model, "rain200h", base, variant=variant)
+        f = runs / "eval" / key / "metrics.json"
+        f.write_text(json.dumps({**json.loads(f.read_text()), "lpips_status": st}))
+    out = tmp_path / "reports"
+    assert report.main(["--runs", str(runs), "--out", str(out), "--reference", str(REPO / "reports/paper_reference.yaml"),
+                        "--params", str(REPO / "params.yaml")]) == 0
+    md = (out / "table1.md").read_text()
+    assert "LPIPS did not run (1 run: prenet-rain200h): LPIPS unavailable: weights not found" in md
+    assert "LPIPS ran (2 runs: input-rain200h, msgnn-rain200h)." in md
+    assert "variant's status" not in md
+
+
+def test_real_world_figures_say_why_there_is_no_no_reference_score():
+    """docs/metrics.md gives the facts; the page's grids of sets without ground truth point to them."""
+    from benchmark.reporting import metric_status
+    from pipelines import site
+
+    from .test_tables import REPO
+
+    real = site.compare_caption("real", "rain-001", paired=False)
+    assert "no PSNR/SSIM" in real and "NIQE/BRISQUE" in real and "docs/metrics.md" in real
+    assert "NIQE" not in site.compare_caption("rain200h", "1", paired=True)
+    doc = (REPO / "docs/metrics.md").read_text()
+    assert "### No-reference scores" in doc and metric_status.NO_REFERENCE_NOTE.split('"')[1] in doc
+    for pkg in ("pyiqa", "piq", "scikit-video", "image-quality"):
+        assert f"`{pkg}`" in doc

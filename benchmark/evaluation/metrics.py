@@ -184,7 +184,9 @@ def to_uint8(img: torch.Tensor | np.ndarray, mode: str = "round") -> np.ndarray:
     return np.floor(scaled.astype(np.float64) + 0.5).astype(np.uint8)
 
 
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet; 7be5be79 = sha256 prefix
+# torchvision's ImageNet AlexNet; 7be5be79 = sha256 prefix. Its download: the `lpips-alexnet` entry of
+# benchmark/weights/checkpoints.yaml (tests check that both name the same file).
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 # torchvision AlexNet conv layers (features.N) -> the lpips slice that holds the same layer.
 _ALEX_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
 
@@ -249,8 +251,8 @@ class LPIPSMetric:
     def _read_alexnet(path: Path) -> tuple[dict | None, str]:
         if not path.is_file():
             return None, (f"LPIPS unavailable: AlexNet ImageNet weights {ALEXNET_FILE} not found at {path} "
-                          "(place torchvision's file in $TORCH_HOME/hub/checkpoints or pass weights_path; "
-                          "nothing is downloaded)")
+                          "(fetch them with `msgnn-bench weights download lpips-alexnet`, which puts them in "
+                          "$TORCH_HOME/hub/checkpoints; evaluation itself downloads nothing)")
         if path.name == ALEXNET_FILE:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if not digest.startswith(ALEXNET_FILE.split("-")[-1].split(".")[0]):

@@ -237,10 +237,15 @@ def cmd_derain(args) -> int:
     model = _load(args)
     model.to(device).eval()
     ex = _exemplar(model, args)
-    for src, dst in jobs:  # one image in memory at a time
-        out = inference.predict(model, data.to_tensor(data.load_image(src, args.max_pixels)), ex, device)[0]
-        derain.write_png(dst, metrics.to_uint8(out), overwrite=args.overwrite)
-        print(dst)
+    bar = derain.progress_bar(len(jobs), quiet=args.quiet)
+    try:
+        for src, dst in jobs:  # one image in memory at a time
+            out = inference.predict(model, data.to_tensor(data.load_image(src, args.max_pixels)), ex, device)[0]
+            derain.write_png(dst, metrics.to_uint8(out), overwrite=args.overwrite)
+            print(dst, flush=True)
+            bar.update(1)
+    finally:
+        bar.close()
     return 0
 
 
@@ -342,6 +347,18 @@ def cmd_weights(args) -> int:
     return weights_main(args.rest)
 
 
+def cmd_plots_page(args) -> int:
+    from benchmark.tools.plots_page import plots_page_main
+
+    return plots_page_main(args.rest)
+
+
+def cmd_plan(args) -> int:
+    from benchmark.tools.plan import plan_main
+
+    return plan_main(args.rest)
+
+
 def cmd_grid(args) -> int:
     from benchmark.tools import grid
 
@@ -423,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--output", required=True,
                            help="output folder; must not hold or lie inside an input")
             p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+            p.add_argument("-q", "--quiet", action="store_true",
+                           help="no progress bar (there is none either when stderr is not a terminal)")
         p.set_defaults(func=fn)
     p = sub.add_parser("score", help="score a folder of output images against ground truth (every protocol)")
     p.add_argument("--pred", required=True, help="folder of output images (file stem = image id)")
@@ -464,14 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
                           ("datasets", cmd_datasets, "list | download | verify | path (see `datasets -h`)"),
                           ("weights", cmd_weights, "official checkpoints: list | download | verify | path"),
                           ("check-metrics", cmd_check_metrics, "compare metrics with a reference (CI gate)"),
-                          ("grid", cmd_grid, "run DVC stages in parallel, one per device (see `grid -h`)")):
+                          ("grid", cmd_grid, "run DVC stages in parallel, one per device (see `grid -h`)"),
+                          ("plots-page", cmd_plots_page, "write .dvc/plots.html: `dvc plots show` offline"),
+                          ("plan", cmd_plan, "what `dvc repro` would run and the downloads it needs")):
         p = sub.add_parser(name, help=hlp, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=fn)
     return ap
 
 
-PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "weights": cmd_weights, "check-metrics": cmd_check_metrics, "grid": cmd_grid}
+PASSTHROUGH = {"perf": cmd_perf, "datasets": cmd_datasets, "weights": cmd_weights, "check-metrics": cmd_check_metrics, "grid": cmd_grid,
+               "plots-page": cmd_plots_page, "plan": cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ appeared in the meantime.
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -103,6 +104,13 @@ def plan(inputs: list[str], output: str, *, overwrite: bool = False, max_pixels:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise DataError(f"{existing[0]}: output exists{more}; pass --overwrite to replace outputs")
     return jobs
+
+
+def progress_bar(total: int, quiet: bool = False):
+    """A bar on stderr for a run of several images, only for a person watching: not with --quiet, not
+    when stderr is a pipe or a log file (where it would be noise), not for a single image."""
+    shown = not quiet and total > 1 and sys.stderr.isatty()
+    return io.progress(total, enabled=shown, desc="derain")
 
 
 def write_png(dst: Path, arr: np.ndarray, overwrite: bool = False) -> None:

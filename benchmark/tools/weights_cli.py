@@ -1,7 +1,8 @@
 """``msgnn-bench weights list|download|verify|path``: the official checkpoints of
 ``benchmark/weights/checkpoints.yaml``, fetched through the resumable, checksummed transfer code of
 the dataset layer (``benchmark.datasets.transfer``) into ``<root>/<name>/<file>`` (default root
-``weights/``).
+``weights/``), or, for an entry with ``location: torch-hub`` (``lpips-alexnet``, the ImageNet AlexNet
+that LPIPS needs), into torch hub's checkpoint folder, where ``benchmark.evaluation.metrics`` looks.
 
 ``download`` streams into ``<file>.part`` (resumed with HTTP Range after a drop), checks size,
 sha256 and git blob id where recorded, and only then moves the file into place: a file that fails
@@ -39,6 +40,11 @@ def check_file(spec: CheckpointSpec, path: Path) -> dict:
             raise DatasetError(f"{spec.name}: {path}: {key} {got[key]} differs from the registry's {want} "
                                "(truncated, damaged or another file)")
         checked.append(key)
+    if spec.sha256_prefix and spec.sha256 is None:  # weaker, but catches a truncated or wrong file
+        if not got["sha256"].startswith(spec.sha256_prefix):
+            raise DatasetError(f"{spec.name}: {path}: sha256 {got['sha256'][:16]}... does not start with the "
+                               f"registry's {spec.sha256_prefix} (truncated, damaged or another file)")
+        checked.append("sha256_prefix")
     return {**got, "checked": checked}
 
 
@@ -49,7 +55,9 @@ def status(spec: CheckpointSpec, root: Path) -> str:
             res = check_file(spec, path)
         except DatasetError:
             return "present (checksum mismatch)"
-        return "verified" if "sha256" in res["checked"] else "present (sha256 not recorded)"
+        if "sha256" in res["checked"]:
+            return "verified"
+        return "present (sha256 prefix ok)" if "sha256_prefix" in res["checked"] else "present (sha256 not recorded)"
     return "manual" if spec.source == "manual" else "missing"
 
 
@@ -121,7 +129,7 @@ def _present(args):
 def _verify(args) -> int:
     spec, path = _present(args)
     res = check_file(spec, path)
-    missing = [k for k in ("sha256", "git_blob_sha1") if k not in res["checked"]]
+    missing = [k for k in ("sha256", "git_blob_sha1") if k not in res["checked"] and getattr(spec, k) is None]
     extra = f"; not recorded: {', '.join(missing)} (measured: " + \
         ", ".join(f"{k} {res[k]}" for k in missing) + ")" if missing else ""
     print(f"{spec.name}: OK ({', '.join(res['checked']) or 'nothing recorded to check'}){extra}")

@@ -7,6 +7,7 @@ checksums are not recorded yet, or do not match), ``missing`` (downloadable, not
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ REGISTRY_PATH = Path(__file__).with_name("checkpoints.yaml")
 DATASETS_PATH = Path(__file__).resolve().parents[1] / "datasets" / "datasets.yaml"
 ROOT = Path("weights")
 SOURCES = ("download", "manual")
+# where a file goes: <root>/<name>/<file>, or torch hub's checkpoint folder, where torch (and LPIPS,
+# benchmark/evaluation/metrics.py) look for torchvision's ImageNet weights
+LOCATIONS = ("weights", "torch-hub")
 # protocol names of benchmark.evaluation.protocols (kept here as data: no torch/scipy import)
 PROTOCOLS = ("matlab-y", "prenet", "msgnn", "skimage-default", "ntire-crop")
 FIRST_DOWNLOAD = "recorded on first verified download"
@@ -54,14 +58,18 @@ class CheckpointSpec:
     urls: tuple[str, ...] = ()
     size: int | None = None
     sha256: str | None = None
+    sha256_prefix: str | None = None     # where only the publisher's file-name hash prefix is known
     git_blob_sha1: str | None = None
     status: str = ""                     # why a checksum is missing
     manual: str = ""
     loadable: bool = True                # our official loader reads the file as it is
     notes: str = ""
     published: tuple[Published, ...] = ()
+    location: str = "weights"            # one of LOCATIONS
 
     def file_path(self, root: Path | str = ROOT) -> Path:
+        if self.location == "torch-hub":
+            return torch_hub_checkpoints() / self.file
         return Path(root) / self.name / self.file
 
     def url(self) -> str | None:
@@ -69,6 +77,14 @@ class CheckpointSpec:
 
 
 _HEX = {"sha256": 64, "git_blob_sha1": 40, "commit": 40}
+
+
+def torch_hub_checkpoints() -> Path:
+    """``torch.hub.get_dir()/checkpoints`` without importing torch: $TORCH_HOME, else
+    $XDG_CACHE_HOME/torch, else ~/.cache/torch, then hub/checkpoints (tests compare it with torch's)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
 
 
 def _spec(name: str, d: dict, where: Path, datasets: set[str]) -> CheckpointSpec:
@@ -105,6 +121,11 @@ def _spec(name: str, d: dict, where: Path, datasets: set[str]) -> CheckpointSpec
         raise bad("a git-hosted file names its commit and path")
     if d.get("commit") and not any(d["commit"] in u for u in urls):
         raise bad("the URL must be pinned to the recorded commit")
+    prefix = d.get("sha256_prefix")
+    if prefix is not None and not re.fullmatch(r"[0-9a-f]{8,63}", str(prefix)):
+        raise bad("sha256_prefix must be 8 to 63 lowercase hex digits or null")
+    if d.get("location", "weights") not in LOCATIONS:
+        raise bad(f"location must be one of {LOCATIONS}")
     if d.get("sha256") is None and not d.get("status"):
         raise bad(f"a checkpoint without sha256 says why in 'status' (e.g. {FIRST_DOWNLOAD!r})")
     size = d.get("size")
@@ -135,9 +156,9 @@ def _spec(name: str, d: dict, where: Path, datasets: set[str]) -> CheckpointSpec
     return CheckpointSpec(name=name, model=d["model"], title=words("title"), source=d["source"], file=d["file"],
                           args=dict(d.get("args") or {}), trained_on=words("trained_on"), train_set=train_set,
                           repository=d.get("repository"), commit=d.get("commit"), path=d.get("path"), urls=urls,
-                          size=size, sha256=d.get("sha256"), git_blob_sha1=d.get("git_blob_sha1"),
+                          size=size, sha256=d.get("sha256"), sha256_prefix=prefix, git_blob_sha1=d.get("git_blob_sha1"),
                           status=words("status"), manual=words("manual"), loadable=bool(d.get("loadable", True)),
-                          notes=words("notes"), published=tuple(pubs))
+                          notes=words("notes"), published=tuple(pubs), location=d.get("location", "weights"))
 
 
 def dataset_keys(path: Path = DATASETS_PATH) -> set[str]:

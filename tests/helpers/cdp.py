@@ -95,11 +95,12 @@ class WebSocket:
 class Browser:
     """One headless Chromium with one page; ``events`` collects every DevTools event received."""
 
-    def __init__(self, exe: str, profile_dir: Path, width: int = 1400, height: int = 1000):
+    def __init__(self, exe: str, profile_dir: Path, width: int = 1400, height: int = 1000,
+                 extra_args: tuple[str, ...] = ()):
         self.proc = subprocess.Popen(
             [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
              "--disable-extensions", "--disable-background-networking", "--remote-debugging-port=0",
-             f"--user-data-dir={profile_dir}", f"--window-size={width},{height}", "about:blank"],
+             f"--user-data-dir={profile_dir}", f"--window-size={width},{height}", *extra_args, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         port_file = profile_dir / "DevToolsActivePort"
         deadline = time.monotonic() + 60
