@@ -63,7 +63,8 @@ def below_reason(runs_dir: Path, row: dict, psnr: float, base: float) -> str:
     if prof != "paper":
         return (f"{head}: trained {steps if steps is not None else '?'} steps in the '{prof}' profile, a smoke-test "
                 "budget (the paper trains 500 epochs); the network has not yet learnt to pass the background "
-                "through, so its output is further from the clean image than its input.")
+                "through, so its output is further from the clean image than its input (steps each model needs "
+                "to beat the input, measured: docs/operations.md, Performance).")
     return f"{head} after the paper's schedule: inspect runs/train/{key}/train_log.csv (diverged or unstable loss?)."
 
 

@@ -74,6 +74,24 @@ def test_quick_profile_budget_and_own_recipe(repo_params):
     assert own.iters == q.iters  # outside the paper profile the budget stays the profile's
 
 
+# What the quick profile may change per model: how long and on how much it trains, never what it learns
+# (loss, optimiser, data, augmentation stay the shared recipe; docs/operations.md, quick-profile budgets).
+QUICK_BUDGET_KEYS = {"iters", "epochs", "patch", "batch", "lr", "schedule", "milestones", "gamma",
+                     "log_every", "ckpt_every", "val_images"}
+
+
+def test_quick_profile_model_budgets_leave_the_recipe_alone(repo_params):
+    deltas = {m: (d or {}).get("train") or {} for m, d in repo_params["profiles"]["quick"]["models"].items()}
+    assert deltas and all(set(t) <= QUICK_BUDGET_KEYS for t in deltas.values()), deltas
+    p = copy.deepcopy(repo_params)
+    p["profile"], p["run_datasets"] = "paper", p["profiles"]["paper"]["datasets"]
+    for m in deltas:  # the paper profile never sees them: the shared Sec. 4.2 schedule
+        t = config.resolve(m, "rain200h", p).train
+        assert (t.lr, t.schedule, t.epochs, t.loss) == (5e-4, "multistep", 500, "neg_ssim"), m
+    quick = config.resolve("msgnn", "rain-synth", repo_params).train
+    assert (quick.loss, quick.optimizer, quick.hflip) == ("neg_ssim", "adam", False)
+
+
 @pytest.mark.parametrize("section,key", [("train", "lrr"), ("eval", "quantize"), ("tracking", "url")])
 def test_unknown_keys_are_errors(repo_params, tmp_path, section, key):
     p = copy.deepcopy(repo_params)

@@ -103,6 +103,9 @@ def test_table1_view_follows_the_protocol_numbers_marks_and_shading():
     assert ms["input"]["psnr"]["mark"] == ""  # the rainy input is a reference, never ranked
     assert ms["spanet"]["below"] and not ms["msgnn"]["below"]  # below the input in this protocol …
     assert mat["msgnn"]["below"] and not mat["spanet"]["below"]  # … and in the other
+    # every method's margin over the rainy input, in the view's protocol; none for the input itself
+    assert (ms["msgnn"]["vs_input"], ms["spanet"]["vs_input"], ms["input"]["vs_input"]) == ("+15.00", "-2.20", "")
+    assert mat["spanet"]["vs_input"] == "+2.00"
     assert ms["prenet"]["paper"] == {"psnr": "27.640", "ssim": "0.8872", "delta_psnr": "-0.64", "delta_ssim": "-0.0072"}
     assert mat["prenet"]["psnr"]["text"] == "16.00" and mat["prenet"]["paper"]["delta_psnr"] == "-11.64"
     missing = html_tables.table1_view(rows[:2] + [{**rows[2], "dataset": "e", "trained_on": "e"}], "msgnn", {})
@@ -123,6 +126,7 @@ def test_page_shows_one_protocol_at_a_time_and_escapes(tmp_path):
     assert '<div class="view" data-protocol="matlab-y">' in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
     assert page.count('<tr data-row="') == len(rows) and "LPIPS ran (1 run)." in page
+    assert page.count("+13.00 dB vs input") == 2  # PReNet and its copy <b>x</b>, 27 - 14 dB (msgnn view)
 
 
 def test_ablation_view_marks_within_the_table():

@@ -101,7 +101,7 @@ def _paper(row: dict, ref: list | None, ours: dict) -> dict | None:
 
 def _cell(row: dict, proto: str, ref: list | None) -> dict:
     c = {"psnr": _metric(row, "psnr", proto, 2), "ssim": _metric(row, "ssim", proto, 4),
-         "n_seeds": int(num(row.get("n_seeds")) or 1), "below": "", "missing": ""}
+         "n_seeds": int(num(row.get("n_seeds")) or 1), "below": "", "missing": "", "vs_input": ""}
     c["paper"] = _paper(row, ref, c)
     return c
 
@@ -115,12 +115,16 @@ def _rank(cells: list[dict]) -> None:
 
 
 def _below(cells: list[dict], reason: Callable[[dict, float, float], str] | None) -> None:
-    """Shade cells whose PSNR (in the cell's protocol) is below the rainy input's in the same column."""
+    """Shade cells whose PSNR (in the cell's protocol) is below the rainy input's in the same column;
+    every method's cell also gets its margin over the input (``vs_input``, dB), so a short run that
+    does derain shows by how much."""
     ref = next((c["psnr"]["value"] for c in cells if c.get("reference")), None)
     if ref is None:
         return
     for c in cells:
         v = c["psnr"]["value"]
+        if not c.get("reference") and v is not None:
+            c["vs_input"] = f"{v - ref:+.2f}"
         if not c.get("reference") and v is not None and v < ref:
             c["below"] = reason(c["row"], v, ref) if reason else f"{v:.2f} dB is below the rainy input's {ref:.2f} dB"
 
