@@ -1,4 +1,5 @@
-"""``msgnn-bench profile NAME``: set ``profile:`` and the DVC matrix axes it decides in params.yaml.
+"""``msgnn-bench profile NAME``: set ``profile:`` and the DVC matrix axes it decides in params.yaml
+(including plugin_runs / score_runs, which follow run_datasets); ``msgnn-bench plugins sync``: only those two.
 
 params.yaml is edited as a YAML document, not as text: ``dvc exp run -S`` and ``dvc exp apply``
 rewrite the file with their own serializer (block lists, other quoting, comments moved into
@@ -20,7 +21,6 @@ AXES = ("profile", "run_datasets", "seeds", "extra_seeds", "ablation_dataset", "
         "ablation_groups", "official_runs", "plugin_runs", "score_runs")
 # plugin_runs / score_runs (DVC foreach axes of the plugin and score stages) follow run_datasets: a
 # profile switch rewrites them as `msgnn-bench plugins sync` does, else the new file would not validate.
-PLUGIN_AXES = ("plugin_runs", "score_runs")
 
 
 def _yaml():
