@@ -287,3 +287,30 @@ def test_report_names_come_from_the_runs(tmp_path):
     assert registry.display_name("ghostnet") == "ghostnet"
     [row] = tables.collect(tmp_path / "runs")
     assert row["model"] == "ghostnet" and registry.display_name("ghostnet") == "GhostNet"
+
+
+def test_gate_reports_plugin_values_without_gating_them(tmp_path, capsys):
+    """check-metrics: the committed reference holds the suite's models only; a plugin's (or published
+    outputs') values are printed as "reported, not gated", never written by --update, and gated with
+    --include-plugins against a reference of one's own."""
+    from benchmark.core import io
+    from benchmark.tools import gate
+
+    runs = tmp_path / "runs"
+    for model, psnr in (("prenet", 30.0), ("mynet", 25.0)):
+        io.write_json(runs / "eval" / f"{model}-rain-synth/metrics.json",
+                      {"key": f"{model}-rain-synth", "model": model, "dataset": "rain-synth", "profile": "ci",
+                       "params_total": 10, "results": {"rain-synth": {"psnr_y": psnr, "n_images": 4}}})
+    ref, mine = tmp_path / "ref.json", tmp_path / "mine.json"
+    common = ["--runs", str(runs), "--params", str(tmp_path / "none.yaml")]
+    assert gate.main(common + ["--reference", str(ref), "--update"]) == 0
+    assert set(json.loads(ref.read_text())) == {"prenet-rain-synth/rain-synth/psnr_y", "prenet-rain-synth/params_total"}
+    capsys.readouterr()
+    assert gate.main(common + ["--reference", str(ref)]) == 0
+    out = capsys.readouterr().out
+    assert "2 values within tolerance" in out and "reported, not gated" in out and "mynet-rain-synth/rain-synth/psnr_y" in out
+    assert gate.main(common + ["--reference", str(ref), "--include-plugins"]) == 1  # not in the suite's reference
+    assert "mynet-rain-synth/rain-synth/psnr_y" in capsys.readouterr().err
+    assert gate.main(common + ["--reference", str(mine), "--include-plugins", "--update"]) == 0
+    assert gate.main(common + ["--reference", str(mine), "--include-plugins"]) == 0
+    assert len(json.loads(mine.read_text())) == 4
