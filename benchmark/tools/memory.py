@@ -108,7 +108,7 @@ def probe_peak(model: str, h: int, w: int) -> tuple[int, int]:
     ex = torch.empty(1, 3, h, w, device="meta") if contract.needs_exemplar(net) else None
     mode = Live()
     with torch.no_grad(), mode:
-        out = net(x, exemplar=ex) if ex is not None else net(x)
+        out = contract.call(net, x, ex)
         del out
     return mode.peak, sum(p.numel() * p.element_size() for p in net.parameters())
 
