@@ -56,7 +56,9 @@ def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str]
                                                for m in models) + " |")
     params = {r["model"]: r["params"] for r in df.to_dict("records")}
     lines.append("| Parameters | " + " | ".join(
-        "–" if m == "input" else (MSGNN_PARAMS_NOTE if m == "msgnn" else f"{params[m]:,}") for m in models) + " |")
+        # no network, no count: the rainy input and published outputs re-scored (params_total 0)
+        "–" if m == "input" or not params[m] else (MSGNN_PARAMS_NOTE if m == "msgnn" else f"{params[m]:,}")
+        for m in models) + " |")
     if missing:
         lines.append(f"| {', '.join(missing)} | " + " | ".join(tables.NOT_RUN for _ in models) + " |")
     lines += tables.stats_lines(df)  # n, dropped, raw/Holm p or "n too small", CI; the ± legend

@@ -119,7 +119,8 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
     figs, viewers, missing = [], [], []
     entries = [(s, i) for s, ids in rcfg.images.items() for i in ids]
     for s, image in entries:
-        keys = [r.key for r in figures.runs_for_set(runs, s)]
+        # published outputs re-scored keep no samples/ folder of their own: not in the image grids
+        keys = [r.key for r in figures.runs_for_set(runs, s) if r.metrics.get("kind") != "published-outputs"]
         if not keys:
             missing.append(f"{s}/{image}: set not evaluated in this profile")
             continue
@@ -199,7 +200,8 @@ def run_rows(runs: list[figures.Run], runs_dir: Path, reports: Path) -> list[dic
         m = r.metrics
         ev, tr = find_run(runs_dir, "eval", r.key), find_run(runs_dir, "train", r.key)
         out.append({"cells": [r.key, r.model, r.dataset, ", ".join(m.get("results", {})),
-                              f"{m.get('params_total', 0):,}", m.get("mlflow_run_id") or "not tracked",
+                              "–" if m.get("kind") == "published-outputs" else f"{m.get('params_total', 0):,}",
+                              m.get("mlflow_run_id") or "not tracked",
                               m.get("train_run_id") or "–", m.get("git_commit", "–"),
                               m.get("lpips_status") or "not recorded"],
                     "links": [(t, rel(p)) for t, p in (("metrics.json", ev / "metrics.json"), ("eval folder", ev),
@@ -234,7 +236,10 @@ def render_page(params, runs, runs_dir, data_root, reports, tables, protos, prof
         provenance=[("git commit", tracking.git_commit()), ("profile (params.yaml)", prof),
                     ("profile(s) of the results", ", ".join(profiles) or "–"),
                     ("generated (UTC)", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"))],
-        fingerprints=[(d, fingerprint(data_root / d)) for d in datasets if (data_root / d).is_dir()])
+        fingerprints=[(d, fingerprint(data_root / d)) for d in datasets if (data_root / d).is_dir()],
+        # published outputs re-scored (params.yaml results:): the folder scored and its sha256 (score.fingerprint)
+        published=[(r.key, r.metrics["source"]["pred"], r.metrics["source"]["fingerprint"]) for r in runs
+                   if r.metrics.get("kind") == "published-outputs" and "source" in r.metrics])
 
 
 def main(argv: list[str] | None = None) -> int:

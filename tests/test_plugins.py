@@ -29,6 +29,11 @@ def _fresh_plugins(monkeypatch):
             registry._MODELS.pop(name)
             registry._INFO.pop(name, None)
             registry.DISPLAY.pop(name, None)
+    registry._RECORDED.clear()
+    from benchmark.tools import memory
+
+    memory._probed.clear()  # per-process caches keyed by model name
+    memory._told.clear()
     plugins.reset()
 
 
@@ -215,3 +220,97 @@ def test_plugin_trains_and_evaluates_on_the_ci_profile(repo_params, tmp_path, mo
     rows = {r["model"]: r for r in tables.collect(Path("runs"))}
     assert set(models) <= set(rows)
     assert registry.display_name("widecnn") == "WideCNN"
+
+
+def test_profile_switch_keeps_plugin_and_score_runs_in_step(tmp_path, monkeypatch):
+    """`msgnn-bench profile NAME` rewrites plugin_runs / score_runs for the new run_datasets (as `plugins
+    sync` does), adding models.<plugin>; without that the switched file would not validate."""
+    from benchmark.tools import cli
+    from ruamel.yaml import YAML
+
+    monkeypatch.chdir(tmp_path)
+    y = YAML(typ="rt")
+    doc = y.load((REPO / "params.yaml").read_text())
+    doc["plugins"] = {"widecnn": f"{LOCAL}:build"}
+    doc["results"] = {"outs": {"rain100l": "published/outs"}}
+    with open("params.yaml", "w") as fh:
+        y.dump(doc, fh)
+    assert cli.main(["profile", "ci"]) == 0
+    raw = config.load_params("params.yaml")
+    assert raw["plugin_runs"]["widecnn-rain-synth"] == {"model": "widecnn", "dataset": "rain-synth", "source": LOCAL}
+    assert raw["score_runs"] == {"outs-rain100l": {"name": "outs", "dataset": "rain100l", "folder": "published/outs"}}
+    assert raw["models"]["widecnn"] == {}
+    assert cli.main(["profile", "paper"]) == 0
+    raw = config.load_params("params.yaml")
+    assert {k for k, e in raw["plugin_runs"].items() if e["model"] == "widecnn"} == {
+        f"widecnn-{d}" for d in raw["profiles"]["paper"]["datasets"]}
+    assert "# Plugin models" in Path("params.yaml").read_text()  # comments kept
+
+
+def test_memory_estimate_of_a_plugin(tmp_path, capsys):
+    """A plugin has no measured line: the meta-device probe gives one, above the measured line of the
+    built-ins it was calibrated on; a model the meta device cannot run has "no estimate", said once."""
+    from benchmark.tools import memory
+
+    for name in ("rescan", "dualgcn", "moss"):  # cheap to probe; measured lines in memory.COEFFS
+        fixed, per_px = memory.probed(name)
+        assert per_px >= memory.COEFFS[name][1] and fixed >= memory.COEFFS[name][0], name
+    plugins.declare({"widecnn": f"{LOCAL}:build"})
+    assert memory.coefficients("widecnn") == memory.probed("widecnn")
+    assert memory.need("widecnn", 321, 481) > memory.need("widecnn", 64, 64) > 0
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x * float(x.mean().item() > -1)  # data-dependent: fine on real tensors, not on meta\n"
+        "def build(): return Net()\n")
+    plugins.declare({"itemnet": "m.py:build"}, base=tmp_path)
+    registry.build_model("itemnet")  # the contract probe passes
+    assert memory.need("itemnet", 64, 64) is None
+    for _ in range(2):
+        memory.check("itemnet", Path("a.png"), 64, 64, free=1)  # no estimate: not refused
+    err = capsys.readouterr().err
+    assert err.count("memory: no estimate for itemnet") == 1 and "skipped" in err
+
+
+def test_report_names_come_from_the_runs(tmp_path):
+    """tables.collect records the display name a plugin run's metrics.json carries: the report stages
+    name the row without loading the plugin (here: no plugin of that name is even declared)."""
+    from benchmark.core import io
+    from benchmark.reporting import tables
+
+    plugins.declare({})
+    run = tmp_path / "runs/eval/ghostnet-rain-synth"
+    io.write_json(run / "metrics.json", {"model": "ghostnet", "display": "GhostNet", "dataset": "rain-synth",
+                                         "key": "ghostnet-rain-synth", "profile": "ci", "params_total": 7,
+                                         "params_trainable": 7, "results": {"rain-synth": {"n_images": 1, "psnr_y": 20.0}}})
+    assert registry.display_name("ghostnet") == "ghostnet"
+    [row] = tables.collect(tmp_path / "runs")
+    assert row["model"] == "ghostnet" and registry.display_name("ghostnet") == "GhostNet"
+
+
+def test_gate_reports_plugin_values_without_gating_them(tmp_path, capsys):
+    """check-metrics: the committed reference holds the suite's models only; a plugin's (or published
+    outputs') values are printed as "reported, not gated", never written by --update, and gated with
+    --include-plugins against a reference of one's own."""
+    from benchmark.core import io
+    from benchmark.tools import gate
+
+    runs = tmp_path / "runs"
+    for model, psnr in (("prenet", 30.0), ("mynet", 25.0)):
+        io.write_json(runs / "eval" / f"{model}-rain-synth/metrics.json",
+                      {"key": f"{model}-rain-synth", "model": model, "dataset": "rain-synth", "profile": "ci",
+                       "params_total": 10, "results": {"rain-synth": {"psnr_y": psnr, "n_images": 4}}})
+    ref, mine = tmp_path / "ref.json", tmp_path / "mine.json"
+    common = ["--runs", str(runs), "--params", str(tmp_path / "none.yaml")]
+    assert gate.main(common + ["--reference", str(ref), "--update"]) == 0
+    assert set(json.loads(ref.read_text())) == {"prenet-rain-synth/rain-synth/psnr_y", "prenet-rain-synth/params_total"}
+    capsys.readouterr()
+    assert gate.main(common + ["--reference", str(ref)]) == 0
+    out = capsys.readouterr().out
+    assert "2 values within tolerance" in out and "reported, not gated" in out and "mynet-rain-synth/rain-synth/psnr_y" in out
+    assert gate.main(common + ["--reference", str(ref), "--include-plugins"]) == 1  # not in the suite's reference
+    assert "mynet-rain-synth/rain-synth/psnr_y" in capsys.readouterr().err
+    assert gate.main(common + ["--reference", str(mine), "--include-plugins", "--update"]) == 0
+    assert gate.main(common + ["--reference", str(mine), "--include-plugins"]) == 0
+    assert len(json.loads(mine.read_text())) == 4

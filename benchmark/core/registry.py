@@ -94,16 +94,30 @@ def model_info(name: str) -> ModelInfo:
     return _INFO[name]
 
 
+PUBLISHED = "{name} (published outputs, re-scored)"  # Table 1's label of a results: entry
+_RECORDED: dict[str, str] = {}  # display names read from run data (metrics.json "display")
+
+
+def record_display(name: str, display: str | None) -> None:
+    """Remember the display name a run's ``metrics.json`` carries (plugins and published outputs: the
+    evaluate/score stage wrote it), so that report stages name those rows without importing plugin code."""
+    if isinstance(display, str) and display and name not in BUILTIN:
+        _RECORDED[name] = display
+
+
 def display_name(name: str) -> str:
-    """The paper's spelling of model ``name`` (a plugin's declared display name); an unknown name (an
-    ablation variant) as is. A plugin that cannot be loaded here shows its key."""
+    """The paper's spelling of model ``name`` (a plugin's declared display name, as loaded here or as its
+    runs recorded it); an unknown name (an ablation variant) as is. A plugin that cannot be loaded here
+    shows its key."""
+    if name not in DISPLAY and name in _RECORDED:
+        return _RECORDED[name]
     if name not in DISPLAY:
         try:
             _plugin(name)
         except plugins.PluginError:
             return name
     if name not in DISPLAY and name in plugins.result_names():
-        return f"{name} (published outputs, re-scored)"
+        return PUBLISHED.format(name=name)
     return DISPLAY.get(name, name)
 
 

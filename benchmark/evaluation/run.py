@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmark.core import checkpoints, config, contract, io, runs, signals, tracking
 from benchmark.data import loading as data
 from benchmark.evaluation import headline, inference, metrics
-from benchmark.core.registry import build_model
+from benchmark.core.registry import BUILTIN, build_model, display_name
 
 
 def lpips_for(cfg: config.EvalCfg, device: str):
@@ -48,6 +48,8 @@ def evaluate(model_name: str, dataset: str, device: str = "cpu", params: dict | 
                                                                Path(train_dir or runs.RUNS / "train" / key))
     result = {"model": model_name, "dataset": dataset, "profile": cfg.profile, "key": key,
               "seed": cfg.train.seed, **(meta or {}),
+              # a plugin's name as it declared it: the report stages read it here (they load no plugin)
+              **({} if model_name in BUILTIN else {"display": display_name(model_name)}),
               "params_total": counts["total"], "params_trainable": counts["trainable"],
               "lpips_status": "ok" if lp else lp_reason,
               "protocol": {"quantise": cfg.eval.quantise, "y_mode": cfg.eval.y_mode,

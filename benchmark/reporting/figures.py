@@ -14,6 +14,7 @@ that writes it.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from benchmark.core import io
 from benchmark.core.config import PAPER_PROTOCOL
 from benchmark.data import loading as data
-from benchmark.core.registry import DISPLAY, display_name, paper_rank
+from benchmark.core.registry import DISPLAY, display_name, paper_rank, record_display
 from benchmark.core.runs import RunFolderError, eval_metrics, find_run, run_files
 
 TARGET = "Ground truth"  # label of the ground-truth column
@@ -53,6 +54,7 @@ def load_runs(runs_dir: Path) -> list[Run]:
     for f, m in found:
         try:
             out.append(Run(f.parent.name, m["model"], m["dataset"], m))
+            record_display(m["model"], m.get("display"))  # plugins / published outputs: named by their run
         except KeyError as exc:
             raise FigureError(f"{f}: not a metrics.json written by the evaluate stage (no {exc})") from None
     return sorted(out, key=lambda r: (paper_rank(r.model), r.model, r.dataset))
@@ -182,8 +184,11 @@ def comparison_grid(runs_dir: Path, data_root: Path, eval_set: str, image: str, 
         cols.append((DISPLAY["input"], rainy, ""))
     for key in run_keys:
         d = find_run(runs_dir, "eval", key)
-        model = key.split("-")[0]
-        label = DISPLAY[model] if model in DISPLAY else key
+        # the run's own model field: a plugin's name (or the dataset's) may hold '-' as well
+        meta = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
+        model = meta.get("model") or key.split("-")[0]
+        record_display(model, meta.get("display"))
+        label = display_name(model)
         row = per_image(d, eval_set, image) if paired else None
         img = rainy if model == "input" else sample(d, eval_set, image)
         if img.shape != rainy.shape:
@@ -254,10 +259,10 @@ def psnr_vs_params(runs: list[Run], out: Path, protocol: str = PAPER_PROTOCOL) -
             v = _num(r.metrics["results"][s].get(pkey))
             if v is None:
                 continue
-            if r.model == "input":
+            if r.model == "input" or r.metrics.get("kind") == "published-outputs":  # no parameter count: a line
                 ax.axhline(v, ls="--", color="grey", lw=1)
-                ax.text(0.01, v, " rainy input", color="grey", fontsize=8, va="bottom",
-                        transform=ax.get_yaxis_transform())
+                ax.text(0.01, v, " rainy input" if r.model == "input" else f" {display_name(r.model)}", color="grey",
+                        fontsize=8, va="bottom", transform=ax.get_yaxis_transform())
                 continue
             x = r.metrics.get("params_total", 0) / 1e6
             ax.scatter([x], [v], color="tab:red" if r.model == "msgnn" else "tab:blue", zorder=3)

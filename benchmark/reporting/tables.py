@@ -26,7 +26,7 @@ import pandas as pd
 
 from benchmark.core import io
 from benchmark.evaluation import protocols
-from benchmark.core.registry import display_name
+from benchmark.core.registry import display_name, record_display
 from benchmark.core.runs import eval_metrics, find_run
 
 PROTO_COLS = [f"{m}:{p}" for p in protocols.ALL for m in ("psnr", "ssim")]
@@ -41,6 +41,7 @@ def collect(runs_dir: Path) -> list[dict]:
     """One row per (run, evaluated set) with ground truth: identity fields + every mean metric."""
     rows = []
     for f, m in eval_metrics(runs_dir):  # each run once: a copied run folder is refused, never counted
+        record_display(m["model"], m.get("display"))  # plugins / published outputs: named by their run
         for eval_set, r in m["results"].items():
             if "psnr_y" not in r:
                 continue  # real-world sets: no ground truth, images only

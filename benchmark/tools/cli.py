@@ -282,19 +282,8 @@ def cmd_plugins(args) -> int:
         for name, s in sorted(plugins.specs().items()):
             print(f"{name:<12} {s.kind:<12} {s.target}  ({s.path})")
         return 0
-    runs, scores = config.plugin_runs_for(raw), config.score_runs_for(raw)
-    y = profile_switch._yaml()
-    doc = y.load(path.read_text())
-    doc["plugin_runs"], doc["score_runs"] = runs, scores
-    for e in runs.values():
-        if e["model"] not in doc["models"]:
-            doc["models"][e["model"]] = {}
-    import io as _io
-
-    buf = _io.StringIO()
-    y.dump(doc, buf)
-    path.write_text(buf.getvalue())
-    config.load_params(path)  # the result validates
+    raw = profile_switch.switch_file(path, None)  # YAML-aware, validated before it replaces the file
+    runs, scores = raw["plugin_runs"], raw["score_runs"]
     print(f"{path}: plugin_runs {sorted(runs) or '{}'}, score_runs {sorted(scores) or '{}'}; now run `dvc repro`")
     return 0
 
@@ -304,7 +293,7 @@ def cmd_profile(args) -> int:
     (benchmark/tools/profile_switch.py: a YAML-aware edit, so files `dvc exp run -S` wrote work too)."""
     from benchmark.tools import profile_switch
 
-    raw = profile_switch.switch_file(args.params, args.name)
+    raw = profile_switch.switch_file(args.params, args.name)  # plugin_runs / score_runs too (plugins sync)
     print(f"{args.params}: profile {args.name} (datasets: {', '.join(raw['run_datasets'])}); now run `dvc repro`")
     return 0
 

@@ -4,6 +4,12 @@ CI runs the tiny ``ci`` profile and then this check. A metric that moved further
 tolerance fails the build with a table of old vs new values. Refresh the reference on purpose
 (after a change that is *meant* to move numbers) with ``msgnn-bench check-metrics --update``
 and commit the file together with the change that explains it.
+
+Plugin models and published outputs (``results:``) are reported, not gated: the committed reference
+holds the suite's own models only (built-ins and their ablation variants), so installing or removing a
+plugin never breaks the gate, and ``--update`` never writes a plugin's numbers into it. Their values are
+printed after the verdict. ``--include-plugins`` gates them too, against a reference of your own:
+``check-metrics --include-plugins --reference my_reference.json --update`` once, then without ``--update``.
 """
 from __future__ import annotations
 
@@ -44,14 +50,17 @@ def _number(value, where: str, key: str) -> float:
                     "wrote it or fix the file")
 
 
-def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
+def current(runs_dir: Path, profile: str | None = None, owners: dict | None = None) -> dict[str, float]:
     """Every compared value of ``runs_dir/eval/*/metrics.json``; with ``profile``, only the runs of that
-    profile (the committed metrics files of the default profile sit beside the ci run's in a clone)."""
+    profile (the committed metrics files of the default profile sit beside the ci run's in a clone).
+    ``owners``, when given, receives run key -> model of every run read."""
     out = {}
     for f, m in eval_metrics(runs_dir):  # each run once: a copied run folder is refused, never read
         if profile is not None and m.get("profile", profile) != profile:
             continue
         key = m.get("key", run_key(m["model"], m["dataset"]))  # seed replicas and ablation variants have their own
+        if owners is not None:
+            owners[key] = m["model"]
         for eval_set, r in m["results"].items():
             if not isinstance(r, dict):
                 raise GateError(f"{f}: results.{eval_set} is {r!r}, not a mapping of metrics")
@@ -60,6 +69,23 @@ def current(runs_dir: Path, profile: str | None = None) -> dict[str, float]:
                     out[f"{key}/{eval_set}/{k}"] = _number(v, str(f), f"results.{eval_set}.{k}")
         out[f"{key}/params_total"] = _number(m.get("params_total"), str(f), "params_total")
     return out
+
+
+def split_suite(now: dict[str, float], owners: dict[str, str]) -> tuple[dict, dict]:
+    """(the suite's own values, those of plugin models and published outputs): by the model of each run."""
+    from benchmark.core.registry import BUILTIN
+
+    mine = {k: v for k, v in now.items() if owners.get(k.split("/", 1)[0]) in BUILTIN}
+    return mine, {k: v for k, v in now.items() if k not in mine}
+
+
+def _report_others(others: dict[str, float]) -> None:
+    if others:
+        w = max(len(k) for k in others)
+        print(f"check-metrics: {len(others)} value(s) of plugin models / published outputs, reported, not gated "
+              "(--include-plugins gates them against a reference of your own):")
+        for k, v in sorted(others.items()):
+            print(f"  {k:<{w}}  {v:>12.4f}")
 
 
 def compare(ref: dict[str, float], now: dict[str, float]) -> list[tuple[str, str, str, str]]:
@@ -84,10 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", default=DEFAULT_REF)
     ap.add_argument("--update", action="store_true", help="overwrite the reference with this run's metrics")
     ap.add_argument("--params", default="params.yaml", help="its `profile` selects the runs compared")
+    ap.add_argument("--include-plugins", action="store_true",
+                    help="gate (and --update) plugin models' and published outputs' runs too")
     args = ap.parse_args(argv)
     profile = yaml.safe_load(Path(args.params).read_text()).get("profile") if Path(args.params).is_file() else None
+    owners: dict[str, str] = {}
     try:
-        now = current(Path(args.runs), profile)
+        now = current(Path(args.runs), profile, owners)
     except (RunFolderError, GateError) as exc:
         print(f"check-metrics: error: {exc}", file=sys.stderr)
         return 1
@@ -95,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check-metrics: no {args.runs}/eval/*/metrics.json of profile {profile!r}; run the pipeline first",
               file=sys.stderr)
         return 1
+    others: dict[str, float] = {}
+    if not args.include_plugins:
+        now, others = split_suite(now, owners)
     ref_path = Path(args.reference)
     if args.update:
         io.write_json(ref_path, now)
         print(f"check-metrics: wrote {len(now)} values to {ref_path}")
+        _report_others(others)
         return 0
     if not ref_path.is_file():
         print(f"check-metrics: reference {ref_path} not found; create it with --update", file=sys.stderr)
@@ -123,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {k:<{w}}  {r:>10}  {c:>10}  {why}", file=sys.stderr)
         print("If the change is intended: msgnn-bench check-metrics --update, and commit the reference.",
               file=sys.stderr)
+        _report_others(others)
         return 1
     print(f"check-metrics: {len(now)} values within tolerance of {ref_path}")
+    _report_others(others)
     return 0
 
 

@@ -14,6 +14,15 @@ process before the model was built. Three images, because the heap fragments: th
 to ~20 % after the first, then stayed (PReNet 321x481: 0.37 -> 0.44 GiB over 8 images); the thread
 count did not change it (1 and 2 threads: 0.350 GiB). The line through the two sizes gives the
 coefficients.
+
+Plugin models (and any model without a measured line) get a generic estimate instead: the model is
+built on PyTorch's ``meta`` device and one forward pass at each of the two sizes counts the bytes of the
+tensors alive at once (every op's non-aliasing output, freed when Python drops it), which costs no
+arithmetic and no memory. That live-tensor peak under-counts what the process really takes (allocator
+slack, convolution workspaces): over the nine built-ins measured RSS / probe per pixel was 0.92-2.13
+(2026-12-06, the machine above), so the probe's line is scaled by ``PROBE_SCALE`` and its fixed part
+raised by the largest measured fixed cost. A model the meta device cannot run (``.item()``, numpy
+inside ``forward``) has no estimate: the guard says so in one line and lets the run go on.
 """
 from __future__ import annotations
 
@@ -51,19 +60,88 @@ COEFFS: dict[str, tuple[int, int]] = {
 }
 
 
+PROBE_SCALE = 2.2  # above the largest measured/probe ratio of the built-ins (2.13, DualGCN)
+
+
 def _round_up(n: int, m: int = GRID) -> int:
     return -(-n // m) * m
 
 
-def coefficients(model: str) -> tuple[int, int]:
-    """The measured (fixed, per pixel) of ``model``; for one not measured, the largest of each."""
+_probed: dict[str, tuple[int, int] | str] = {}
+_told: set[str] = set()
+
+
+def probe_peak(model: str, h: int, w: int) -> tuple[int, int]:
+    """(peak bytes of the tensors alive during one no-grad forward of an ``h`` x ``w`` image, bytes of the
+    parameters) of ``model`` built on the meta device (an exemplar as large for models that take one)."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from benchmark.core import contract
+    from benchmark.core.registry import build_model
+
+    class Live(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.now = self.peak = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            rets = func._schema.returns
+            for i, t in enumerate(out if isinstance(out, (tuple, list)) else (out,)):
+                # views and in-place results share an input's storage: counted once, where it was made
+                if isinstance(t, torch.Tensor) and not (i < len(rets) and rets[i].alias_info is not None):
+                    n = t.numel() * t.element_size()
+                    self.now += n
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(t, self._free, n)
+            return out
+
+        def _free(self, n: int) -> None:
+            self.now -= n
+
+    with torch.device("meta"):
+        net = build_model(model).eval()
+    x = torch.empty(1, 3, h, w, device="meta")
+    ex = torch.empty(1, 3, h, w, device="meta") if contract.needs_exemplar(net) else None
+    mode = Live()
+    with torch.no_grad(), mode:
+        out = contract.call(net, x, ex)
+        del out
+    return mode.peak, sum(p.numel() * p.element_size() for p in net.parameters())
+
+
+def probed(model: str) -> tuple[int, int] | str:
+    """The generic (fixed, per pixel) of ``model`` from the meta-device probe (see the module text), or
+    the one-line reason why there is none. Computed once per process."""
+    if model not in _probed:
+        try:
+            (h0, w0), (h1, w1) = SIZES
+            (a, params), (b, _) = probe_peak(model, h0, w0), probe_peak(model, h1, w1)
+        except Exception as exc:  # noqa: BLE001 -- any failure of a foreign model on meta means "no estimate"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            _probed[model] = f"{type(exc).__name__}: {first}"[:200]
+        else:
+            per_px = max(0.0, (b - a) / (h1 * w1 - h0 * w0))
+            fixed = max(0.0, a - per_px * h0 * w0) + 2 * params  # the weights and a checkpoint's copy
+            floor = max(c[0] for c in COEFFS.values())
+            _probed[model] = (int(PROBE_SCALE * fixed) + floor, int(PROBE_SCALE * per_px + 0.5))
+    return _probed[model]
+
+
+def coefficients(model: str) -> tuple[int, int] | None:
+    """The measured (fixed, per pixel) of ``model``; for one not measured (a plugin) the meta-device
+    probe's; None when there is no estimate (``probed`` gives the reason)."""
     if model in COEFFS:
         return COEFFS[model]
-    return max(c[0] for c in COEFFS.values()), max(c[1] for c in COEFFS.values())
+    got = probed(model)
+    return got if isinstance(got, tuple) else None
 
 
 def need(model: str, h: int, w: int, *, tile: int | None = None, overlap: int = 32,
-         exemplar_hw: tuple[int, int] | None = None, device: str = "cpu", scoring: bool = False) -> int:
+         exemplar_hw: tuple[int, int] | None = None, device: str = "cpu", scoring: bool = False) -> int | None:
     """Bytes that inference of one ``h`` x ``w`` image with ``model`` may take (with the margin).
 
     With ``tile`` the network sees one tile (core + ``overlap`` on each side) at a time; the whole
@@ -72,8 +150,12 @@ def need(model: str, h: int, w: int, *, tile: int | None = None, overlap: int = 
     the network sees: the coefficients were measured with an exemplar as large as the image.
     On CUDA MSGNN's default kNN chunk is 256 MiB instead of the 64 MiB measured here: the rest is added.
     ``scoring`` (``evaluate``) adds the per-pixel cost of the target and of every protocol's metrics.
+    None when ``model`` has no estimate.
     """
-    fixed, per_px = coefficients(model)
+    coeffs = coefficients(model)
+    if coeffs is None:
+        return None
+    fixed, per_px = coeffs
     if model == "msgnn" and str(device).startswith("cuda"):
         fixed += 192 * 2**20
     hp, wp = _round_up(h), _round_up(w)
@@ -139,6 +221,12 @@ def check(model: str, path: Path, h: int, w: int, free: int | None, device: str 
     if free is None:
         return
     est = need(model, h, w, device=device, **kw)
+    if est is None:
+        if model not in _told:  # once per model, not per image
+            _told.add(model)
+            print(f"memory: no estimate for {model} (its meta-device probe failed: {probed(model)}); "
+                  "the memory check is skipped", file=sys.stderr)
+        return
     if est > free:
         tiled = f" with --tile {kw['tile']}" if kw.get("tile") else ""
         raise DataError(f"{path}: {w}x{h} image needs about {_gib(est)} for {model} inference{tiled} "

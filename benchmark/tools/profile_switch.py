@@ -1,4 +1,5 @@
-"""``msgnn-bench profile NAME``: set ``profile:`` and the DVC matrix axes it decides in params.yaml.
+"""``msgnn-bench profile NAME``: set ``profile:`` and the DVC matrix axes it decides in params.yaml
+(including plugin_runs / score_runs, which follow run_datasets); ``msgnn-bench plugins sync``: only those two.
 
 params.yaml is edited as a YAML document, not as text: ``dvc exp run -S`` and ``dvc exp apply``
 rewrite the file with their own serializer (block lists, other quoting, comments moved into
@@ -17,7 +18,9 @@ from pathlib import Path
 # The top-level keys `profile` owns, in file order: DVC matrix axes must be literal top-level
 # lists (a matrix cannot read `profiles.${profile}.…`), so they are copies of the profile's values.
 AXES = ("profile", "run_datasets", "seeds", "extra_seeds", "ablation_dataset", "ablation_variants",
-        "ablation_groups", "official_runs")
+        "ablation_groups", "official_runs", "plugin_runs", "score_runs")
+# plugin_runs / score_runs (DVC foreach axes of the plugin and score stages) follow run_datasets: a
+# profile switch rewrites them as `msgnn-bench plugins sync` does, else the new file would not validate.
 
 
 def _yaml():
@@ -109,7 +112,28 @@ def _render(value, kind: str, column: int, style=None) -> str:
     return flow if kind != "block" or column > 0 else "  " + flow
 
 
-def switch(text: str, name: str) -> str:
+def plugin_axes(raw: dict, path: str | Path = "params.yaml") -> dict:
+    """plugin_runs / score_runs for ``raw`` (its plugins:, the installed entry points, results and
+    run_datasets); ``path``: the params file, whose folder the plugin paths are relative to."""
+    from benchmark.core import config
+
+    config.declare_plugins(raw, path)
+    return {"plugin_runs": config.plugin_runs_for(raw), "score_runs": config.score_runs_for(raw)}
+
+
+def _load(text: str):
+    from ruamel.yaml import YAMLError
+
+    try:
+        old = _yaml().load(text)
+    except YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from exc
+    if not hasattr(old, "insert"):
+        raise ValueError("must be a mapping of settings")
+    return old
+
+
+def switch(text: str, name: str, path: str | Path = "params.yaml") -> str:
     """``text`` (a params.yaml) with profile ``name``'s axes set; every other byte as it was.
 
     Each value is replaced where the parser says it is, in its old style (flow ``[a, b]``, block
@@ -117,16 +141,28 @@ def switch(text: str, name: str) -> str:
     parsed again and must equal the old document with only those keys changed; otherwise (a layout
     the splice does not expect) the file is rewritten by ruamel's round-trip dumper, which keeps
     comments and order but may re-wrap long lines."""
+    old = _load(text)
+    axes = axes_for(old, name)
+    axes.update(plugin_axes({**_plain(old), **axes}, path))
+    return _with_model_sections(_splice(text, old, axes), axes["plugin_runs"])
+
+
+def sync(text: str, path: str | Path = "params.yaml") -> str:
+    """``text`` with plugin_runs / score_runs (and an empty ``models.<plugin>`` section per plugin)
+    matching its plugins, results and run_datasets: `msgnn-bench plugins sync`."""
+    old = _load(text)
+    axes = plugin_axes(_plain(old), path)
+    return _with_model_sections(_splice(text, old, axes), axes["plugin_runs"])
+
+
+def _splice(text: str, old, axes: dict) -> str:
+    """``text`` with the top-level ``axes`` values replaced in place (see ``switch``)."""
     from ruamel.yaml import YAMLError
 
     try:
-        old = _yaml().load(text)
         spans = _spans(text)
     except YAMLError as exc:
         raise ValueError(f"not valid YAML: {exc}") from exc
-    if not hasattr(old, "insert"):
-        raise ValueError("must be a mapping of settings")
-    axes = axes_for(old, name)
     out = text
     for key, value in sorted(((k, v) for k, v in axes.items() if k in spans),
                              key=lambda kv: -spans[kv[0]][0]):  # from the end: offsets stay valid
@@ -148,6 +184,26 @@ def switch(text: str, name: str) -> str:
     if got != expected or [k for k in got if k in old] != [str(k) for k in old]:  # same data, same order
         out = _dump_round_trip(old, axes)
     return out
+
+
+def _with_model_sections(text: str, runs: dict) -> str:
+    """``text`` with an empty ``models.<plugin>`` section for every plugin of ``runs`` lacking one (every
+    model needs one: it is the key `dvc exp run -S models.<m>.…` sets); unchanged when none is missing."""
+    doc = _yaml().load(text)
+    models = doc.get("models")
+    missing = sorted({e["model"] for e in runs.values()} - set(models or {}))
+    if not missing or not hasattr(models, "insert"):
+        return text  # nothing to add (or no models mapping: validation names the problem)
+    import io
+
+    for m in missing:
+        models[m] = {}
+    y = _yaml()
+    y.width = 1 << 16
+    y.indent(mapping=2, sequence=2, offset=0)
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
 
 
 def _plain(node):
@@ -186,9 +242,10 @@ def _dump_round_trip(doc, axes: dict) -> str:
     return buf.getvalue()
 
 
-def switch_file(path: str | Path, name: str) -> dict:
-    """Rewrite ``path`` to profile ``name``; the new file is validated before it replaces the old one,
-    so a failure leaves params.yaml as it was. Returns the validated settings."""
+def switch_file(path: str | Path, name: str | None) -> dict:
+    """Rewrite ``path`` to profile ``name`` (None: only `plugins sync`); the new file is validated
+    before it replaces the old one, so a failure leaves params.yaml as it was. Returns the validated
+    settings."""
     from benchmark.core import config, io as bio
 
     path = Path(path)
@@ -197,18 +254,20 @@ def switch_file(path: str | Path, name: str) -> dict:
     try:
         original = path.read_text()
         config.parse_yaml(original, path)  # strict, as every stage reads it: no aliases, no duplicate keys
-        text = switch(original, name)
+        text = switch(original, name, path) if name is not None else sync(original, path)
     except config.ConfigError as exc:
         raise ValueError(str(exc)) from None
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     fd, tmp = tempfile.mkstemp(prefix=".params-", suffix=".yaml", dir=path.parent)
+    # named as params.yaml is (relative stays relative): plugin paths are resolved against its folder
+    check = os.path.join(os.path.dirname(str(path)), os.path.basename(tmp))
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        raw = config.load_params(tmp)  # the same checks every stage runs
+        raw = config.load_params(check)  # the same checks every stage runs
     except config.ConfigError as exc:
-        raise ValueError(str(exc).replace(tmp, str(path))) from None
+        raise ValueError(str(exc).replace(check, str(path))) from None
     finally:
         os.unlink(tmp)
     bio.write_text(path, text)

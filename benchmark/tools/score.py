@@ -125,12 +125,13 @@ def write(out_dir: str | Path, name: str, dataset: str, res: dict, pred: str | P
     """``metrics.json`` / ``per_image.csv`` (+ ``headline.json``) in ``out_dir``, the evaluate stage's
     shapes; ``model`` is ``name``, marked ``kind: published-outputs``."""
     from benchmark.core import io, tracking
+    from benchmark.core.registry import PUBLISHED
     from benchmark.evaluation import headline
 
     out_dir = Path(out_dir)
     eval_set = eval_set or dataset
     result = {"model": name, "dataset": dataset, "profile": profile, "key": out_dir.name, "seed": 0,
-              "kind": "published-outputs", "params_total": 0, "params_trainable": 0,
+              "kind": "published-outputs", "display": PUBLISHED.format(name=name), "params_total": 0, "params_trainable": 0,
               "lpips_status": "not computed (scored outputs)",
               "protocol": {"quantise": "as stored (8-bit files)", "y_mode": "uint8", "crop_border": 0,
                            "ssim": "gaussian sigma 1.5, data_range 255"},
