@@ -20,7 +20,7 @@ import yaml
 from benchmark.core import config, io
 from benchmark.core.registry import display_name, paper_rank
 from benchmark.evaluation import protocols
-from benchmark.reporting import figures, tables
+from benchmark.reporting import figures, provenance, tables
 from benchmark.core.runs import RUNS, RunFolderError
 
 # Table 1's "2.46M" is the released code's exemplar-off count; the method as described has the exemplar
@@ -44,7 +44,7 @@ def profiles(df: pd.DataFrame, fallback: str = "") -> list[str]:
     return list(df["profile"]) if len(df) else [fallback]
 
 
-def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str] = ()) -> str:
+def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str] = (), ref: dict | None = None) -> str:
     models = _models(df)
     cell = {(r["dataset"], r["model"]): r for r in df.to_dict("records")}
     lines = ["# Table 1 (regenerated): PSNR / SSIM", "", f"> {tables.profile_banner(df['profile'])}", "",
@@ -59,6 +59,8 @@ def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str]
     if missing:
         lines.append(f"| {', '.join(missing)} | " + " | ".join(tables.NOT_RUN for _ in models) + " |")
     lines += tables.stats_lines(df)  # n, dropped, raw/Holm p or "n too small", CI; the ± legend
+    ours = {(r["dataset"], r["model"]): (r["psnr"], r["ssim"]) for r in df.to_dict("records")}
+    lines += provenance.markdown(ref or {}, provenance.rows(ref or {}, ours, models), proto, display_name)
     return "\n".join(lines) + "\n"
 
 
@@ -90,11 +92,12 @@ def with_banner(df: pd.DataFrame, banner: str) -> pd.DataFrame:
 def tex(df: pd.DataFrame, banner: str, missing: list[str]) -> str:
     """The LaTeX tabular of the main columns; empty cells say why; the banner as a comment and a note."""
     cols = [c for c in ("model", "dataset", "cell", "variant", "n_seeds", "psnr", "psnr_std", "ssim", "ssim_std",
-                        "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim", "params") if c in df.columns]
+                        "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim", "own_psnr", "own_ssim", "own_protocol",
+                        "indep_psnr", "indep_ssim", "indep_protocol", "params") if c in df.columns]
     d = df[cols].astype(object)
     for c in cols:
         why = ("n=1" if c.endswith("_std") else "not printed" if c.startswith(("paper_", "delta_"))
-               else tables.NOT_RUN)
+               else provenance.NONE_OWN if c.startswith(("own_", "indep_")) else tables.NOT_RUN)
         d[c] = [why if not tables.has(v) else (f"{v:.4f}" if isinstance(v, float) else v) for v in d[c]]
     body = d.to_latex(index=False, escape=True)
     note = banner + (f" Not run in this profile: {', '.join(missing)}." if missing else "")
@@ -178,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     ref = yaml.safe_load(Path(args.reference).read_text())
+    try:
+        provenance.validate(ref)
+    except provenance.ProvenanceError as exc:
+        print(f"report: error: {args.reference}: {exc}", file=sys.stderr)
+        return 1
     params = Path(args.params)
     raw = (yaml.safe_load(params.read_text()) or {}) if params.is_file() else {}
     variants = raw.get("ablations") or {}
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t1 = tables.table1(rows, ref, runs_dir, proto)
     missing = [d for d in (ref.get("table1") or {}) if d not in set(t1["dataset"])]  # the paper's sets not run
-    md = markdown1(t1, proto, missing)
+    md = markdown1(t1, proto, missing, ref)
     write_table(out, "table1", t1, md, missing)
     for table in tables.ABLATION_TABLES:
         df = tables.ablation_table(table, rows, ref, variants, proto)
