@@ -60,7 +60,8 @@ def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str]
         lines.append(f"| {', '.join(missing)} | " + " | ".join(tables.NOT_RUN for _ in models) + " |")
     lines += tables.stats_lines(df)  # n, dropped, raw/Holm p or "n too small", CI; the ± legend
     ours = {(r["dataset"], r["model"]): (r["psnr"], r["ssim"]) for r in df.to_dict("records")}
-    lines += provenance.markdown(ref or {}, provenance.rows(ref or {}, ours, models), proto, display_name)
+    lines += provenance.markdown(ref or {}, provenance.rows(ref or {}, ours, lambda m: (paper_rank(m), m)), proto,
+                                 display_name)
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +90,7 @@ def with_banner(df: pd.DataFrame, banner: str) -> pd.DataFrame:
     return df.assign(profile_note=banner)
 
 
-def tex(df: pd.DataFrame, banner: str, missing: list[str]) -> str:
+def tex(df: pd.DataFrame, banner: str, missing: list[str], sources: str = "") -> str:
     """The LaTeX tabular of the main columns; empty cells say why; the banner as a comment and a note."""
     cols = [c for c in ("model", "dataset", "cell", "variant", "n_seeds", "psnr", "psnr_std", "ssim", "ssim_std",
                         "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim", "own_psnr", "own_ssim", "own_protocol",
@@ -101,6 +102,7 @@ def tex(df: pd.DataFrame, banner: str, missing: list[str]) -> str:
         d[c] = [why if not tables.has(v) else (f"{v:.4f}" if isinstance(v, float) else v) for v in d[c]]
     body = d.to_latex(index=False, escape=True)
     note = banner + (f" Not run in this profile: {', '.join(missing)}." if missing else "")
+    note += f" Sources of own_* / indep_*: {sources}." if sources else ""
     return f"% {note}\n{body}\\par\\noindent\\emph{{{_tex_escape(note)}}}\n"
 
 
@@ -112,11 +114,12 @@ def _tex_escape(text: str) -> str:
     return re.sub(r"[\\&%$#_{}~^]", lambda m: _TEX[m.group()], text)
 
 
-def write_table(out: Path, stem: str, df: pd.DataFrame, md: str, missing: list[str] = (), profile: str = "") -> None:
+def write_table(out: Path, stem: str, df: pd.DataFrame, md: str, missing: list[str] = (), profile: str = "",
+                sources: str = "") -> None:
     banner = tables.profile_banner(profiles(df, profile))
     io.write_text(out / f"{stem}.csv", with_banner(df, banner).to_csv(index=False))
     io.write_text(out / f"{stem}.md", md)
-    io.write_text(out / f"{stem}.tex", tex(df, banner, list(missing)))
+    io.write_text(out / f"{stem}.tex", tex(df, banner, list(missing), sources))
 
 
 def fig7(df: pd.DataFrame, ref: dict, path: Path, proto: str = protocols.PAPER) -> None:
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     t1 = tables.table1(rows, ref, runs_dir, proto)
     missing = [d for d in (ref.get("table1") or {}) if d not in set(t1["dataset"])]  # the paper's sets not run
     md = markdown1(t1, proto, missing, ref)
-    write_table(out, "table1", t1, md, missing)
+    sources = "; ".join(f"{k}: {v}" for k, v in provenance.notes(ref)["sources"].items())
+    write_table(out, "table1", t1, md, missing, sources=sources)
     for table in tables.ABLATION_TABLES:
         df = tables.ablation_table(table, rows, ref, variants, proto)
         if table == "fig7":

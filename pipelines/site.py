@@ -110,12 +110,12 @@ def provenance_view(rows: list[dict], protos: list[str], paper: dict) -> dict | 
         return None
     from benchmark.core.registry import display_name, paper_rank
 
-    models = sorted({r.get("model", "") for r in rows}, key=lambda m: (paper_rank(m), m))
     views = []
     for proto in protos:
         ours = {(r.get("dataset", ""), r.get("model", "")): (html_tables.num(r.get(f"psnr:{proto}")),
                                                              html_tables.num(r.get(f"ssim:{proto}"))) for r in rows}
-        views.append((proto, [{**x, "name": display_name(x["model"])} for x in provenance.rows(paper, ours, models)]))
+        views.append((proto, [{**x, "name": display_name(x["model"])}
+                              for x in provenance.rows(paper, ours, lambda m: (paper_rank(m), m))]))
     return {"views": views, "notes": provenance.notes(paper), "paper_protocol": provenance.protocol_of(paper, "msgnn_table1")}
 
 

@@ -225,6 +225,7 @@ def test_table1_carries_own_paper_and_independent_columns(fake_runs, tmp_path):
     assert "nan" not in prov.lower().replace("provenance", "")
     tex = (out / "table1.tex").read_text()
     assert "own\\_psnr" in tex and "indep\\_psnr" in tex and "28.0100" in tex
+    assert "Sources of own\\_* / indep\\_*: " in tex and "derain\\_toolbox: biubiubiiu/derain-toolbox" in tex
 
 
 def test_provenance_findings_hold_against_table1():

@@ -72,28 +72,32 @@ def columns(ref: dict, dataset: str, model: str) -> dict:
             "indep_source": ind["source"] if ind else None, "indep_variant": ind.get("variant") if ind else None}
 
 
-def _num(v: float, digits: int) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+def printed(psnr: float, ssim: float) -> str:
+    """A published pair with the digits its source prints (YAML drops trailing zeros: 0.900 -> 0.9): PSNR
+    with 2 decimals unless it has 3, SSIM with 3 unless it has 4."""
+    return f"{psnr:.{2 if psnr == round(psnr, 2) else 3}f} / {ssim:.{3 if ssim == round(ssim, 3) else 4}f}"
 
 
 def fmt_entry(ref: dict, e: dict | None, none: str) -> str:
-    """'PSNR / SSIM (`protocol`; source)', '(not verified)' where the value was only quoted."""
+    """'PSNR / SSIM (`protocol`; source)', '; not verified' where the value was only quoted."""
     if not e:
         return none
     tail = "" if e.get("verified") else "; not verified"
-    return (f"{_num(e['value'][0], 3 if e['value'][0] != round(e['value'][0], 2) else 2)} / {e['value'][1]:.4g} "
-            f"(`{protocol_of(ref, e['source'])}`; {e['source']}{tail})")
+    return f"{printed(*e['value'])} (`{protocol_of(ref, e['source'])}`; {e['source']}{tail})"
 
 
-def rows(ref: dict, ours: dict[tuple[str, str], tuple[float | None, float | None]], models: list[str]) -> list[dict]:
-    """One row per (dataset, method) of the paper's Table 1, in the given method order: the four columns as
-    text. ``ours`` = {(dataset, model): (psnr, ssim)} in the report's protocol; a missing cell says so."""
+def rows(ref: dict, ours: dict[tuple[str, str], tuple[float | None, float | None]], order=None) -> list[dict]:
+    """One row per (dataset, method) of the paper's Table 1, methods sorted by ``order`` (a key function;
+    the paper's column order by default): the columns as text. ``ours`` = {(dataset, model): (psnr, ssim)}
+    in the report's protocol; a cell not run says so."""
     out = []
-    for d, printed in (ref.get("table1") or {}).items():
-        for m in [m for m in models if m in printed] + [m for m in printed if m not in models]:
+    for d, in_paper in (ref.get("table1") or {}).items():
+        for m in sorted(in_paper, key=order) if order else in_paper:
             c = cell(ref, d, m)
             p, s = ours.get((d, m), (None, None))
-            also = "; ".join(f"{e['value'][0]} / {e['value'][1]} as {e.get('as', m)} ({e['source']})" for e in c["also"])
+            # numbers printed elsewhere are shown as MSGNN prints its own: 3 / 4 decimals
+            also = "; ".join(f"{e['value'][0]:.3f} / {e['value'][1]:.4f} as {e.get('as', m)} ({e['source']})"
+                             for e in c["also"])
             out.append({"dataset": d, "model": m,
                         "msgnn": f"{c['msgnn'][0]:.3f} / {c['msgnn'][1]:.4f}" if c["msgnn"] else "–",
                         "own": fmt_entry(ref, c["own"], NONE_OWN),
