@@ -98,7 +98,7 @@ def tex(df: pd.DataFrame, banner: str, missing: list[str], sources: str = "") ->
     d = df[cols].astype(object)
     for c in cols:
         why = ("n=1" if c.endswith("_std") else "not printed" if c.startswith(("paper_", "delta_"))
-               else provenance.NONE_OWN if c.startswith(("own_", "indep_")) else tables.NOT_RUN)
+               else "not recorded" if c.startswith(("own_", "indep_")) else tables.NOT_RUN)
         d[c] = [why if not tables.has(v) else (f"{v:.4f}" if isinstance(v, float) else v) for v in d[c]]
     body = d.to_latex(index=False, escape=True)
     note = banner + (f" Not run in this profile: {', '.join(missing)}." if missing else "")

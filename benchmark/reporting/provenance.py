@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 
-NONE_OWN = "none found"  # an own-paper number was not published or not found (the YAML says which)
-NONE_INDEP = "none found"
+# Empty columns say what they mean: an own-paper number not recorded here was not checked (the note's
+# "Not verified" lists what was tried), not shown to be absent; derain-toolbox covers five of the methods.
+NONE_OWN = "not recorded (see Not verified)"
+NONE_INDEP = "none recorded"
 CSV_COLUMNS = ["paper_protocol", "own_psnr", "own_ssim", "own_protocol", "own_source", "own_verified",
                "indep_psnr", "indep_ssim", "indep_protocol", "indep_source", "indep_variant"]
 
