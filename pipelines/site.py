@@ -116,7 +116,8 @@ def provenance_view(rows: list[dict], protos: list[str], paper: dict) -> dict | 
                                                              html_tables.num(r.get(f"ssim:{proto}"))) for r in rows}
         views.append((proto, [{**x, "name": display_name(x["model"])}
                               for x in provenance.rows(paper, ours, lambda m: (paper_rank(m), m))]))
-    return {"views": views, "notes": provenance.notes(paper), "paper_protocol": provenance.protocol_of(paper, "msgnn_table1")}
+    return {"views": views, "notes": provenance.notes(paper),
+            "paper_protocol": provenance.protocol_of(paper, "msgnn_table1")}
 
 
 def official_section(reports: Path) -> dict:

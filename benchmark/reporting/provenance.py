@@ -43,10 +43,10 @@ def cell(ref: dict, dataset: str, model: str) -> dict:
     c = ((_block(ref).get("cells") or {}).get(dataset) or {}).get(model) or {}
     where = f"{dataset}.{model}"
     own = c.get("own_paper")
+    listed = {k: [_check_entry(ref, f"{where}.{key}[{i}]", e) for i, e in enumerate(c.get(key) or [])]
+              for k, key in (("indep", "independent"), ("also", "also_printed"))}
     return {"msgnn": ((ref.get("table1") or {}).get(dataset) or {}).get(model),
-            "own": _check_entry(ref, f"{where}.own_paper", own) if own else None,
-            "indep": [_check_entry(ref, f"{where}.independent[{i}]", e) for i, e in enumerate(c.get("independent") or [])],
-            "also": [_check_entry(ref, f"{where}.also_printed[{i}]", e) for i, e in enumerate(c.get("also_printed") or [])]}
+            "own": _check_entry(ref, f"{where}.own_paper", own) if own else None, **listed}
 
 
 def validate(ref: dict) -> None:
