@@ -115,7 +115,7 @@ def provenance_view(rows: list[dict], protos: list[str], paper: dict) -> dict | 
         ours = {(r.get("dataset", ""), r.get("model", "")): (html_tables.num(r.get(f"psnr:{proto}")),
                                                              html_tables.num(r.get(f"ssim:{proto}"))) for r in rows}
         views.append((proto, [{**x, "name": display_name(x["model"])}
-                              for x in provenance.rows(paper, ours, lambda m: (paper_rank(m), m))]))
+                              for x in provenance.rows(paper, ours, lambda m: (paper_rank(m), m), tick="")]))
     return {"views": views, "notes": provenance.notes(paper),
             "paper_protocol": provenance.protocol_of(paper, "msgnn_table1")}
 

@@ -181,8 +181,9 @@ def test_page_shows_table1_provenance_per_protocol(site_tree):
     assert "<th>own paper</th><th>independent retraining</th>" in page
     # PReNet / Rain1400: MSGNN's value, its authors' (Y channel) and derain-toolbox's RGB retraining
     row = one.split('data-model="prenet" data-dataset="rain1400">')[1].split("</tr>")[0]
-    assert "30.608 / 0.9181" in row and "32.60 / 0.946 (`prenet`; prenet_readme)" in row
-    assert "30.21 / 0.913 (`msgnn`; derain_toolbox)" in row and "not run in this profile" in row
+    assert "30.608 / 0.9181" in row and "32.60 / 0.946 (prenet; prenet_readme)" in row
+    assert "30.21 / 0.913 (msgnn; derain_toolbox)" in row and "not run in this profile" in row
+    assert "`" not in one  # Markdown quoting stays out of the page
     assert "d73d865cb5e60d5bffc9a14a610146ee3e733da0" in page and "Not verified:" in page
     assert "nan" not in re.sub(r"provenance|nanometre", "", one.lower())
 

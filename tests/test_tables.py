@@ -221,6 +221,7 @@ def test_table1_carries_own_paper_and_independent_columns(fake_runs, tmp_path):
     assert sum(1 for ln in prov.splitlines() if ln.startswith("| ") and " | rain" in ln) == 45
     assert "| PReNet | rain1400 | 30.608 / 0.9181 | 32.60 / 0.946 (`prenet`; prenet_readme) |" in prov
     assert "33.04 / 0.9472 (`prenet`; rcdnet_paper; not verified)" in prov  # RCDNet's own: quoted, unchecked
+    assert "| MSGNN | rain200h | 29.627 / 0.9178 | = MSGNN paper |" in prov
     assert "d73d865cb5e60d5bffc9a14a610146ee3e733da0" in prov and "Not verified:" in prov
     assert "nan" not in prov.lower().replace("provenance", "")
     tex = (out / "table1.tex").read_text()

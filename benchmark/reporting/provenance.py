@@ -80,15 +80,20 @@ def printed(psnr: float, ssim: float) -> str:
     return f"{psnr:.{2 if psnr == round(psnr, 2) else 3}f} / {ssim:.{3 if ssim == round(ssim, 3) else 4}f}"
 
 
-def fmt_entry(ref: dict, e: dict | None, none: str) -> str:
-    """'PSNR / SSIM (`protocol`; source)', '; not verified' where the value was only quoted."""
+def fmt_entry(ref: dict, e: dict | None, none: str, tick: str = "`") -> str:
+    """'PSNR / SSIM (`protocol`; source)', '; not verified' where the value was only quoted; ``tick``
+    quotes the protocol name (Markdown code; the page passes "")."""
     if not e:
         return none
     tail = "" if e.get("verified") else "; not verified"
-    return f"{printed(*e['value'])} (`{protocol_of(ref, e['source'])}`; {e['source']}{tail})"
+    return f"{printed(*e['value'])} ({tick}{protocol_of(ref, e['source'])}{tick}; {e['source']}{tail})"
 
 
-def rows(ref: dict, ours: dict[tuple[str, str], tuple[float | None, float | None]], order=None) -> list[dict]:
+OWN_IS_MSGNN = "= MSGNN paper"  # MSGNN's own paper is the MSGNN paper
+
+
+def rows(ref: dict, ours: dict[tuple[str, str], tuple[float | None, float | None]], order=None,
+         tick: str = "`") -> list[dict]:
     """One row per (dataset, method) of the paper's Table 1, methods sorted by ``order`` (a key function;
     the paper's column order by default): the columns as text. ``ours`` = {(dataset, model): (psnr, ssim)}
     in the report's protocol; a cell not run says so."""
@@ -102,8 +107,8 @@ def rows(ref: dict, ours: dict[tuple[str, str], tuple[float | None, float | None
                              for e in c["also"])
             out.append({"dataset": d, "model": m,
                         "msgnn": f"{c['msgnn'][0]:.3f} / {c['msgnn'][1]:.4f}" if c["msgnn"] else "–",
-                        "own": fmt_entry(ref, c["own"], NONE_OWN),
-                        "indep": fmt_entry(ref, c["indep"][0] if c["indep"] else None, NONE_INDEP),
+                        "own": OWN_IS_MSGNN if m == "msgnn" else fmt_entry(ref, c["own"], NONE_OWN, tick),
+                        "indep": fmt_entry(ref, c["indep"][0] if c["indep"] else None, NONE_INDEP, tick),
                         "ours": "not run in this profile" if p is None or (isinstance(p, float) and math.isnan(p))
                         else f"{p:.2f} / {s:.4f}",
                         "also": also})
