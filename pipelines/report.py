@@ -20,7 +20,7 @@ import yaml
 from benchmark.core import config, io
 from benchmark.core.registry import display_name, paper_rank
 from benchmark.evaluation import protocols
-from benchmark.reporting import figures, metric_status, tables
+from benchmark.reporting import figures, metric_status, provenance, tables
 from benchmark.core.runs import RUNS, RunFolderError, eval_metrics
 
 # Table 1's "2.46M" is the released code's exemplar-off count; the method as described has the exemplar
@@ -45,7 +45,7 @@ def profiles(df: pd.DataFrame, fallback: str = "") -> list[str]:
 
 
 def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str] = (),
-              lpips: list[str] = ()) -> str:
+              lpips: list[str] = (), ref: dict | None = None) -> str:
     models = _models(df)
     cell = {(r["dataset"], r["model"]): r for r in df.to_dict("records")}
     lines = ["# Table 1 (regenerated): PSNR / SSIM", "", f"> {tables.profile_banner(df['profile'])}", "",
@@ -62,6 +62,9 @@ def markdown1(df: pd.DataFrame, proto: str = protocols.PAPER, missing: list[str]
     if missing:
         lines.append(f"| {', '.join(missing)} | " + " | ".join(tables.NOT_RUN for _ in models) + " |")
     lines += tables.stats_lines(df)  # n, dropped, raw/Holm p or "n too small", CI; the ± legend
+    ours = {(r["dataset"], r["model"]): (r["psnr"], r["ssim"]) for r in df.to_dict("records")}
+    lines += provenance.markdown(ref or {}, provenance.rows(ref or {}, ours, lambda m: (paper_rank(m), m)), proto,
+                                 display_name)
     return "\n".join(lines) + "\n"
 
 
@@ -90,17 +93,19 @@ def with_banner(df: pd.DataFrame, banner: str) -> pd.DataFrame:
     return df.assign(profile_note=banner)
 
 
-def tex(df: pd.DataFrame, banner: str, missing: list[str]) -> str:
+def tex(df: pd.DataFrame, banner: str, missing: list[str], sources: str = "") -> str:
     """The LaTeX tabular of the main columns; empty cells say why; the banner as a comment and a note."""
     cols = [c for c in ("model", "dataset", "cell", "variant", "n_seeds", "psnr", "psnr_std", "ssim", "ssim_std",
-                        "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim", "params") if c in df.columns]
+                        "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim", "own_psnr", "own_ssim", "own_protocol",
+                        "indep_psnr", "indep_ssim", "indep_protocol", "params") if c in df.columns]
     d = df[cols].astype(object)
     for c in cols:
         why = ("n=1" if c.endswith("_std") else "not printed" if c.startswith(("paper_", "delta_"))
-               else tables.NOT_RUN)
+               else "not recorded" if c.startswith(("own_", "indep_")) else tables.NOT_RUN)
         d[c] = [why if not tables.has(v) else (f"{v:.4f}" if isinstance(v, float) else v) for v in d[c]]
     body = d.to_latex(index=False, escape=True)
     note = banner + (f" Not run in this profile: {', '.join(missing)}." if missing else "")
+    note += f" Sources of own_* / indep_*: {sources}." if sources else ""
     return f"% {note}\n{body}\\par\\noindent\\emph{{{_tex_escape(note)}}}\n"
 
 
@@ -112,11 +117,12 @@ def _tex_escape(text: str) -> str:
     return re.sub(r"[\\&%$#_{}~^]", lambda m: _TEX[m.group()], text)
 
 
-def write_table(out: Path, stem: str, df: pd.DataFrame, md: str, missing: list[str] = (), profile: str = "") -> None:
+def write_table(out: Path, stem: str, df: pd.DataFrame, md: str, missing: list[str] = (), profile: str = "",
+                sources: str = "") -> None:
     banner = tables.profile_banner(profiles(df, profile))
     io.write_text(out / f"{stem}.csv", with_banner(df, banner).to_csv(index=False))
     io.write_text(out / f"{stem}.md", md)
-    io.write_text(out / f"{stem}.tex", tex(df, banner, list(missing)))
+    io.write_text(out / f"{stem}.tex", tex(df, banner, list(missing), sources))
 
 
 def fig7(df: pd.DataFrame, ref: dict, path: Path, proto: str = protocols.PAPER) -> None:
@@ -181,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     ref = yaml.safe_load(Path(args.reference).read_text())
+    try:
+        provenance.validate(ref)
+    except provenance.ProvenanceError as exc:
+        print(f"report: error: {args.reference}: {exc}", file=sys.stderr)
+        return 1
     params = Path(args.params)
     raw = (yaml.safe_load(params.read_text()) or {}) if params.is_file() else {}
     variants = raw.get("ablations") or {}
@@ -194,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [d for d in (ref.get("table1") or {}) if d not in set(t1["dataset"])]  # the paper's sets not run
     lpips = metric_status.lpips_lines({m.get("key", f.parent.name): m.get("lpips_status")
                                       for f, m in eval_metrics(runs_dir) if not m.get("variant")})
-    md = markdown1(t1, proto, missing, lpips)
-    write_table(out, "table1", t1, md, missing)
+    md = markdown1(t1, proto, missing, lpips, ref)
+    sources = "; ".join(f"{k}: {v}" for k, v in provenance.notes(ref)["sources"].items())
+    write_table(out, "table1", t1, md, missing, sources=sources)
     for table in tables.ABLATION_TABLES:
         df = tables.ablation_table(table, rows, ref, variants, proto)
         if table == "fig7":

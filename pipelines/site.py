@@ -2,7 +2,9 @@
 
 No server and no network: CSS and JS are inline, images are PNGs under ``reports/site/`` linked by
 relative path. The page holds every ``reports/table*.csv`` (with the paper's values, deltas, best
-and second best, a scoring-protocol switch), the figures of ``benchmark.reporting.figures``, a before/after
+and second best, a scoring-protocol switch; under Table 1 the provenance of every number: MSGNN paper,
+own paper, independent retraining, ours), the official checkpoints beside their authors' numbers
+(``reports/official.csv``, or why none ran), the figures of ``benchmark.reporting.figures``, a before/after
 slider per method on the ``report.images`` test images, the runs (MLflow run ids, run folders) and
 provenance (git commit, profile, dataset fingerprints, date). It also writes the long-format CSVs
 that ``dvc plots`` draws (``reports/site/plots/``).
@@ -24,7 +26,7 @@ from PIL import Image
 
 from benchmark.core import config, io, tracking
 from benchmark.data import loading as data
-from benchmark.reporting import figures, html_tables, metric_status
+from benchmark.reporting import figures, html_tables, metric_status, provenance
 from benchmark.data.layouts import natural_key
 from benchmark.core.runs import find_run, run_files
 
@@ -96,8 +98,33 @@ def tables_view(reports: Path, runs_dir: Path, paper: dict) -> tuple[list[dict],
             else:
                 view = html_tables.ablation_view(rows, proto)
             t["views"].append((proto, view))
+        if t["kind"] == "table1":
+            t["prov"] = provenance_view(rows, protos, paper)
         out.append(t)
     return out, protos, sorted(profiles)
+
+
+def provenance_view(rows: list[dict], protos: list[str], paper: dict) -> dict | None:
+    """Table 1's provenance (MSGNN paper | own paper | independent retraining | ours) per scoring protocol,
+    and its note (sources, protocols, findings, not verified); None where the reference has no provenance."""
+    if not paper.get("provenance"):
+        return None
+    from benchmark.core.registry import display_name, paper_rank
+
+    views = []
+    for proto in protos:
+        ours = {(r.get("dataset", ""), r.get("model", "")): (html_tables.num(r.get(f"psnr:{proto}")),
+                                                             html_tables.num(r.get(f"ssim:{proto}"))) for r in rows}
+        views.append((proto, [{**x, "name": display_name(x["model"])}
+                              for x in provenance.rows(paper, ours, lambda m: (paper_rank(m), m), tick="")]))
+    return {"views": views, "notes": provenance.notes(paper),
+            "paper_protocol": provenance.protocol_of(paper, "msgnn_table1")}
+
+
+def official_section(reports: Path) -> dict:
+    """The official-checkpoint rows of ``reports/official.csv`` as the page shows them (or why there are none)."""
+    f = reports / "official.csv"
+    return html_tables.official_view(io.read_csv(f)[1] if f.is_file() else None)
 
 
 def compare_caption(s: str, image: str, paired: bool) -> str:
@@ -157,7 +184,8 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
                              fit=True))
     write_plot_data(runs_dir, runs, site / "plots")
     tables, protos, profiles = tables_view(reports, runs_dir, paper)
-    page = render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing)
+    page = render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing,
+                       official_section(reports))
     io.write_text(reports / "index.html", page)
     return {"figures": len(figs), "viewers": len(viewers), "missing": missing, "protocols": protos}
 
@@ -224,7 +252,8 @@ def profile_banner(profiles: list[str], prof: str) -> str:
             "not a reproduction of the paper's numbers.")
 
 
-def render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing) -> str:
+def render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing,
+                official) -> str:
     headline = config.report_cfg(params).protocol  # shown first: the protocol of the tables' main cells
     prof = str(params.get("profile", "?"))
     datasets = sorted({r.dataset for r in runs} | {s for r in runs for s in r.metrics.get("results", {})})
@@ -233,6 +262,7 @@ def render_page(params, runs, runs_dir, data_root, reports, tables, protos, prof
         selected=headline if headline in protos else (protos[0] if protos else ""),
         paper_protocol=config.PAPER_PROTOCOL, lpips=lpips_lines(runs), reports=str(reports), figures=figs,
         missing=missing, viewers=[viewer(t, s) for t, s in viewers], runs=run_rows(runs, runs_dir, reports),
+        official=official,
         provenance=[("git commit", tracking.git_commit()), ("profile (params.yaml)", prof),
                     ("profile(s) of the results", ", ".join(profiles) or "–"),
                     ("generated (UTC)", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"))],
@@ -255,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         paper = yaml.safe_load(Path(args.reference).read_text()) if Path(args.reference).is_file() else {}
         res = build(Path(args.runs), Path(args.data), Path(args.reports), params, paper)
     except (config.ConfigError, figures.FigureError, data.DataError, KeyError, ValueError, OSError,
-            json.JSONDecodeError) as exc:
+            json.JSONDecodeError) as exc:  # ValueError includes a malformed provenance block
         print(f"site: error: {exc}", file=sys.stderr)
         return 1
     print(f"site: {args.reports}/index.html ({res['figures']} figures, {res['viewers']} before/after views"

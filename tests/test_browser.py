@@ -50,6 +50,14 @@ READ_TABLE1 = """(() => {
         below: !!td.querySelector('.flag') && td.classList.contains('below'), span: td.colSpan}))}))};
 })()"""
 
+# the visible Table 1 provenance table (MSGNN paper | own paper | independent retraining | ours)
+READ_PROV = """(() => {
+  const shown = Array.from(document.querySelectorAll('table.provenance')).filter(t => t.offsetParent !== null);
+  const t = shown[0];
+  return {count: shown.length, protocol: t.dataset.protocol,
+    heads: Array.from(t.querySelectorAll('thead th')).map(th => th.textContent),
+    rows: t.querySelectorAll('tbody tr').length};
+})()"""
 SWITCH = """(p => { const s = document.getElementById('protocol'); s.value = p;
   s.dispatchEvent(new Event('change')); return s.value; })"""
 
@@ -87,9 +95,11 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
         browser.wait_event("Page.loadEventFired")
         page = browser.evaluate(READ_PAGE)
         shown = {"msgnn": browser.evaluate(READ_TABLE1)}
+        prov = {"msgnn": browser.evaluate(READ_PROV)}
         for proto in ("matlab-y", "prenet"):
             assert browser.evaluate(f"{SWITCH}({proto!r})") == proto
             shown[proto] = browser.evaluate(READ_TABLE1)
+            prov[proto] = browser.evaluate(READ_PROV)
         slid = browser.evaluate(SLIDE)
         charts = {"wide": browser.evaluate(READ_CHARTS)}
         # a narrow window (a laptop split screen): charts wider than the page scale down, never cut off
@@ -108,6 +118,9 @@ def test_report_page_in_headless_chromium(site_tree, tmp_path):
         rows = list(csv.DictReader(fh))
     assert sorted(i for i, _ in page["cells"]) == list(range(len(rows)))  # every CSV row, once
     _check_table1(rows, shown)
+    for proto, p in prov.items():  # one provenance table visible, the chosen protocol's, every paper cell
+        assert (p["count"], p["protocol"], p["rows"]) == (1, proto, 45), (proto, p)
+        assert p["heads"][2:6] == ["MSGNN paper (msgnn)", "own paper", "independent retraining", f"ours ({proto})"]
     assert page["models"] == [r["model"] for r in rows]  # the full CSV: its rows in file order
     for i, shown in page["cells"]:
         row = rows[i]

@@ -121,7 +121,7 @@ def test_page_shows_one_protocol_at_a_time_and_escapes(tmp_path):
     page = site._template().render(
         banner="b", tables=[t], protocols=["msgnn", "matlab-y"], selected="matlab-y", paper_protocol="msgnn",
         lpips=["LPIPS ran (1 run)."], reports="reports", figures=[], missing=[], viewers=[], runs=[],
-        provenance=[], fingerprints=[])
+        provenance=[], fingerprints=[], official=html_tables.official_view(None))
     assert '<div class="view hidden" data-protocol="msgnn">' in page
     assert '<div class="view" data-protocol="matlab-y">' in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
@@ -173,3 +173,62 @@ def test_report_section_is_validated(repo_params, bad, msg):
     p = {**repo_params, "report": {**repo_params["report"], **bad}}
     with pytest.raises(config.ConfigError, match=re.escape(msg)):
         config.report_cfg(p)
+
+
+# --- issue 22: Table 1 provenance and the official-checkpoint section ---------------------------------
+
+def test_page_shows_table1_provenance_per_protocol(site_tree):
+    page = (site_tree / "reports/index.html").read_text()
+    assert page.count('data-table="table1-provenance"') >= 1
+    one = page.split('data-table="table1-provenance"')[1].split("</table>")[0]
+    assert one.count("<tr data-model=") == 45  # every cell of the paper's Table 1, run here or not
+    assert "<th>own paper</th><th>independent retraining</th>" in page
+    # PReNet / Rain1400: MSGNN's value, its authors' (Y channel) and derain-toolbox's RGB retraining
+    row = one.split('data-model="prenet" data-dataset="rain1400">')[1].split("</tr>")[0]
+    assert "30.608 / 0.9181" in row and "32.60 / 0.946 (prenet; prenet_readme)" in row
+    assert "30.21 / 0.913 (msgnn; derain_toolbox)" in row and "not run in this profile" in row
+    assert "`" not in one  # Markdown quoting stays out of the page
+    assert "d73d865cb5e60d5bffc9a14a610146ee3e733da0" in page and "Not verified:" in page
+    assert "nan" not in re.sub(r"provenance|nanometre", "", one.lower())
+
+
+def test_official_section_without_runs_says_so(site_tree):
+    page = (site_tree / "reports/index.html").read_text()
+    sec = page.split('<section id="official">')[1].split("</section>")[0]
+    assert "not run in this profile: there is no reports/official.csv" in sec and "<table" not in sec
+
+
+def test_official_section_shows_published_ours_delta_and_msgnn(site_tree, tmp_path, monkeypatch):
+    """reports/official.csv as the official_report stage writes it (one measured row, the rest with why)."""
+    from benchmark.core import io
+    from benchmark.reporting import official
+
+    work = tmp_path / "w"
+    shutil.copytree(site_tree, work, ignore=shutil.ignore_patterns("mlflow.db", "mlruns"))
+    monkeypatch.chdir(work)
+    runs = work / "runs/official"
+    io.write_json(runs / "prenet6-rain100h--rain100h/metrics.json",
+                  {"n_images": 100, "protocols": {"prenet": {"psnr": 29.465, "ssim": 0.8991},
+                                                  "msgnn": {"psnr": 28.1, "ssim": 0.88}}})
+    official.write(work / "reports", official.rows(runs, {"prenet6-rain100h--rain100h"}), "paper")
+    assert site.main(["--reference", str(REPO / "reports/paper_reference.yaml")]) == 0
+    sec = (work / "reports/index.html").read_text().split('<section id="official">')[1].split("</section>")[0]
+    row = sec.split('data-checkpoint="prenet6-rain100h">')[1].split("</tr>")[0]
+    assert "29.46 / 0.899 (prenet)" in row and "29.465 / 0.8991" in row and "+0.005 / +0.0001" in row
+    assert "28.100 / 0.8800" in row and "<td>100</td>" in row and "measured" in row
+    assert "No official checkpoint was run" not in sec
+    assert 'data-checkpoint="rcdnet-rain100l"' in sec  # unmeasured rows stay, with their status
+    assert "nan" not in sec.lower() and "None" not in sec
+    assert "csdwren/PReNet README.md at 6d908d1" in sec
+
+
+def test_official_view_with_nothing_measured_says_so():
+    rows = [{"checkpoint": "a", "test_set": "rain100h", "published_psnr": "29.46", "published_ssim": "0.899",
+             "published_protocol": "prenet", "ours_psnr": "", "ours_ssim": "", "delta_psnr": "", "delta_ssim": "",
+             "msgnn_psnr": "", "msgnn_ssim": "", "n_images": "", "subset": "",
+             "status": "not in this profile's official_runs", "published_source": "s"}]
+    v = html_tables.official_view(rows)
+    assert v["note"].startswith("No official checkpoint was run in this profile")
+    r = v["rows"][0]
+    shown = (r["published"], r["ours"], r["delta"], r["msgnn"], r["n"])
+    assert shown == ("29.46 / 0.899 (prenet)", "–", "–", "–", "–")

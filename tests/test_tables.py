@@ -193,9 +193,67 @@ def test_every_table_carries_its_profile_and_no_nan(fake_runs, tmp_path):
     for f in files + [out / "fig7.csv"]:
         text = f.read_text()
         assert "Profile: quick" in text and "smoke test" in text, f.name
-        assert "nan" not in text.lower().replace("nanometre", ""), f.name
+        assert "nan" not in text.lower().replace("nanometre", "").replace("provenance", ""), f.name
     t2 = (out / "table2.md").read_text()
     assert "| M2 | – | – | – | – | not run in this profile | paper 29.451 / 0.9147 |" in t2
     assert "| rain200l, rain1200, rain1400, rain12 | not run in this profile" in (out / "table1.md").read_text()
     assert list(pd.read_csv(out / "table1.csv")["profile_note"].unique()) == [tables.profile_banner(["quick"])]
     assert tables.profile_banner(["paper"]).startswith("Profile: paper")
+
+
+# --- provenance of every Table 1 number (issue 22) ---------------------------------------------------
+
+def test_table1_carries_own_paper_and_independent_columns(fake_runs, tmp_path):
+    out = tmp_path / "reports"
+    assert report.main(["--runs", str(fake_runs), "--out", str(out),
+                        "--reference", str(REPO / "reports/paper_reference.yaml"),
+                        "--params", str(REPO / "params.yaml")]) == 0
+    df = pd.read_csv(out / "table1.csv").set_index("model")
+    # PReNet on Rain200H: MSGNN's 27.640 beside derain-toolbox's RGB retraining; its authors published none
+    pre = df.loc["prenet"]
+    assert pre["paper_psnr"] == 27.640 and pre["paper_protocol"] == "msgnn"
+    assert pre["indep_psnr"] == 28.01 and pre["indep_ssim"] == 0.891 and pre["indep_source"] == "derain_toolbox"
+    assert pd.isna(pre["own_psnr"])
+    md = (out / "table1.md").read_text()
+    assert "## Provenance of every Table 1 number" in md
+    # every cell of the paper's Table 1 has a row, run or not (5 sets x 9 methods)
+    prov = md.split("## Provenance of every Table 1 number")[1]
+    assert sum(1 for ln in prov.splitlines() if ln.startswith("| ") and " | rain" in ln) == 45
+    assert "| PReNet | rain1400 | 30.608 / 0.9181 | 32.60 / 0.946 (`prenet`; prenet_readme) |" in prov
+    assert "33.04 / 0.9472 (`prenet`; rcdnet_paper; not verified)" in prov  # RCDNet's own: quoted, unchecked
+    assert "| MSGNN | rain200h | 29.627 / 0.9178 | = MSGNN paper |" in prov
+    assert "d73d865cb5e60d5bffc9a14a610146ee3e733da0" in prov and "Not verified:" in prov
+    assert "nan" not in prov.lower().replace("provenance", "")
+    tex = (out / "table1.tex").read_text()
+    assert "own\\_psnr" in tex and "indep\\_psnr" in tex and "28.0100" in tex
+    assert "Sources of own\\_* / indep\\_*: " in tex and "derain\\_toolbox: biubiubiiu/derain-toolbox" in tex
+
+
+def test_provenance_findings_hold_against_table1():
+    """The findings the note prints are facts about the stored numbers: re-derive them from the YAML."""
+    from benchmark.reporting import provenance
+
+    ref = yaml.safe_load((REPO / "reports/paper_reference.yaml").read_text())
+    provenance.validate(ref)
+    same = {m: all(e["value"] == ref["table1"][d][m] for d in ref["table1"]
+                   for e in provenance.cell(ref, d, m)["also"] if e["source"] == "hocn_table" and e["as"] != "NLEDN")
+            for m in ("rescan", "spanet", "dcsfn", "mspfn", "rcdnet", "prenet")}
+    assert same == {"rescan": True, "spanet": True, "dcsfn": True, "mspfn": True, "rcdnet": True, "prenet": False}
+    for m in ("rescan", "spanet", "dcsfn", "mspfn", "rcdnet"):  # all five sets printed, for every such row
+        assert sum(1 for d in ref["table1"] for e in provenance.cell(ref, d, m)["also"]
+                   if e["source"] == "hocn_table") == 5
+    nledn = [e for e in provenance.cell(ref, "rain200l", "prenet")["also"] if e["as"] == "NLEDN"]
+    assert nledn[0]["value"] == ref["table1"]["rain200l"]["prenet"]
+
+
+def test_bad_provenance_entry_is_one_clear_line(fake_runs, tmp_path, capsys):
+    ref = yaml.safe_load((REPO / "reports/paper_reference.yaml").read_text())
+    ref["provenance"]["cells"]["rain200h"]["prenet"]["independent"][0]["source"] = "nowhere"
+    bad = tmp_path / "ref.yaml"
+    bad.write_text(yaml.safe_dump(ref))
+    out = tmp_path / "reports"
+    assert report.main(["--runs", str(fake_runs), "--out", str(out), "--reference", str(bad),
+                        "--params", str(REPO / "params.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ref.yaml" in err[0] and "rain200h.prenet.independent[0]" in err[0] and "nowhere" in err[0]
+    assert not out.exists()  # nothing half-written

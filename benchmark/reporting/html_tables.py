@@ -183,3 +183,36 @@ def ablation_view(rows: list[dict], proto: str) -> dict:
 def raw_view(cols: list[str], rows: list[dict]) -> dict:
     """The CSV as it is: every column, every row in file order, numbers rounded for display only."""
     return {"cols": cols, "rows": [[(c, r.get(c) or "", fmt(c, r.get(c) or "")) for c in cols] for r in rows]}
+
+
+OFFICIAL_MISSING = ("not run in this profile: there is no reports/official.csv (the official_report stage writes "
+                    "it; official checkpoints run in the profiles that list them under `official`)")
+
+
+def _pair(row: dict, a: str, b: str, signed: bool = False) -> str:
+    """'PSNR / SSIM' of two CSV columns, '–' where the row has no number (never 'nan')."""
+    x, y = num(row.get(a)), num(row.get(b))
+    if x is None or y is None:
+        return "–"
+    return f"{x:+.3f} / {y:+.4f}" if signed else f"{x:.3f} / {y:.4f}"
+
+
+def official_view(rows: list[dict] | None) -> dict:
+    """The official-checkpoint section of the page from ``reports/official.csv`` (None: no such file):
+    checkpoint | test set | published (protocol) | ours, same protocol | Δ | ours under ``msgnn`` | n | status.
+    ``note`` says when nothing was run in this profile, so the section is never empty."""
+    if rows is None:
+        return {"rows": [], "note": OFFICIAL_MISSING, "sources": []}
+    out = []
+    for r in rows:
+        # the published number as its authors printed it (their digits, no added precision)
+        pub = f"{r['published_psnr']} / {r['published_ssim']}" if num(r.get("published_psnr")) is not None else "–"
+        out.append({"checkpoint": r.get("checkpoint", ""), "test_set": r.get("test_set", ""),
+                    "published": f"{pub} ({r.get('published_protocol', '')})",
+                    "ours": _pair(r, "ours_psnr", "ours_ssim") + ("*" if r.get("subset") == "True" else ""),
+                    "delta": _pair(r, "delta_psnr", "delta_ssim", signed=True),
+                    "msgnn": _pair(r, "msgnn_psnr", "msgnn_ssim"), "n": r.get("n_images") or "–",
+                    "status": r.get("status", ""), "measured": num(r.get("ours_psnr")) is not None})
+    note = "" if any(o["measured"] for o in out) else (
+        "No official checkpoint was run in this profile: every row below says why (published numbers only).")
+    return {"rows": out, "note": note, "sources": sorted({r.get("published_source", "") for r in rows} - {""})}

@@ -7,7 +7,9 @@ Holm-adjusted p or "n too small", Rain1400 on background means, bootstrap CI; do
 
 CSV schema (stable, read by the HTML report):
 * table1.csv: model, trained_on, dataset, profile, protocol, n_seeds, n_images, psnr, psnr_std, ssim,
-  ssim_std, paper_psnr, paper_ssim, delta_psnr, delta_ssim, then per metric m in (psnr, ssim):
+  ssim_std, paper_psnr, paper_ssim, delta_psnr, delta_ssim, the provenance columns (paper_protocol, own_psnr,
+  own_ssim, own_protocol, own_source, own_verified, indep_psnr, indep_ssim, indep_protocol, indep_source,
+  indep_variant: benchmark.reporting.provenance), then per metric m in (psnr, ssim):
   p_wilcoxon_<m> (raw), p_holm_<m> (Holm–Bonferroni over the table), test_n_<m>, test_dropped_<m>,
   test_note_<m> ("n too small …"), ci_low_<m>, ci_high_<m> (bootstrap 95% CI of MSGNN − method), then
   test_unit (images, or Rain1400 backgrounds), params, params_trainable, lpips, psnr_y, ssim_y, psnr_rgb, ssim_rgb, then psnr:<p>, ssim:<p>
@@ -26,6 +28,7 @@ import pandas as pd
 
 from benchmark.core import io
 from benchmark.evaluation import protocols
+from benchmark.reporting import provenance
 from benchmark.core.registry import display_name, record_display
 from benchmark.core.runs import eval_metrics, find_run
 
@@ -223,6 +226,7 @@ def table1(rows: list[dict], ref: dict, runs_dir: Path, proto: str = protocols.P
         row = {"model": model, "trained_on": trained_on, "dataset": dataset, "profile": group[0]["profile"],
                **_aggregate(group, paper, proto)}
         row.update({c: None for c in STAT_COLS})
+        row.update(provenance.columns(ref, dataset, model))  # own paper / independent retraining beside ours
         ours = cells.get(("msgnn", trained_on, dataset))
         if model != "msgnn" and ours:
             for m in ("psnr", "ssim"):
@@ -239,8 +243,8 @@ def table1(rows: list[dict], ref: dict, runs_dir: Path, proto: str = protocols.P
     for (i, m), v in zip(keys, adj):
         out[i][f"p_holm_{m}"] = v
     head = ["model", "trained_on", "dataset", "profile", "protocol", "n_seeds", "n_images", "psnr", "psnr_std",
-            "ssim", "ssim_std", "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim"] + STAT_COLS + [
-            "params", "params_trainable"] + LEGACY + PROTO_COLS
+            "ssim", "ssim_std", "paper_psnr", "paper_ssim", "delta_psnr", "delta_ssim"] + provenance.CSV_COLUMNS + \
+        STAT_COLS + ["params", "params_trainable"] + LEGACY + PROTO_COLS
     return pd.DataFrame(out, columns=head)
 
 
