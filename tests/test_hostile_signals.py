@@ -69,11 +69,12 @@ def _run(cwd: Path) -> subprocess.CompletedProcess:
     return r
 
 
-def _killed(cwd: Path, sig: int) -> tuple[subprocess.CompletedProcess, int]:
-    """Start the stage, let it write its first checkpoint, send ``sig``; (the process's result, the
-    step of the checkpoint it had written when the signal went out)."""
-    run_dir = cwd / "runs/train" / KEY
-    proc = subprocess.Popen(_cmd(), cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _killed(cwd: Path, sig: int, cmd: list[str] | None = None,
+            run_dir: Path | None = None) -> tuple[subprocess.CompletedProcess, int]:
+    """Start the stage (or ``cmd``), let it write its first checkpoint, send ``sig``; (the process's
+    result, the step of the checkpoint it had written when the signal went out)."""
+    run_dir = run_dir or cwd / "runs/train" / KEY
+    proc = subprocess.Popen(cmd or _cmd(), cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         while not (run_dir / checkpoints.LAST).exists():
@@ -227,3 +228,19 @@ def test_sigterm_during_evaluate_leaves_no_half_written_output(repo_params, tmp_
     assert not [p for p in (root / "runs").rglob("*.tmp")]
     cfg = config.resolve("prenet", "rain-synth", params).tracking
     assert [x["status"] for x in tracking.list_runs(cfg) if x["name"] == f"evaluate/{KEY}"] == ["KILLED"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_msgnn_bench_train_on_an_own_folder_as_the_stage(repo_params, tmp_path, straight):
+    # `msgnn-bench train --data DIR` (outside DVC) runs the same training: the same clean stop
+    data, _, _ = straight
+    root = _workdir(tmp_path / "repo", _params(repo_params, tmp_path, tracked=False), data)
+    cmd = [sys.executable, "-m", "benchmark.tools.cli", "train", "--model", "prenet", "--data",
+           "data/rain-synth", "--device", "cpu"]
+    run_dir = root / "runs/own" / KEY
+    r, _ = _killed(root, signal.SIGTERM, cmd, run_dir)
+    assert r.returncode == 143, r.stderr
+    assert "Traceback" not in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if "stopped by SIGTERM" in ln]) == 1, r.stderr
+    assert (run_dir / checkpoints.LAST).exists() and not (run_dir / checkpoints.LOCK).exists()
+    assert not (run_dir / "model.pt").exists()

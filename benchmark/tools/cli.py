@@ -137,7 +137,7 @@ def cmd_train(args) -> int:
     into the pipeline's runs/train/ (and Table 1)."""
     import torch
 
-    from benchmark.core import config
+    from benchmark.core import config, signals
     from benchmark.data import loading as data
     from benchmark.training.run import train
 
@@ -150,7 +150,11 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / "own" / run_key(args.model, name)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        res = train(args.model, name, device, data_root=root, out=out, progress=True)
+        with signals.stopping():  # as the train stage: SIGTERM/SIGINT checkpoint at the next step, then stop
+            res = train(args.model, name, device, data_root=root, out=out, progress=True)
+    except signals.Stopped as exc:
+        print(f"train {args.model} on {root}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (config.ConfigError, data.DataError, FloatingPointError) as exc:
         raise ValueError(str(exc)) from exc
     print(f"train {args.model} on {root}: {res['step']} steps; weights in {out / 'model.pt'}")
