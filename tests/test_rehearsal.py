@@ -140,6 +140,22 @@ def test_prepare_checks_an_eval_set_where_it_put_it(tmp_path, monkeypatch, capsy
     assert "rain12: checked test 2" in capsys.readouterr().out
 
 
+def test_checkpoint_takes_the_fractional_scales_of_an_ablation_variant(tmp_path):
+    """ablation@scales-1-2 (MSGNN ``scales: [1, 0.5]``) saved its variant and then refused to load it:
+    the argument check took the int 1 of the default (1, 0.5, 0.25) as the element type (found by the
+    rehearsal). Fractions load; a string, a NaN or an overlong list are still refused."""
+    from benchmark.core import checkpoints
+
+    assert checkpoints.check_model_args("msgnn", {"scales": [1, 0.5]}, "f.pt") == {"scales": [1, 0.5]}
+    assert checkpoints.check_model_args("msgnn", {"scales": [1, 0.25]}, "f.pt") == {"scales": [1, 0.25]}
+    for bad in (["a"], [float("nan")], [1.0] * 17, [True]):
+        with pytest.raises(checkpoints.CheckpointError, match="f.pt"):
+            checkpoints.check_model_args("msgnn", {"scales": bad}, "f.pt")
+    assert checkpoints.check_model_args("msgnn", {"n_subnets": 8}, "f.pt") == {"n_subnets": 8}
+    with pytest.raises(checkpoints.CheckpointError, match="whole number"):
+        checkpoints.check_model_args("msgnn", {"n_subnets": 2.5}, "f.pt")
+
+
 # ------------------------------------------------------------------ the slow rehearsal
 
 def _server(files: dict[str, bytes]):
