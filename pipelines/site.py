@@ -147,13 +147,21 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
     entries = [(s, i) for s, ids in rcfg.images.items() for i in ids]
     for s, image in entries:
         # published outputs re-scored keep no samples/ folder of their own: not in the image grids
-        keys = [r.key for r in figures.runs_for_set(runs, s) if r.metrics.get("kind") != "published-outputs"]
+        hits = [r for r in figures.runs_for_set(runs, s) if r.metrics.get("kind") != "published-outputs"]
+        keys = [r.key for r in hits]
         if not keys:
             missing.append(f"{s}/{image}: set not evaluated in this profile")
             continue
+        # a test-only set (Rain12, real-world) lives where prepare@<training set> put it:
+        # data/eval_sets/<training set>/<set> (it read data/<set>: found by the rehearsal)
+        root = data_root if hits[0].dataset == s else data_root / "eval_sets" / hits[0].dataset
         paired = config.has_ground_truth(params, s)
-        img, cols = figures.comparison_grid(runs_dir, data_root, s, image, keys, rcfg.crops.get(f"{s}/{image}"),
-                                            rcfg.tile, rcfg.protocol, paired)
+        try:
+            img, cols = figures.comparison_grid(runs_dir, root, s, image, keys, rcfg.crops.get(f"{s}/{image}"),
+                                                rcfg.tile, rcfg.protocol, paired)
+        except data.DataError as exc:  # e.g. another profile's committed runs (rain-synth) in a paper
+            missing.append(f"{s}/{image}: {exc}")  # workspace without data/rain-synth: say so on the page
+            continue
         name = f"compare_{slug(s)}_{slug(image)}"
         figures.save_image(img, site / f"{name}.png")
         figs.append(figure_block(f"site/{name}.png", compare_caption(s, image, paired)))

@@ -175,9 +175,13 @@ def _arg_problem(name: str, default: Any, annotation: Any, value: Any) -> str:
     if isinstance(default, (tuple, list)):
         if not isinstance(value, (tuple, list)) or not 0 < len(value) <= ARG_SEQ_MAX:
             return f"must be a list of at most {ARG_SEQ_MAX} values, got {value!r}"
+        ints = bool(default) and all(isinstance(e, int) and not isinstance(e, bool) for e in default)
+        # a list of numbers with any float in it (MSGNN's scales (1, 0.5, 0.25)) takes any finite number:
+        # its first element alone (the int 1) would refuse 0.5 (found by the rehearsal: scales-1-2)
+        floats = bool(default) and not ints and all(isinstance(e, (int, float)) and not isinstance(e, bool)
+                                                    for e in default)
+        d = max(default) if ints else float(default[0]) if floats else (default[0] if default else None)
         for x in value:
-            ints = default and all(isinstance(e, int) for e in default)
-            d = max(default) if ints else (default[0] if default else None)
             if problem := scalar(d, x):
                 return problem
         return ""
