@@ -244,3 +244,29 @@ def test_sigterm_stops_msgnn_bench_train_on_an_own_folder_as_the_stage(repo_para
     assert len([ln for ln in r.stderr.splitlines() if "stopped by SIGTERM" in ln]) == 1, r.stderr
     assert (run_dir / checkpoints.LAST).exists() and not (run_dir / checkpoints.LOCK).exists()
     assert not (run_dir / "model.pt").exists()
+
+
+def test_signal_during_the_last_step_stops_before_the_model_is_saved(synth_root, tmp_path):
+    # a signal that arrives during the last step (or its validation) still stops the run: last.pt holds
+    # the finished state and the caller saves no model.pt; the rerun resumes at the end and returns
+    from benchmark.core import signals
+    from benchmark.core.registry import build_model
+    from benchmark.data import loading as data
+    from benchmark.training import engine
+
+    cfg = config.TrainCfg(iters=3, patch=24, batch=2, ckpt_every=1, log_every=1)
+
+    def validate(model):  # the last step's validation: where the signal arrives
+        os.kill(os.getpid(), signal.SIGTERM)
+        return {}
+
+    with signals.stopping():
+        with pytest.raises(signals.Stopped) as e:
+            engine.fit(build_model("prenet", stages=2), data.TrainPatches(synth_root, 24, seed=3), cfg,
+                       tmp_path, progress=False, validate=validate)
+    assert e.value.exit_code == 143 and "at step 3/3" in str(e.value)
+    assert io.load_torch(tmp_path / checkpoints.LAST)["step"] == 3
+    assert not (tmp_path / checkpoints.LOCK).exists()
+    res = engine.fit(build_model("prenet", stages=2), data.TrainPatches(synth_root, 24, seed=3), cfg, tmp_path,
+                     progress=False)
+    assert res["finished"] and res["step"] == 3

@@ -3,8 +3,8 @@ slurmctld + slurmd + munged on this machine), pipelines/slurm/submit.sh on the c
 scratch copy of the repository.
 
 One submission is cancelled (scancel) once PReNet's training wrote its first checkpoint: nothing is
-recorded and last.pt stays. The second submission resumes it; one injected failure (RESCAN with an
-unknown builder argument) is reported by the record job and neither it nor its evaluation is
+recorded and last.pt stays. The second submission resumes it; one injected failure (RESCAN with a
+training patch larger than every image) is reported by the record job and neither it nor its evaluation is
 committed; the stages that succeeded are in dvc.lock and `dvc status` calls them up to date. Then a
 plain `dvc repro -f` of PReNet's chain from an empty run folder gives the same model and evaluation.
 
@@ -126,7 +126,10 @@ def test_submit_cancel_resume_failure_and_plain_repro_agree(cluster, tmp_path):
     _run(repo, sys.executable, "-m", "benchmark.tools.cli", "profile", "ci")
     p = yaml.safe_load((repo / "params.yaml").read_text())
     p["tracking"]["enabled"] = False  # concurrent tracking has its own test (test_tracking_server.py)
-    p["models"]["rescan"]["args"] = {"no_such_argument": 1}  # the injected failure of one array task
+    # the injected failure of one array task: valid settings (a bad builder argument is now refused when
+    # the settings load, by every stage), but a training patch no rain-synth image holds, so RESCAN's
+    # training fails when it starts reading patches
+    p["profiles"]["ci"].setdefault("models", {}).setdefault("rescan", {})["train"] = {"patch": 4096}
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     _run(repo, sys.executable, "-m", "dvc", "repro", "-q", f"prepare@{KEY}")
     _git_commit(repo, "ci profile, prepared")

@@ -231,8 +231,10 @@ def _client(cfg: TrackingCfg):
 
     uri = store_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
     with _init_lock(uri):
+        # the client's constructor opens the store, and opening a fresh SQLite file creates and migrates
+        # its schema: that must happen under the lock too, not only the experiment's creation
+        client = MlflowClient(tracking_uri=uri)
         client, exp_id = _experiment(client, cfg)
         _rebase_artifacts(cfg, uri, client.get_experiment(exp_id).artifact_location)
         return client, exp_id

@@ -232,6 +232,11 @@ def _loop(run: _Run, train_ds, log: LogFn, validate, num_workers: int, progress:
         if stop_after is not None and step >= stop_after and step < run.total:
             bar.close()
             return {"step": step, "total": run.total, "finished": False}
+    # asked to stop during the last step or its validation: stop here too (last.pt holds the finished
+    # state, a rerun only saves the model), so that a cancelled job never leaves a model.pt behind
+    sig = _stop_signal(run)
+    if sig:
+        _stop(run, sig, bar)
     bar.close()
     if run.main:
         io.write_csv(run.log_path, run.rows)
