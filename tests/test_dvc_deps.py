@@ -264,6 +264,16 @@ def _dvc(repo: Path, *args: str) -> str:
     return out.stdout
 
 
+def _stale_after_edit(repo: Path, path: Path) -> set[str]:
+    """The stages `dvc status` calls stale once a comment is appended to ``path`` (restored after)."""
+    original = path.read_text()
+    path.write_text(original + "\n# edited\n")
+    try:
+        return _stale(repo)
+    finally:
+        path.write_text(original)
+
+
 def _stale(repo: Path) -> set[str]:
     """Stage names `dvc status` reports (in-process: a DVC start per call would dominate the test)."""
     from dvc.repo import Repo
@@ -314,13 +324,7 @@ def test_dvc_status_sees_code_and_params_edits(tmp_path):
     assert _stale(repo) == set()
 
     def stale_after_edit(rel: str) -> set[str]:
-        path = repo / rel
-        original = path.read_text()
-        path.write_text(original + "\n# edited\n")
-        try:
-            return _stale(repo)
-        finally:
-            path.write_text(original)
+        return _stale_after_edit(repo, repo / rel)
 
     kinds = lambda prefix: {n for n in names if n.split("@")[0] in prefix}  # noqa: E731
     assert stale_after_edit("benchmark/reporting/figures.py") == {"report", "site"}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO
-from .test_dvc_deps import _scratch_repo, _stale
+from .test_dvc_deps import _scratch_repo, _stale, _stale_after_edit
 
 RESULT = "rainy-copy"  # published outputs: the rainy test inputs themselves, scored as a method's outputs
 
@@ -125,12 +125,7 @@ def test_plugins_run_through_dvc_repro_into_every_report(tmp_path):
 
     # editing a plugin's source re-runs only its own two stages
     def stale_after_edit(path: Path) -> set[str]:
-        original = path.read_text()
-        path.write_text(original + "\n# edited\n")
-        try:
-            return _stale(repo)
-        finally:
-            path.write_text(original)
+        return _stale_after_edit(repo, path)
 
     assert stale_after_edit(repo / "examples/local_model/widecnn.py") == {
         "train_plugin@widecnn-rain-synth", "evaluate_plugin@widecnn-rain-synth"}
