@@ -58,16 +58,55 @@ def steps_trained(runs_dir: Path, key: str) -> int | None:
     return int(float(rows[-1]["step"])) if rows else None
 
 
-def below_reason(runs_dir: Path, row: dict, psnr: float, base: float) -> str:
+BELOW_INPUT = "reports/below_input.yaml"  # measured: what a smoke-test run below the input would need
+
+
+def load_below_input(path: str | Path = BELOW_INPUT) -> dict:
+    """``{profile: {model: {"needs": int | None, "why": str}}}`` from ``path`` ({} when it is absent);
+    anything else in it is a ConfigError naming the file and the entry."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    raw = config.parse_yaml(path.read_text(), path) or {}
+    if not isinstance(raw, dict):
+        raise config.ConfigError(f"{path}: must map profile -> model -> {{needs, why}}")
+    for prof, models in raw.items():
+        if not isinstance(models, dict):
+            raise config.ConfigError(f"{path}: {prof}: must map model -> {{needs, why}}")
+        for model, e in models.items():
+            where = f"{path}: {prof}.{model}"
+            if not isinstance(e, dict) or set(e) != {"needs", "why"}:
+                raise config.ConfigError(f"{where}: must have exactly the keys needs and why")
+            # bool is an int to Python, never a step count
+            if e["needs"] is not None and (isinstance(e["needs"], bool) or not isinstance(e["needs"], int)
+                                           or e["needs"] <= 0):
+                raise config.ConfigError(f"{where}.needs: must be a positive number of steps or null, "
+                                         f"got {e['needs']!r}")
+            if not isinstance(e["why"], str) or not e["why"].strip():
+                raise config.ConfigError(f"{where}.why: must be a non-empty sentence")
+    return raw
+
+
+def below_reason(runs_dir: Path, row: dict, psnr: float, base: float, below_input: dict | None = None) -> str:
+    """The note under Table 1 for a cell below the rainy input: how long it trained and, where
+    ``below_input`` (``load_below_input``) has the measured fact for its profile and model, what it
+    would need, or why no step count does."""
     key = f"{row.get('model')}-{row.get('trained_on') or row.get('dataset')}"
     steps, prof = steps_trained(runs_dir, key), row.get("profile") or "?"
     head = f"PSNR {psnr:.2f} dB is below the rainy input's {base:.2f} dB"
-    if prof != "paper":
-        return (f"{head}: trained {steps if steps is not None else '?'} steps in the '{prof}' profile, a smoke-test "
-                "budget (the paper trains 500 epochs); the network has not yet learnt to pass the background "
-                "through, so its output is further from the clean image than its input (steps each model needs "
-                "to beat the input, measured: docs/operations.md, Performance).")
-    return f"{head} after the paper's schedule: inspect runs/train/{key}/train_log.csv (diverged or unstable loss?)."
+    if prof == "paper":
+        return (f"{head} after the paper's schedule: inspect runs/train/{key}/train_log.csv (diverged or unstable "
+                "loss?).")
+    trained = f"trained {steps if steps is not None else '?'} steps in the '{prof}' profile"
+    fact = ((below_input or {}).get(prof) or {}).get(row.get("model"))
+    source = 'measured, docs/operations.md "Quick-profile budgets"'
+    if fact and fact["needs"] is None:
+        return f"{head}: {trained}; more steps do not help ({source}): {' '.join(fact['why'].split())}."
+    if fact:
+        return f"{head}: {trained}; needs ≈ {fact['needs']} steps ({source}): {' '.join(fact['why'].split())}."
+    return (f"{head}: {trained}, a smoke-test budget (the paper trains 500 epochs); the network has not yet "
+            "learnt to pass the background through, so its output is further from the clean image than its "
+            f"input (each quick-profile budget and what it scores, {source}).")
 
 
 def _title(f: Path) -> str:
@@ -77,7 +116,8 @@ def _title(f: Path) -> str:
     return next((ln.lstrip("# ").strip() for ln in md.read_text().splitlines() if ln.startswith("#")), f.stem)
 
 
-def tables_view(reports: Path, runs_dir: Path, paper: dict) -> tuple[list[dict], list[str], list[str]]:
+def tables_view(reports: Path, runs_dir: Path, paper: dict,
+                below_input: dict | None = None) -> tuple[list[dict], list[str], list[str]]:
     """Each ``reports/table*.csv`` as the page shows it: one view per scoring protocol (Table 1 as
     methods × datasets, Tables 2–5 a row per variant) and the full CSV; the protocols; the profiles."""
     files = sorted(reports.glob("table*.csv"), key=lambda p: natural_key(p.name))
@@ -92,7 +132,7 @@ def tables_view(reports: Path, runs_dir: Path, paper: dict) -> tuple[list[dict],
         for proto in protos:
             if t["kind"] == "table1":
                 view = html_tables.table1_view(rows, proto, paper.get("table1") or {},
-                                               lambda r, v, b: below_reason(runs_dir, r, v, b))
+                                               lambda r, v, b: below_reason(runs_dir, r, v, b, below_input))
                 t["notes"][proto] = [f"{m['name']} on {col['dataset']}: {c['below']}" for m in view["methods"]
                                      for col, c in zip(view["columns"], m["cells"]) if c["below"]]
             else:
@@ -139,7 +179,8 @@ def figure_block(rel: str, caption: str, fit: bool = False) -> dict:
     return {"src": rel, "caption": caption, "fit": fit}
 
 
-def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: dict) -> dict:
+def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: dict,
+          below_input: dict | None = None) -> dict:
     rcfg = config.report_cfg(params)
     site = reports / "site"
     runs = figures.load_runs(runs_dir)
@@ -191,7 +232,7 @@ def build(runs_dir: Path, data_root: Path, reports: Path, params: dict, paper: d
     figs.append(figure_block("site/psnr_vs_params.png", f"PSNR vs parameter count ({', '.join(sets) or 'no set'})",
                              fit=True))
     write_plot_data(runs_dir, runs, site / "plots")
-    tables, protos, profiles = tables_view(reports, runs_dir, paper)
+    tables, protos, profiles = tables_view(reports, runs_dir, paper, below_input)
     page = render_page(params, runs, runs_dir, data_root, reports, tables, protos, profiles, figs, viewers, missing,
                        official_section(reports))
     io.write_text(reports / "index.html", page)
@@ -287,11 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reports", default="reports")
     ap.add_argument("--params", default=config.PARAMS_FILE)
     ap.add_argument("--reference", default="reports/paper_reference.yaml")
+    ap.add_argument("--below-input", default=BELOW_INPUT)
     args = ap.parse_args(argv)
     try:
         params = config.load_params(args.params)
         paper = yaml.safe_load(Path(args.reference).read_text()) if Path(args.reference).is_file() else {}
-        res = build(Path(args.runs), Path(args.data), Path(args.reports), params, paper)
+        res = build(Path(args.runs), Path(args.data), Path(args.reports), params, paper,
+                    load_below_input(args.below_input))
     except (config.ConfigError, figures.FigureError, data.DataError, KeyError, ValueError, OSError,
             json.JSONDecodeError) as exc:  # ValueError includes a malformed provenance block
         print(f"site: error: {exc}", file=sys.stderr)

@@ -112,6 +112,66 @@ def test_table1_view_follows_the_protocol_numbers_marks_and_shading():
     assert missing["methods"][0]["cells"][1]["missing"] == "not run in this profile"
 
 
+# --- issue 28: a quick-profile cell below the input says what it would need (reports/below_input.yaml) ---
+
+FACTS = """quick:
+  spanet: {needs: null, why: "its green channel
+    stays negative"}
+  msgnn: {needs: 300, why: measured on a curve}
+"""
+
+
+def test_below_input_note_names_the_steps_trained_and_what_is_needed(tmp_path):
+    from benchmark.core import io
+
+    runs = tmp_path / "runs"
+    io.write_csv(runs / "train/spanet-d/train_log.csv", [{"step": 5, "loss": -0.2}, {"step": 10, "loss": -0.3}])
+    (tmp_path / "below.yaml").write_text(FACTS)
+    facts = site.load_below_input(tmp_path / "below.yaml")
+    quick = [{**r, "profile": "quick"} for r in T1[1]]
+
+    def notes(rows, proto, facts):
+        view = html_tables.table1_view(rows, proto, {}, lambda r, v, b: site.below_reason(runs, r, v, b, facts))
+        return {m["model"]: m["cells"][0]["below"] for m in view["methods"] if m["cells"][0]["below"]}
+
+    spanet = notes(quick, "msgnn", facts)["spanet"]  # the fact for its profile and model, steps from its log
+    assert spanet == ("PSNR 11.80 dB is below the rainy input's 14.00 dB: trained 10 steps in the 'quick' profile; "
+                      'more steps do not help (measured, docs/operations.md "Quick-profile budgets"): '
+                      "its green channel stays negative.")
+    msgnn = notes(quick, "matlab-y", facts)["msgnn"]  # a number where one was measured; no log: '?' steps
+    assert "trained ? steps in the 'quick' profile; needs ≈ 300 steps (measured" in msgnn
+    for rows, f in ((T1[1], facts), (quick, {})):  # another profile, or no file: the general smoke-test note
+        assert "a smoke-test budget" in notes(rows, "msgnn", f)["spanet"]
+        assert "more steps do not help" not in notes(rows, "msgnn", f)["spanet"]
+    assert site.load_below_input(tmp_path / "absent.yaml") == {}
+
+
+def test_repo_below_input_facts_are_valid_and_name_known_models(repo_params):
+    facts = site.load_below_input(REPO / site.BELOW_INPUT)
+    assert facts["quick"]["spanet"]["needs"] is None  # measured: no step count (docs/operations.md)
+    assert all(set(models) <= set(repo_params["trained_models"]) for models in facts.values())
+    assert set(facts) <= set(repo_params["profiles"]) - {"paper"}  # smoke-test profiles only
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("quick: {spanet: {needs: -3, why: x}}", "quick.spanet.needs: must be a positive number of steps or null"),
+    ("quick: {spanet: {needs: true, why: x}}", "quick.spanet.needs"),
+    ("quick: {spanet: {needs: 3}}", "quick.spanet: must have exactly the keys needs and why"),
+    ("quick: {spanet: {needs: 3, why: '  '}}", "quick.spanet.why: must be a non-empty sentence"),
+    ("quick: [spanet]", "quick: must map model"),
+    ("quick: {spanet: [", "not valid YAML"),
+])
+def test_bad_below_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, text, msg):
+    bad = tmp_path / "below.yaml"
+    bad.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert site.main(["--params", str(REPO / "params.yaml"), "--reference", str(REPO / "reports/paper_reference.yaml"),
+                      "--below-input", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and msg in err, err
+    assert not (tmp_path / "reports").exists()
+
+
 def test_page_shows_one_protocol_at_a_time_and_escapes(tmp_path):
     cols, rows = T1
     rows = rows + [{**rows[1], "model": "<b>x</b>"}]
