@@ -46,6 +46,7 @@ CASES = {
     "infer720": "infer 1280x720",
 }
 SIZES = {"train": (64, 64), "infer321": (321, 481), "infer720": (720, 1280)}
+REFERENCE_S = 1.0  # least total time of the reference convolution's timed calls
 
 
 def _rss_kib(field: str) -> int:
@@ -157,21 +158,25 @@ def measure(name: str, case: str, device: torch.device, repeats: int, model_args
         peak, kind = _rss_kib("VmHWM") * 1024 - base, "peak RSS growth"
     with torch.device("meta"):  # only the layer widths are read: no weights to allocate or initialise
         width = conv_width(build_model(name, **model_args))
-    ref_gflop, ref_ms, _ = _timed(_reference_case(case, width, device, amp), device, repeats)
+    # the reference case is short (tens of ms on CPU), so it is timed for at least REFERENCE_S seconds:
+    # a single short timing under load swung its rate 5x between processes (docs/operations.md)
+    ref_gflop, ref_ms, ref_times = _timed(_reference_case(case, width, device, amp), device, repeats, REFERENCE_S)
     achieved, reference = gflop / (median_ms / 1e3), ref_gflop / (ref_ms / 1e3)
     return {"model": name, "case": case, "median_ms": median_ms, "times_ms": times,
             "peak_bytes": peak, "gflop": gflop, "memory": kind, "gflops": achieved,
-            "reference": {"width": width, "ms": ref_ms, "gflops": reference}, "efficiency": achieved / reference,
+            "reference": {"width": width, "ms": ref_ms, "gflops": reference, "total_ms": sum(ref_times)}, "efficiency": achieved / reference,
             "threads": torch.get_num_threads(), "device": device_name(device), "amp": amp, "model_args": model_args}
 
 
-def _timed(fn: Callable[[], None], device: torch.device, repeats: int) -> tuple[float, float, list[float]]:
-    """(GFLOP of one call, median ms, all times): one counted warm-up call, then ``repeats`` timed ones."""
+def _timed(fn: Callable[[], None], device: torch.device, repeats: int,
+           min_s: float = 0.0) -> tuple[float, float, list[float]]:
+    """(GFLOP of one call, median ms, all times): one counted warm-up call, then ``repeats`` timed ones,
+    more while the timed calls add up to less than ``min_s`` seconds."""
     with FlopCounterMode(display=False) as counter:
         fn()  # warm-up: allocator pools, oneDNN/cuDNN kernel selection
     _sync(device)
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or sum(times) < min_s * 1e3:
         t0 = time.perf_counter()
         fn()
         _sync(device)
