@@ -244,6 +244,19 @@ def test_provenance_findings_hold_against_table1():
                    if e["source"] == "hocn_table") == 5
     nledn = [e for e in provenance.cell(ref, "rain200l", "prenet")["also"] if e["as"] == "NLEDN"]
     assert nledn[0]["value"] == ref["table1"]["rain200l"]["prenet"]
+    # SSID-KD's README table: its PReNet row is MSGNN's (to 0.001 dB), its ReHEN row is hocn_table's PreNet
+    # row, its MSPFN Rain1200/Rain1400 values are MSGNN's RCDNet cells
+    ssid = ref["provenance"]["other_tables"]["ssidkd_readme"]
+    t1 = ref["table1"]
+    equal = [ssid["PReNet"][d] == t1[d]["prenet"] for d in ssid["PReNet"]]
+    assert equal.count(True) == 2 and all(ssid["PReNet"][d][1] == t1[d]["prenet"][1]
+                                          and abs(ssid["PReNet"][d][0] - t1[d]["prenet"][0]) <= 0.001 + 1e-9
+                                          for d in ssid["PReNet"])
+    hocn_prenet = {d: e["value"] for d in ssid["ReHEN"] for e in provenance.cell(ref, d, "prenet")["also"]
+                   if e["source"] == "hocn_table" and e["as"] == "PreNet"}
+    assert ssid["ReHEN"] == hocn_prenet and all(ssid["ReHEN"][d] != t1[d]["prenet"] for d in ssid["ReHEN"])
+    assert [ssid["MSPFN"][d] == t1[d]["rcdnet"] for d in ("rain1200", "rain1400")] == [True, True]
+    assert ssid["MSPFN"]["rain200l"] == t1["rain200l"]["mspfn"]
     # a value only quoted, not read in its source, says so
     own = dict(provenance.cell(ref, "rain1400", "rcdnet")["own"], verified=False)
     assert provenance.fmt_entry(ref, own, "-").endswith("; rcdnet_readme; not verified)")
