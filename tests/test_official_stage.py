@@ -13,6 +13,7 @@ from PIL import Image
 from benchmark.core import config
 from benchmark.evaluation import protocols
 from benchmark.reporting import official as report
+from benchmark.reporting import provenance
 from benchmark.weights import registry
 from pipelines import official, official_report
 
@@ -110,3 +111,38 @@ def test_missing_weights_name_the_download_command(tmp_path, capsys):
 
 def test_report_readme_keeps_the_folder():
     assert (REPO / "runs" / "official" / "README.md").is_file()
+
+
+def _docs_official_rows() -> list[list[str]]:
+    """The rows of docs/models.md's official-checkpoint table (those naming a checkpoint), as cells."""
+    text = (REPO / "docs" / "models.md").read_text()
+    section = text.split("### Official checkpoints", 1)[1].split("\n### ", 1)[0]
+    return [[c.strip() for c in ln.strip().strip("|").split("|")]
+            for ln in section.splitlines() if ln.startswith("| `")]
+
+
+def test_docs_table_has_every_published_pair_with_its_number_and_delta():
+    """docs/models.md states, for every published (checkpoint, test set) pair of the registry, the
+    published number as the registry records it (one source) and either our measurement with Δ =
+    ours - published as printed, or why it was not run."""
+    reg = registry.load_registry()
+    rows = _docs_official_rows()
+    seen = set()
+    for ck, ds, _images, pub_txt, ours_txt, delta_txt, *_ in rows:
+        ck, ds = ck.strip("`"), ds.strip("`")
+        spec = reg[ck]
+        pub = registry.published_on(spec, ds)
+        assert pub is not None, (ck, ds)
+        assert (ck, ds) not in seen, (ck, ds)
+        seen.add((ck, ds))
+        assert pub_txt == f"{provenance.printed(pub.psnr, pub.ssim)} (`{pub.protocol}`)", (ck, ds, pub_txt)
+        if ours_txt.startswith("not run"):
+            assert delta_txt == "–", (ck, ds)
+            continue
+        ours_p, ours_s = (float(v) for v in ours_txt.split(" / "))
+        d_p, d_s = (float(v.replace("−", "-").replace(" dB", "")) for v in delta_txt.split(" / "))
+        # the printed delta is the difference of the unrounded mean (3 decimals) and the published number
+        assert d_p == pytest.approx(ours_p - pub.psnr, abs=0.0015), (ck, ds)
+        assert d_s == pytest.approx(ours_s - pub.ssim, abs=0.00015), (ck, ds)
+    published = {(n, p.test_set) for n, s in reg.items() for p in s.published}
+    assert seen == published, sorted(published ^ seen)

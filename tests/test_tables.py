@@ -220,7 +220,7 @@ def test_table1_carries_own_paper_and_independent_columns(fake_runs, tmp_path):
     prov = md.split("## Provenance of every Table 1 number")[1]
     assert sum(1 for ln in prov.splitlines() if ln.startswith("| ") and " | rain" in ln) == 45
     assert "| PReNet | rain1400 | 30.608 / 0.9181 | 32.60 / 0.946 (`prenet`; prenet_readme) |" in prov
-    assert "33.04 / 0.9472 (`prenet`; rcdnet_paper; not verified)" in prov  # RCDNet's own: quoted, unchecked
+    assert "33.04 / 0.9472 (`prenet`; rcdnet_readme) |" in prov  # RCDNet's own, read in its author's README
     assert "| MSGNN | rain200h | 29.627 / 0.9178 | = MSGNN paper |" in prov
     assert "d73d865cb5e60d5bffc9a14a610146ee3e733da0" in prov and "Not verified:" in prov
     assert "nan" not in prov.lower().replace("provenance", "")
@@ -244,6 +244,22 @@ def test_provenance_findings_hold_against_table1():
                    if e["source"] == "hocn_table") == 5
     nledn = [e for e in provenance.cell(ref, "rain200l", "prenet")["also"] if e["as"] == "NLEDN"]
     assert nledn[0]["value"] == ref["table1"]["rain200l"]["prenet"]
+    # SSID-KD's README table: its PReNet row is MSGNN's (to 0.001 dB), its ReHEN row is hocn_table's PreNet
+    # row, its MSPFN Rain1200/Rain1400 values are MSGNN's RCDNet cells
+    ssid = ref["provenance"]["other_tables"]["ssidkd_readme"]
+    t1 = ref["table1"]
+    equal = [ssid["PReNet"][d] == t1[d]["prenet"] for d in ssid["PReNet"]]
+    assert equal.count(True) == 2 and all(ssid["PReNet"][d][1] == t1[d]["prenet"][1]
+                                          and abs(ssid["PReNet"][d][0] - t1[d]["prenet"][0]) <= 0.001 + 1e-9
+                                          for d in ssid["PReNet"])
+    hocn_prenet = {d: e["value"] for d in ssid["ReHEN"] for e in provenance.cell(ref, d, "prenet")["also"]
+                   if e["source"] == "hocn_table" and e["as"] == "PreNet"}
+    assert ssid["ReHEN"] == hocn_prenet and all(ssid["ReHEN"][d] != t1[d]["prenet"] for d in ssid["ReHEN"])
+    assert [ssid["MSPFN"][d] == t1[d]["rcdnet"] for d in ("rain1200", "rain1400")] == [True, True]
+    assert ssid["MSPFN"]["rain200l"] == t1["rain200l"]["mspfn"]
+    # a value only quoted, not read in its source, says so
+    own = dict(provenance.cell(ref, "rain1400", "rcdnet")["own"], verified=False)
+    assert provenance.fmt_entry(ref, own, "-").endswith("; rcdnet_readme; not verified)")
 
 
 def test_bad_provenance_entry_is_one_clear_line(fake_runs, tmp_path, capsys):
