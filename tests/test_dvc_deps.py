@@ -168,29 +168,36 @@ def test_stages_import_only_their_own_model(repo_params):
 class _Recorder(dict):
     """A params mapping that records the dotted path of every key read through it."""
 
-    def __init__(self, data: dict, path: str, log: set[str]):
+    def __init__(self, data: dict, path: str, log: set[str], absent: set[str] | None = None):
         super().__init__(data)
         self._path, self._log = path, log
+        self._absent = set() if absent is None else absent  # keys looked up but not there
+
+    def _key(self, key) -> str:
+        return f"{self._path}.{key}" if self._path else str(key)
 
     def _wrap(self, key, value):
-        p = f"{self._path}.{key}" if self._path else str(key)
-        self._log.add(p)
-        return _Recorder(value, p, self._log) if isinstance(value, dict) else value
+        self._log.add(self._key(key))
+        return _Recorder(value, self._key(key), self._log, self._absent) if isinstance(value, dict) else value
 
     def __getitem__(self, key):
         return self._wrap(key, super().__getitem__(key))
 
     def get(self, key, default=None):
-        return self._wrap(key, super().get(key, default)) if key in self else default
+        if key not in self:
+            self._absent.add(self._key(key))  # adding that key would change what the stage does
+            return default
+        return self._wrap(key, super().get(key, default))
 
 
 def _leaves(log: set[str]) -> set[str]:
     return {p for p in log if not any(q.startswith(p + ".") for q in log)}
 
 
-@pytest.mark.parametrize("profile", ["quick", "ci", "paper"])
-def test_params_deps_cover_every_resolved_key(repo_params, profile):
-    params = copy.deepcopy(repo_params)
+def _resolved_keys(params: dict, profile: str):
+    """(stage, its params entries, every dotted key its run config resolves) for the stages that
+    resolve one (trainings, evaluations, replicate, ablation), with ``profile`` active."""
+    params = copy.deepcopy(params)
     use_profile(params, profile)  # every matrix axis of that profile, the ablation groups included
     for st in _expand(params):
         model = _model_of(st["cmd"])
@@ -205,20 +212,54 @@ def test_params_deps_cover_every_resolved_key(repo_params, profile):
         if model is None and group is None:
             continue
         log: set[str] = set()
-        rec = _Recorder(params, "", log)
+        absent: set[str] = set()
+        rec = _Recorder(params, "", log, absent)
         if group is not None:  # the ablation stage resolves each variant of its group
             cfgs = [ablations.resolve(v, 0, rec) for v in ablations.group_variants(group, rec)]
         else:
             cfgs = [config.resolve(model, args[args.index("--dataset") + 1], rec)]
-        if st["name"].startswith("evaluate"):  # evaluate also reads each eval set's section
-            for e in cfgs[0].dataset_cfg.get("eval_sets") or []:
+        if st["name"].startswith("evaluate") or (group is None and "pipelines.replicate" in st["cmd"]):
+            for e in cfgs[0].dataset_cfg.get("eval_sets") or []:  # evaluate reads each eval set's section
                 rec["datasets"].get(e, {})
         if any(m in st["cmd"] for m in ("pipelines.evaluate", "pipelines.replicate")):
             log.add("report.images")  # evaluate always saves the report's figure images
-        leaves = {p for p in _leaves(log) if p.split(".")[0] not in NOT_OUTPUTS}
-        missing = sorted(p for p in leaves if not _covered(p.replace(".", "/"),
-                                                           [d.replace(".", "/") for d in st["params"]]))
+        keep = lambda keys: {p for p in keys if p.split(".")[0] not in NOT_OUTPUTS}  # noqa: E731
+        yield st, keep(log), keep(absent)
+
+
+@pytest.mark.parametrize("profile", ["quick", "ci", "paper"])
+def test_params_deps_cover_every_resolved_key(repo_params, profile):
+    for st, log, _ in _resolved_keys(repo_params, profile):
+        missing = sorted(p for p in _leaves(log) if not _covered(p.replace(".", "/"),
+                                                                  [d.replace(".", "/") for d in st["params"]]))
         assert not missing, f"{st['name']} ({profile}): resolves {missing} without a params dep"
+
+
+def test_params_deps_are_no_wider_than_what_stages_read(repo_params):
+    """The other way: every params entry holds a key the stage resolves, and none is wider than one
+    key it could name instead. DVC rewrites the whole dvc.lock, params values included, after every
+    stage (docs/running-the-paper.md "The rehearsal"), and an unread key would rerun the stage for
+    nothing. "Could name": over the stage's instances in every profile, all the keys read under the
+    entry sit below a single child of it, which exists in every instance (a missing key is a DVC
+    error). ``profiles.<p>.models`` and ``datasets`` (evaluations: the eval sets' sections) pass as
+    several children are read in some instance; ``ablations`` as group ``all`` reads every variant."""
+    children: dict[tuple[str, int], list[set[str] | None]] = {}
+    names: dict[tuple[str, int], str] = {}  # (stage template, entry index) -> the entry, as expanded
+    for profile in ("quick", "ci", "paper"):
+        for st, log, absent in _resolved_keys(repo_params, profile):
+            template = st["name"].split("@")[0]
+            for i, entry in enumerate(st["params"]):
+                below = {k for k in log if k == entry or k.startswith(entry + ".")}
+                assert below, f"{st['name']} ({profile}): params entry {entry!r} is never read"
+                # the children read through it, and those looked up but absent (adding one changes the
+                # stage's result, and naming an absent key is a DVC error): one present child = too wide
+                kids = {k[len(entry) + 1:].split(".")[0] for k in below if k != entry}
+                missing = {k[len(entry) + 1:].split(".")[0] for k in absent if k.startswith(entry + ".")}
+                children.setdefault((template, i), []).append(kids if len(kids | missing) == 1 and kids else None)
+                names[(template, i)] = entry
+    wide = sorted(f"{t}: {names[t, i]} (only reads {'/'.join(sorted(set().union(*seen)))} below it)"
+                  for (t, i), seen in children.items() if all(s is not None for s in seen))
+    assert not wide, f"entries that only ever hold one read child (name that key instead): {wide}"
 
 
 def test_resume_fingerprint_hashes_exactly_the_code_deps_of_training(repo_params):

@@ -156,6 +156,32 @@ def test_checkpoint_takes_the_fractional_scales_of_an_ablation_variant(tmp_path)
         checkpoints.check_model_args("msgnn", {"n_subnets": 2.5}, "f.pt")
 
 
+def test_site_reads_a_test_only_set_from_eval_sets_and_lists_absent_images(tmp_path, monkeypatch, tiny_params):
+    """The page's comparison grid of a test-only set (Rain12, real-world) reads it from
+    data/eval_sets/<training set>/<set>, where prepare put it (it read data/<set> and stopped: found by
+    the rehearsal); a run whose set's images this workspace lacks (the quick profile's committed
+    rain-synth runs in a paper workspace) is listed as not shown instead of stopping the stage."""
+    from pipelines import evaluate, prepare, site
+
+    monkeypatch.chdir(tmp_path)
+    tiny_params["tracking"]["enabled"] = False
+    tiny_params["report"]["images"] = {"rain12": ["1"], "rain-synth": ["1"]}
+    tiny_params["report"]["crops"] = {}
+    prepare.prepare("rain-synth", tiny_params)
+    # Rain12 where prepare@rain-synth would have put it (its download is tested elsewhere)
+    shutil.copytree(tmp_path / "data/rain-synth/test", tmp_path / "data/eval_sets/rain-synth/rain12/test")
+    tiny_params["datasets"]["rain-synth"]["eval_sets"] = ["rain-synth", "rain12"]
+    evaluate.evaluate("input", "rain-synth", params=tiny_params, progress=False)
+    shutil.rmtree(tmp_path / "data/rain-synth")  # that set's images are absent here; Rain12's are not
+    res = site.build(Path("runs"), Path("data"), Path("reports"), tiny_params, {})
+    assert (tmp_path / "reports/site/compare_rain12_1.png").is_file()
+    assert not (tmp_path / "reports/site/compare_rain-synth_1.png").exists()
+    assert [m.split(":")[0] for m in res["missing"]] == ["rain-synth/1"], res["missing"]
+    assert "data/rain-synth" in res["missing"][0]  # which folder is missing, said on the page
+    page = (tmp_path / "reports/index.html").read_text()
+    assert "Not shown:" in page and "rain12 / 1" in page
+
+
 # ------------------------------------------------------------------ the slow rehearsal
 
 def _server(files: dict[str, bytes]):
