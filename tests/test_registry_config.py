@@ -102,6 +102,15 @@ def test_unknown_keys_are_errors(repo_params, tmp_path, section, key):
         config.load_params(f)
 
 
+def test_active_profile_must_have_every_key_dvc_yaml_reads(edited_params):
+    """dvc.yaml's stages list profiles.<active>.dataset_overrides etc. as params: a profile without one
+    is refused at load with the key named, not left to DVC's missing-parameter error."""
+    def drop(p):
+        del p["profiles"][p["profile"]]["dataset_overrides"]
+    with pytest.raises(config.ConfigError, match=r"profiles\.quick lacks dataset_overrides .*write \{\} for none"):
+        config.load_params(edited_params(drop))
+
+
 def test_unknown_top_level_and_model_keys(edited_params):
     for mutate, msg in ((lambda p: p.update(trian={}), "trian"),
                         (lambda p: p["models"]["prenet"].update(arg={}), "models.prenet"),

@@ -31,6 +31,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from .conftest import REPO, SHARED, use_profile
@@ -220,7 +221,23 @@ def _normalised(path: Path) -> bytes:
         return "\n".join(",".join(r[i] for i in keep if i < len(r)) for r in rows).encode()
     if path.suffix == ".html":
         return re.sub(rb"generated \(UTC\).{0,80}?\d{4}-\d\d-\d\d \d\d:\d\d", b"", data)
+    if path.name == "last.pt":  # the resume checkpoint carries the open log window's wall-clock seconds
+        return _canonical(torch.load(path, weights_only=True, map_location="cpu"))
     return data
+
+
+def _canonical(x) -> bytes:
+    """A checkpoint's content as bytes, VOLATILE keys dropped: tensors by dtype, shape and raw bytes."""
+    if isinstance(x, dict):
+        return b"{" + b",".join(repr(k).encode() + b":" + _canonical(v)
+                                for k, v in sorted(x.items(), key=lambda kv: repr(kv[0]))
+                                if k not in VOLATILE) + b"}"
+    if isinstance(x, (list, tuple)):
+        return b"[" + b",".join(_canonical(v) for v in x) + b"]"
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu().contiguous()
+        return f"T{t.dtype}{tuple(t.shape)}".encode() + t.view(-1).view(torch.uint8).numpy().tobytes()
+    return repr(x).encode()
 
 
 def _outs(repo: Path) -> dict[str, str]:

@@ -117,6 +117,7 @@ _TOP_KEYS = {"profile", "run_datasets", "baselines", "trained_models", "train", 
 _MODEL_KEYS = {"args", "train", "own"}
 _PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation",
                  "official"}
+_STAGE_PROFILE_KEYS = ("train", "eval", "models", "dataset_overrides", "ablation")  # dvc.yaml params entries
 
 
 # A model, dataset, variant or result name becomes part of a path (runs/train/<model>-<dataset>/,
@@ -337,6 +338,11 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     _build(TrackingCfg, "tracking", raw.get("tracking", {}), path)
     report_cfg(raw, path)
     p = profiles[prof]
+    # dvc.yaml's stages name these sub-keys of the active profile as params; DVC cannot read a missing one
+    lacking = [k for k in _STAGE_PROFILE_KEYS if k not in p]
+    if lacking:
+        raise ConfigError(f"{path}: profiles.{prof} lacks {', '.join(lacking)} (dvc.yaml's stages depend on "
+                          "them; write {} for none)")
     if list(raw.get("run_datasets", [])) != list(p.get("datasets", [])):
         raise ConfigError(f"{path}: run_datasets {raw.get('run_datasets')} does not match profile {prof!r} "
                           f"({p.get('datasets')}); switch profiles with `msgnn-bench profile {prof}`")
