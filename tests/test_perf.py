@@ -29,7 +29,9 @@ def test_work_is_counted_on_meta_and_matches_the_layer_sizes():
 def test_a_measured_case_counts_the_same_work_as_meta():
     row = measure("msgnn", "infer321", torch.device("cpu"), 1, TINY)
     assert row["gflop"] == pytest.approx(count_work("msgnn", TINY)["gflop_321x481"], rel=1e-9)
-    assert row["median_ms"] > 0 and row["peak_bytes"] > 0 and row["memory"] == "peak RSS growth"
+    # in-process after other tests the case may reuse freed memory: growth >= 0 (a fresh process, as
+    # `perf` runs each case, is checked in test_perf_main_json_runs_cases_in_a_fresh_process)
+    assert row["median_ms"] > 0 and row["peak_bytes"] >= 0 and row["memory"] == "peak RSS growth"
     # efficiency: achieved GFLOP/s over a dense 3x3 conv at the model's width, timed in this process
     assert row["reference"]["width"] == conv_width(build_model("msgnn", **TINY)) == 32
     assert row["gflops"] == pytest.approx(row["gflop"] / (row["median_ms"] / 1e3))
@@ -57,6 +59,7 @@ def test_perf_main_json_runs_cases_in_a_fresh_process(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["models"] == ["msgnn"] and res["cases"][0]["case"] == "infer321"
     assert "threads" in res["device"] and res["cases"][0]["model_args"] == TINY
+    assert res["cases"][0]["peak_bytes"] > 0  # a fresh process: the model and a 321x481 image pair grow it
     assert "| msgnn |" in table(res) and "infer 321x481 eff." in table(res)
 
 

@@ -155,7 +155,9 @@ def measure(name: str, case: str, device: torch.device, repeats: int, model_args
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(device) - base, "max_memory_allocated"
     else:
-        peak, kind = _rss_kib("VmHWM") * 1024 - base, "peak RSS growth"
+        # the kernel's RSS counters are batched per thread (a few pages behind): a case that reuses
+        # memory freed earlier in the process can read as -8 KiB; no growth is 0
+        peak, kind = max(0, _rss_kib("VmHWM") * 1024 - base), "peak RSS growth"
     with torch.device("meta"):  # only the layer widths are read: no weights to allocate or initialise
         width = conv_width(build_model(name, **model_args))
     # the reference case is short (tens of ms on CPU), so it is timed for at least REFERENCE_S seconds:
