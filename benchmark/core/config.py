@@ -117,7 +117,9 @@ _TOP_KEYS = {"profile", "run_datasets", "baselines", "trained_models", "train", 
 _MODEL_KEYS = {"args", "train", "own"}
 _PROFILE_KEYS = {"datasets", "models", "train", "eval", "dataset_overrides", "description", "seeds", "ablation",
                  "official"}
-_STAGE_PROFILE_KEYS = ("train", "eval", "models", "dataset_overrides", "ablation")  # dvc.yaml params entries
+# dvc.yaml params entries of every run stage (`ablation` is read only by the ablation stages, which a
+# profile without that block does not have)
+_STAGE_PROFILE_KEYS = ("train", "eval", "models", "dataset_overrides")
 
 
 # A model, dataset, variant or result name becomes part of a path (runs/train/<model>-<dataset>/,
