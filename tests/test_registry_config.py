@@ -9,6 +9,8 @@ import yaml
 from benchmark.core import config
 from benchmark.core.registry import build_model, list_models
 
+from .conftest import REPO
+
 
 def test_params_axes_match_the_registry(repo_params):
     names = set(list_models())
@@ -109,6 +111,15 @@ def test_active_profile_must_have_every_key_dvc_yaml_reads(edited_params):
         del p["profiles"][p["profile"]]["dataset_overrides"]
     with pytest.raises(config.ConfigError, match=r"profiles\.quick lacks dataset_overrides .*write \{\} for none"):
         config.load_params(edited_params(drop))
+
+
+def test_required_profile_keys_are_the_ones_dvc_yaml_names():
+    """config's required sub-keys of the active profile are exactly the `profiles.${profile}.*` params
+    entries of dvc.yaml's run stages (the `ablation` block only the ablation stages read)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    named = {e.split(".", 2)[2] for st in stages.values() for e in st.get("params", [])
+             if isinstance(e, str) and e.startswith("profiles.${profile}.")}
+    assert named - {"ablation"} == set(config._STAGE_PROFILE_KEYS)
 
 
 def test_unknown_top_level_and_model_keys(edited_params):
