@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,8 @@ DVC = [sys.executable, "-m", "dvc"]
 STAGE_PY = """import json, os, sys, time
 t0 = time.time()
 time.sleep(1.5)
-json.dump({"dev": os.environ["CUDA_VISIBLE_DEVICES"], "t0": t0, "t1": time.time()}, open(sys.argv[1], "w"))
+json.dump({"dev": os.environ["CUDA_VISIBLE_DEVICES"], "threads": os.environ.get("OMP_NUM_THREADS"),
+           "t0": t0, "t1": time.time()}, open(sys.argv[1], "w"))
 """
 STAGE = f"{sys.executable} stage.py"
 DVC_YAML = f"""stages:
@@ -66,6 +68,16 @@ def test_two_workers_run_in_parallel_and_dvc_status_is_clean(repo, capsys):
     assert json.loads(status.stdout) == {}
 
 
+def test_cpu_workers_share_the_cores(repo, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert grid_main(["--root", str(repo), "--devices", "cpu,cpu", "train*"]) == 0
+    a = json.loads((repo / "out_a.json").read_text())
+    assert a["dev"] == "" and a["threads"] == str(max(1, (os.cpu_count() or 1) // 2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
+    assert grid_main(["--root", str(repo), "--devices", "cpu,cpu", "train*"]) == 0
+    assert json.loads((repo / "out_b.json").read_text())["threads"] == "3"
+
+
 def test_a_failing_stage_is_reported_and_not_committed(repo, capsys):
     (repo / "dvc.yaml").write_text(DVC_YAML.replace("cat out_a.json", "false && cat out_a.json"))
     assert grid_main(["--root", str(repo), "--devices", "cpu,cpu", "train*", "report"]) == 1
@@ -91,4 +103,26 @@ def test_slurm_array_script_runs_the_listed_stage_and_dvc_records_it(repo, capsy
     assert json.loads((repo / "out_b.json").read_text())["dev"] == "3" and not (repo / "out_a.json").exists()
     subprocess.run(DVC + ["commit", "-f", "-q", "train@b"], cwd=repo, check=True)
     status = subprocess.run(DVC + ["status", "--json", "train@b"], cwd=repo, capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout) == {}
+
+
+def test_commit_records_what_dvc_commit_does_with_one_lock_write(repo, tmp_path, monkeypatch):
+    """`grid --commit` (also pipelines/slurm/record.sh) writes the dvc.lock `dvc commit -f` writes for the
+    same stages, but rewrites the lock once: DVC's CLI rereads and rewrites it for every target."""
+    for m in "ab":  # the stages' commands, run outside DVC (as grid's workers or SLURM tasks do)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", m)
+        subprocess.run(f"{STAGE} out_{m}.json", shell=True, cwd=repo, check=True)
+    subprocess.run("cat out_a.json out_b.json > report.txt", shell=True, cwd=repo, check=True)
+    twin = tmp_path / "twin"
+    shutil.copytree(repo, twin)
+    subprocess.run(DVC + ["commit", "-f", "-q", "train@a", "train@b", "report"], cwd=twin, check=True)
+
+    from dvc.dvcfile import Lockfile
+    writes = []
+    real = Lockfile.dump_stages
+    monkeypatch.setattr(Lockfile, "dump_stages", lambda self, *a, **k: (writes.append(a), real(self, *a, **k))[1])
+    assert grid_main(["--root", str(repo), "--commit", "train*", "report"]) == 0
+    assert len(writes) == 1 and len(writes[0][0]) == 3  # one write holding the three stages
+    assert (repo / "dvc.lock").read_text() == (twin / "dvc.lock").read_text()
+    status = subprocess.run(DVC + ["status", "--json"], cwd=repo, capture_output=True, text=True, check=True)
     assert json.loads(status.stdout) == {}

@@ -6,10 +6,12 @@
 * (slow; `.ci/run` calls it) in a scratch copy: every paper dataset built as a tiny archive in its
   release's layout (tests/helpers/rehearsal_archives.py), the automatic ones served from 127.0.0.1 through
   the real download code, the manual ones handed over with ``msgnn-bench datasets download --from``
-  after ``prepare`` stopped with the manual step; ``dvc repro`` to Table 1 with every paper row,
-  Tables 2-5 and Fig. 7 from the per-variant stages, the real-world images in the page, ``dvc status``
-  clean; then ``dvc repro`` SIGKILLed during a training and during the ablation stages, rerun, ends
-  with the same ``dvc.lock`` outputs.
+  after ``prepare`` stopped with the manual step; then the checklist's several-workers run: ``dvc repro
+  prepare``, ``msgnn-bench grid`` with two CPU workers over every training, evaluation and ablation
+  stage, ``dvc repro`` (report, site) to Table 1 with every paper row, Tables 2-5 and Fig. 7 from the
+  per-variant stages, the real-world images in the page, ``dvc status`` clean; then ``dvc repro``
+  rebuilds a part of the DAG one stage at a time, SIGKILLed during a training and during an ablation
+  stage and rerun, to the same ``dvc.lock`` outputs as the grid's.
 """
 from __future__ import annotations
 
@@ -290,26 +292,25 @@ def _group_runs(pgid: int, marker: str) -> bool:
     return False
 
 
-# The part of the DAG `msgnn-bench grid` reruns with two workers (a second whole rehearsal would not fit
-# CI's budget): one dataset's prepare -> 9 trainings -> 10 evaluations chain, Table 2's per-variant
-# ablation stages, the report and the page; together they exercise every kind of stage and ordering.
-GRID_PART = ["prepare@rain1400", "train_msgnn@rain1400", "train@*-rain1400", "evaluate*@*rain1400",
-             "ablation@m?-0", "report", "site"]
+# The part of the DAG that `dvc repro` reruns one stage at a time after the grid built everything: a
+# dataset's prepare -> trainings -> evaluations (MSGNN, a baseline, the rainy input), two per-variant
+# ablation stages, the report and the page: every kind of stage, each in its DAG position.
+SEQ_PART = ["prepare@rain1400", "train_msgnn@rain1400", "train@prenet-rain1400", "evaluate_msgnn@rain1400",
+            "evaluate@prenet-rain1400", "evaluate_input@rain1400", "ablation@m1-0", "ablation@m2-0",
+            "report", "site"]
 
 
-def _grid_part(repo: Path, env: dict) -> None:
-    """Delete every output of GRID_PART's stages (and the trainings' checkpoints, so nothing resumes),
-    then rebuild them with `msgnn-bench grid` on two CPU workers."""
+def _delete_outputs(repo: Path, names: list[str]) -> None:
+    """Delete every output of ``names`` (and the trainings' resume checkpoints: nothing may resume)."""
     from benchmark.tools import grid
 
-    jobs = grid.collect(repo, GRID_PART)
-    assert {"prepare@rain1400", "report", "site", "ablation@m1-0", "ablation@m5-0"} <= {j.name for j in jobs}
+    jobs = grid.collect(repo, names)
+    assert {j.name for j in jobs} == set(names)
     for job in jobs:
         for o in job.outs:
             p = repo / o
             p = p.parent if p.name == "model.pt" else p  # runs/train/<key>/: last.pt too
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    _run(repo, env, "msgnn-bench", "grid", "--devices", "cpu,cpu", *GRID_PART)
 
 
 @pytest.mark.slow
@@ -366,8 +367,16 @@ def test_paper_rehearsal_from_release_archives(tmp_path):
                 _run(repo, env, "msgnn-bench", "datasets", "download", key, "--from", str(archive))
         t = phase("manual step and --from hand-overs", t)
 
-        _run(repo, env, sys.executable, "-m", "dvc", "repro")
-        t = phase("dvc repro (whole DAG)", t)
+        # step 4, several workers (two CPU workers here), exactly as the checklist gives it
+        _run(repo, env, sys.executable, "-m", "dvc", "repro", "prepare")
+        t = phase("dvc repro prepare", t)
+        _run(repo, env, "msgnn-bench", "grid", "--devices", "cpu,cpu", "train*", "evaluate*")
+        _run(repo, env, "msgnn-bench", "grid", "--devices", "cpu,cpu", "ablation*")
+        t = phase("grid: 36 trainings, 40 evaluations, 28 ablation stages", t)
+        out = _run(repo, env, sys.executable, "-m", "dvc", "repro")
+        ran = set(re.findall(r"Running stage '([^']+)'", out.stdout))
+        assert {"report", "site"} <= ran and not any(r.startswith(("train", "evaluate", "ablation")) for r in ran), ran
+        t = phase("dvc repro (report, site)", t)
         served = {urllib.parse.unquote(p) for p, _ in srv.requests}
         assert {"/li_cvpr16_rain.zip", "/Practical.zip", "/ddn/rainy image/901_1.jpg"} <= served
 
@@ -391,23 +400,22 @@ def test_paper_rehearsal_from_release_archives(tmp_path):
         assert "up to date" in _run(repo, env, sys.executable, "-m", "dvc", "status").stdout
         want = _outs(repo)
 
-        # several workers: `msgnn-bench grid` rebuilds a part of the DAG (GRID_PART) to the same outputs
+        # one stage at a time: `dvc repro` rebuilds SEQ_PART to the grid's outputs, SIGKILLed during a
+        # training and during an ablation stage and rerun each time (step 5: the same command again).
+        # --no-run-cache: these stages ran before (in the grid), and DVC would otherwise restore their
+        # outputs from its run cache instead of running them.
         t = time.monotonic()
-        _grid_part(repo, env)
+        _delete_outputs(repo, SEQ_PART)
+        repro = ["--no-run-cache"]
+        _kill_during(repo, env, repro, "pipelines.train --model prenet")
+        _kill_during(repo, env, repro, "--group m2")
+        out = _run(repo, env, sys.executable, "-m", "dvc", "repro", *repro)
+        ran = set(re.findall(r"Running stage '([^']+)'", out.stdout))
+        assert {"ablation@m2-0", "report", "site"} <= ran <= set(SEQ_PART), ran  # what the kills left
         assert "up to date" in _run(repo, env, sys.executable, "-m", "dvc", "status").stdout
         got = _outs(repo)
         assert got == want, {k: (want.get(k), got.get(k)) for k in set(want) | set(got) if want.get(k) != got.get(k)}
-        t = phase("grid part, two workers", t)
-
-        # resume: SIGKILL during a training, then during the ablation stages; rerun; same outputs
-        _kill_during(repo, env, ["-f", "-s", "train@prenet-rain200h"], "pipelines.train")
-        _kill_during(repo, env, ["-f", "-s", "ablation@m1-0", "ablation@m2-0", "ablation@m3-0"],
-                     "--group m2")
-        _run(repo, env, sys.executable, "-m", "dvc", "repro")
-        assert "up to date" in _run(repo, env, sys.executable, "-m", "dvc", "status").stdout
-        got = _outs(repo)
-        assert got == want, {k: (want.get(k), got.get(k)) for k in set(want) | set(got) if want.get(k) != got.get(k)}
-        phase("kills and resume", t)
+        phase("dvc repro of a part, killed twice, rerun", t)
     finally:
         srv.shutdown()
         srv.server_close()

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The last job of a submission (pipelines/slurm/submit.sh): `dvc commit` the stages whose array
+# The last job of a submission (pipelines/slurm/submit.sh): commit the stages whose array
 # task exited 0 (status file written by stage.sbatch), name every other one (failed, cancelled, or
 # never started: no status file), then build the report only when all succeeded. A failed stage is
 # never committed, so `dvc status` keeps showing it and a rerun (`dvc repro` or another submission)
@@ -16,7 +16,8 @@ while IFS=$'\t' read -r name _; do
   if [ "$code" = 0 ]; then ok+=("$name"); else bad+=("$name: exit $code"); fi
 done < <(cat "$@")
 if [ ${#ok[@]} -gt 0 ]; then
-  dvc commit -f -q "${ok[@]}" || { echo "record: dvc commit failed" >&2; exit 1; }
+  # `dvc commit -f` of them all with one dvc.lock write (the CLI rewrites the whole lock per stage)
+  msgnn-bench grid --commit "${ok[@]}" || { echo "record: commit failed" >&2; exit 1; }
   echo "record: committed ${#ok[@]} stage(s): ${ok[*]}"
 fi
 if [ ${#bad[@]} -gt 0 ]; then
