@@ -117,12 +117,19 @@ def test_commit_records_what_dvc_commit_does_with_one_lock_write(repo, tmp_path,
     shutil.copytree(repo, twin)
     subprocess.run(DVC + ["commit", "-f", "-q", "train@a", "train@b", "report"], cwd=twin, check=True)
 
+    import logging
+
     from dvc.dvcfile import Lockfile
+    for h in logging.getLogger("dvc").handlers:  # DVC's handlers keep the stream of the test that set them up
+        if isinstance(h, logging.StreamHandler):
+            monkeypatch.setattr(h, "stream", sys.stderr)
     writes = []
     real = Lockfile.dump_stages
     monkeypatch.setattr(Lockfile, "dump_stages", lambda self, *a, **k: (writes.append(a), real(self, *a, **k))[1])
     assert grid_main(["--root", str(repo), "--commit", "train*", "report"]) == 0
     assert len(writes) == 1 and len(writes[0][0]) == 3  # one write holding the three stages
     assert (repo / "dvc.lock").read_text() == (twin / "dvc.lock").read_text()
+    with pytest.raises(ValueError, match="no stage matches 'nosuch'"):
+        grid_main(["--root", str(repo), "--commit", "report", "nosuch"])
     status = subprocess.run(DVC + ["status", "--json"], cwd=repo, capture_output=True, text=True, check=True)
     assert json.loads(status.stdout) == {}
