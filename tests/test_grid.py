@@ -54,6 +54,7 @@ def test_collect_orders_stages_by_their_dependencies(repo):
     assert set(jobs) == {"train@a", "train@b", "report"}
     assert jobs["report"].after == {"train@a", "train@b"} and not jobs["train@a"].after
     assert "out_a.json" in jobs["train@a"].cmd
+    assert {j.name for j in collect(repo, ["train"])} == {"train@a", "train@b"}  # a matrix stage's group name
 
 
 def test_two_workers_run_in_parallel_and_dvc_status_is_clean(repo, capsys):

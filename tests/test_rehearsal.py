@@ -300,8 +300,10 @@ SEQ_PART = ["prepare@rain1400", "train_msgnn@rain1400", "train@prenet-rain1400",
             "report", "site"]
 
 
-def _delete_outputs(repo: Path, names: list[str]) -> None:
-    """Delete every output of ``names`` (and the trainings' resume checkpoints: nothing may resume)."""
+def _forget(repo: Path, names: list[str]) -> None:
+    """Put ``names`` back to never having run: their outputs (and the trainings' resume checkpoints)
+    deleted, their dvc.lock entries dropped, DVC's run cache emptied. Otherwise DVC would check the
+    outputs out of its cache (the lock still names them) or restore them from the run cache."""
     from benchmark.tools import grid
 
     jobs = grid.collect(repo, names)
@@ -311,6 +313,11 @@ def _delete_outputs(repo: Path, names: list[str]) -> None:
             p = repo / o
             p = p.parent if p.name == "model.pt" else p  # runs/train/<key>/: last.pt too
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for name in names:
+        del lock["stages"][name]
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    shutil.rmtree(repo / ".dvc/cache/runs", ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -370,8 +377,7 @@ def test_paper_rehearsal_from_release_archives(tmp_path):
         # step 4, several workers (two CPU workers here), exactly as the checklist gives it
         _run(repo, env, sys.executable, "-m", "dvc", "repro", "prepare")
         t = phase("dvc repro prepare", t)
-        _run(repo, env, "msgnn-bench", "grid", "--devices", "cpu,cpu", "train*", "evaluate*")
-        _run(repo, env, "msgnn-bench", "grid", "--devices", "cpu,cpu", "ablation*")
+        _run(repo, env, "msgnn-bench", "grid", "--devices", "cpu,cpu", "train*", "evaluate*", "ablation*")
         t = phase("grid: 36 trainings, 40 evaluations, 28 ablation stages", t)
         out = _run(repo, env, sys.executable, "-m", "dvc", "repro")
         ran = set(re.findall(r"Running stage '([^']+)'", out.stdout))
@@ -400,16 +406,14 @@ def test_paper_rehearsal_from_release_archives(tmp_path):
         assert "up to date" in _run(repo, env, sys.executable, "-m", "dvc", "status").stdout
         want = _outs(repo)
 
-        # one stage at a time: `dvc repro` rebuilds SEQ_PART to the grid's outputs, SIGKILLed during a
-        # training and during an ablation stage and rerun each time (step 5: the same command again).
-        # --no-run-cache: these stages ran before (in the grid), and DVC would otherwise restore their
-        # outputs from its run cache instead of running them.
+        # one stage at a time: `dvc repro` rebuilds SEQ_PART, as if it had never run, to the grid's
+        # outputs, SIGKILLed during a training and during an ablation stage and rerun each time
+        # (step 5: the same command again)
         t = time.monotonic()
-        _delete_outputs(repo, SEQ_PART)
-        repro = ["--no-run-cache"]
-        _kill_during(repo, env, repro, "pipelines.train --model prenet")
-        _kill_during(repo, env, repro, "--group m2")
-        out = _run(repo, env, sys.executable, "-m", "dvc", "repro", *repro)
+        _forget(repo, SEQ_PART)
+        _kill_during(repo, env, [], "pipelines.train --model prenet")
+        _kill_during(repo, env, [], "--group m2")
+        out = _run(repo, env, sys.executable, "-m", "dvc", "repro")
         ran = set(re.findall(r"Running stage '([^']+)'", out.stdout))
         assert {"ablation@m2-0", "report", "site"} <= ran <= set(SEQ_PART), ran  # what the kills left
         assert "up to date" in _run(repo, env, sys.executable, "-m", "dvc", "status").stdout

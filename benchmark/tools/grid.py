@@ -21,6 +21,7 @@ import os
 import subprocess
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,38 +39,51 @@ def _inside(path: str, out: str) -> bool:
     return path == out or path.startswith(out.rstrip("/") + "/") or out.startswith(path.rstrip("/") + "/")
 
 
-def collect(root: Path, targets: list[str]) -> list[Job]:
-    """The stages matching ``targets`` (names or shell globs), with their order constraints."""
+@contextmanager
+def _repo(root: Path):
     from dvc.repo import Repo
 
-    jobs: dict[str, Job] = {}
     cwd = os.getcwd()
-    os.chdir(root)  # DVC resolves stage targets against the working directory
+    os.chdir(root)  # DVC resolves paths against the working directory
     try:
-        _collect_into(Repo, root, targets, jobs)
+        with Repo(str(root)) as repo:
+            yield repo
     finally:
         os.chdir(cwd)
-    for job in jobs.values():
-        job.after = {o.name for o in jobs.values() if o is not job
-                     and any(_inside(d, out) for d in job.deps for out in o.outs)}
-    return list(jobs.values())
 
 
-def _collect_into(Repo, root: Path, targets: list[str], jobs: dict[str, Job]) -> None:
+def _matching(repo, root: Path, targets: list[str]) -> list:
+    """The stages matching ``targets`` (names, a matrix stage's group name, shell globs), from one load
+    of dvc.yaml and dvc.lock: DVC's per-target collection reloads both for every target, seconds each
+    once the lock holds a hundred stages."""
     from dvc.exceptions import DvcException
 
-    with Repo(str(root)) as repo:
-        for t in targets:
-            try:
-                stages = repo.stage.collect(t, glob=any(c in t for c in "*?["))
-            except DvcException as exc:  # one line naming the file and the target, not a traceback
-                raise ValueError(f"{root / 'dvc.yaml'}: {t!r}: {exc}") from exc
-            if not stages:
-                raise ValueError(f"{root / 'dvc.yaml'}: no stage matches {t!r}")
-            for st in stages:
-                cmd = st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd)
-                rel = lambda o: os.path.relpath(str(o.fs_path), str(root))  # noqa: E731
-                jobs[st.addressing] = Job(st.addressing, cmd, [rel(d) for d in st.deps], [rel(o) for o in st.outs])
+    try:
+        stages = list(repo.index.stages)
+    except DvcException as exc:  # one line naming the file, not a traceback
+        raise ValueError(f"{root / 'dvc.yaml'}: {exc}") from exc
+
+    def hit(st, t: str) -> bool:
+        return fnmatch.fnmatchcase(st.addressing, t) or st.addressing.split("@")[0] == t
+
+    unmatched = [t for t in targets if not any(hit(st, t) for st in stages)]
+    if unmatched:
+        raise ValueError(f"{root / 'dvc.yaml'}: no stage matches {', '.join(map(repr, unmatched))}")
+    return [st for st in stages if any(hit(st, t) for t in targets)]
+
+
+def collect(root: Path, targets: list[str]) -> list[Job]:
+    """The stages matching ``targets``, with their order constraints."""
+    with _repo(root) as repo:
+        jobs = []
+        for st in _matching(repo, root, targets):
+            cmd = st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd)
+            rel = lambda o: os.path.relpath(str(o.fs_path), str(root))  # noqa: E731
+            jobs.append(Job(st.addressing, cmd, [rel(d) for d in st.deps], [rel(o) for o in st.outs]))
+    for job in jobs:
+        job.after = {o.name for o in jobs if o is not job
+                     and any(_inside(d, out) for d in job.deps for out in o.outs)}
+    return jobs
 
 
 def run_grid(root: Path, jobs: list[Job], devices: list[str], log=print) -> int:
@@ -128,25 +142,17 @@ def commit(root: Path, targets: list[str]) -> list[str]:
     reloads dvc.yaml and dvc.lock and rewrites the lock for every target: 104 paper stages took more
     than 15 min that way on the 2-core machine (a 0.85 MB lock). Targets are names or shell globs;
     returns the names committed."""
-    from dvc.repo import Repo, lock_repo
+    from dvc.repo import lock_repo
 
-    cwd = os.getcwd()
-    os.chdir(root)  # DVC resolves paths against the working directory
-    try:
-        with Repo(str(root)) as repo, lock_repo(repo):
-            stages = [st for st in repo.index.stages if any(fnmatch.fnmatchcase(st.addressing, t) for t in targets)]
-            unmatched = [t for t in targets if not any(fnmatch.fnmatchcase(st.addressing, t) for st in stages)]
-            if unmatched:
-                raise ValueError(f"{root / 'dvc.yaml'}: no stage matches {', '.join(map(repr, unmatched))}")
-            by_file: dict[str, tuple[object, list]] = {}
-            for stage in stages:
-                stage.save()
-                stage.commit()
-                by_file.setdefault(stage.dvcfile.path, (stage.dvcfile, []))[1].append(stage)
-            for dvcfile, group in by_file.values():
-                dvcfile.dump_stages(group, update_pipeline=False)
-    finally:
-        os.chdir(cwd)
+    with _repo(root) as repo, lock_repo(repo):
+        stages = _matching(repo, root, targets)
+        by_file: dict[str, tuple[object, list]] = {}
+        for stage in stages:
+            stage.save()
+            stage.commit()
+            by_file.setdefault(stage.dvcfile.path, (stage.dvcfile, []))[1].append(stage)
+        for dvcfile, group in by_file.values():
+            dvcfile.dump_stages(group, update_pipeline=False)
     return [st.addressing for st in stages]
 
 
