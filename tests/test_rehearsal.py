@@ -313,10 +313,13 @@ def _forget(repo: Path, names: list[str]) -> None:
             p = repo / o
             p = p.parent if p.name == "model.pt" else p  # runs/train/<key>/: last.pt too
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    from ruamel.yaml import YAML  # DVC's own YAML (1.2): PyYAML would read `1e-08` back as a string
+
+    rt = YAML()
+    lock = rt.load(repo / "dvc.lock")
     for name in names:
         del lock["stages"][name]
-    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    rt.dump(lock, repo / "dvc.lock")
     shutil.rmtree(repo / ".dvc/cache/runs", ignore_errors=True)
 
 
