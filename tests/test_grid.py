@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,8 +17,7 @@ DVC = [sys.executable, "-m", "dvc"]
 STAGE_PY = """import json, os, sys, time
 t0 = time.time()
 time.sleep(1.5)
-json.dump({"dev": os.environ["CUDA_VISIBLE_DEVICES"], "threads": os.environ.get("OMP_NUM_THREADS"),
-           "t0": t0, "t1": time.time()}, open(sys.argv[1], "w"))
+json.dump({"dev": os.environ["CUDA_VISIBLE_DEVICES"], "t0": t0, "t1": time.time()}, open(sys.argv[1], "w"))
 """
 STAGE = f"{sys.executable} stage.py"
 DVC_YAML = f"""stages:
@@ -67,16 +65,6 @@ def test_two_workers_run_in_parallel_and_dvc_status_is_clean(repo, capsys):
     assert "train@a" in lock and "report" in lock
     status = subprocess.run(DVC + ["status", "--json"], cwd=repo, capture_output=True, text=True, check=True)
     assert json.loads(status.stdout) == {}
-
-
-def test_cpu_workers_share_the_cores(repo, monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert grid_main(["--root", str(repo), "--devices", "cpu,cpu", "train*"]) == 0
-    a = json.loads((repo / "out_a.json").read_text())
-    assert a["dev"] == "" and a["threads"] == str(max(1, (os.cpu_count() or 1) // 2))
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
-    assert grid_main(["--root", str(repo), "--devices", "cpu,cpu", "train*"]) == 0
-    assert json.loads((repo / "out_b.json").read_text())["threads"] == "3"
 
 
 def test_a_failing_stage_is_reported_and_not_committed(repo, capsys):

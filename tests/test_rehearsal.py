@@ -344,7 +344,10 @@ def test_paper_rehearsal_from_release_archives(tmp_path):
     venv = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{venv}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(repo),  # `msgnn-bench` imports the scratch copy, not the installed tree
-               MSGNN_DATASETS_REGISTRY=str(built["registry"]), no_proxy="127.0.0.1,localhost")
+               MSGNN_DATASETS_REGISTRY=str(built["registry"]), no_proxy="127.0.0.1,localhost",
+               # one torch thread in every stage: two CPU workers share two cores, and on a CPU MSGNN's
+               # weights depend on the thread count (summation order), so grid and dvc repro use the same
+               OMP_NUM_THREADS="1")
     t = phase("scratch copy and archives", t0)
     try:
         # docs/running-the-paper.md, step by step
